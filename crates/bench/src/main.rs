@@ -1,0 +1,2 @@
+//! fjord-bench (work in progress).
+fn main() {}

@@ -1,0 +1,2 @@
+//! fjord-protocol (work in progress).
+#![forbid(unsafe_code)]

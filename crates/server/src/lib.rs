@@ -1,0 +1,1 @@
+//! fjord-server (work in progress).

@@ -1,0 +1,2 @@
+//! The `fjord` tracker binary.
+fn main() {}

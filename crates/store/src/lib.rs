@@ -1,0 +1,2 @@
+//! fjord-store (work in progress).
+#![forbid(unsafe_code)]
