@@ -10,6 +10,7 @@ left = 0; one announce per hash) and removes it.  Network: loopback only, no DHT
 """
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -91,4 +92,5 @@ ses.remove_torrent(h2)
 wait_for(lambda a: isinstance(a, lt.torrent_removed_alert), "hybrid torrent removed")
 time.sleep(2)
 del ses
+shutil.rmtree(work, ignore_errors=True)
 print("done", flush=True)

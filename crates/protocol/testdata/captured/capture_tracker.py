@@ -12,7 +12,10 @@ it receives, byte for byte, so captures can become golden tests for the codec.
 
 Usage:
   capture_tracker.py --port 6969 --out DIR [--bind 127.0.0.1] [--seconds 120]
-                     [--peers 127.0.0.1:6881,...]
+                     [--peers 127.0.0.1:6881,...] [--swarm]
+
+--swarm turns it into a minimal real tracker (announcers are remembered and handed
+out as peers, scrape counts are real), used to debug the real-client tests.
 
 Files are written to DIR as NNNN-<action>[-<event>].bin in arrival order, and one
 JSON line per datagram (decoded fields) is printed on stdout and appended to
@@ -97,11 +100,44 @@ def decode(data):
     return d
 
 
-def reply(data, d, peers):
+class Swarms:
+    """--swarm mode: a minimal in-memory peer store (IPv4, no expiry), to test client harnesses."""
+
+    def __init__(self):
+        self.swarms = {}  # info_hash -> {(ip, port): is_seeder}
+        self.completed = {}
+
+    def announce(self, d, addr):
+        swarm = self.swarms.setdefault(d["info_hash"], {})
+        me = (addr[0], d["port"])
+        if d["event"] == "stopped":
+            swarm.pop(me, None)
+        else:
+            swarm[me] = d["left"] == 0
+        if d["event"] == "completed":
+            self.completed[d["info_hash"]] = self.completed.get(d["info_hash"], 0) + 1
+        want = 50 if d["num_want"] < 0 else min(d["num_want"], 50)
+        others = [p for p in swarm if p != me][:want]
+        seeders = sum(swarm.values())
+        body = b"".join(socket.inet_aton(h) + struct.pack(">H", p) for h, p in others)
+        return struct.pack(">III", 1800, len(swarm) - seeders, seeders) + body
+
+    def scrape(self, info_hash):
+        swarm = self.swarms.get(info_hash, {})
+        seeders = sum(swarm.values())
+        return struct.pack(">III", seeders, self.completed.get(info_hash, 0), len(swarm) - seeders)
+
+
+def reply(data, d, peers, swarms=None, addr=None):
     kind = d.get("kind")
     tid = data[12:16] if len(data) >= 16 else b""
     if kind == "connect" and d["protocol_id_ok"]:
         return struct.pack(">I", 0) + tid + struct.pack(">Q", CONNECTION_ID)
+    if kind == "announce" and swarms is not None:
+        return struct.pack(">I", 1) + tid + swarms.announce(d, addr)
+    if kind == "scrape" and swarms is not None:
+        rows = b"".join(swarms.scrape(h) for h in d["info_hashes"])
+        return struct.pack(">I", 2) + tid + rows
     if kind == "announce":
         body = b"".join(
             socket.inet_aton(h) + struct.pack(">H", p) for h, p in peers if p != d["port"]
@@ -127,10 +163,14 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seconds", type=float, default=120.0, help="exit after this long")
     ap.add_argument("--peers", default="", help="IPv4 peers to hand out, host:port,...")
+    ap.add_argument(
+        "--swarm", action="store_true", help="remember announcers and hand them out as peers"
+    )
     args = ap.parse_args()
     if not ipaddress.ip_address(args.bind).is_loopback:
         sys.exit("refusing to bind a non-loopback address")
     peers = parse_peers(args.peers)
+    swarms = Swarms() if args.swarm else None
     os.makedirs(args.out, exist_ok=True)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((args.bind, args.port))
@@ -161,7 +201,7 @@ def main():
         print(line, flush=True)
         log.write(line + "\n")
         log.flush()
-        r = reply(data, d, peers)
+        r = reply(data, d, peers, swarms, addr)
         if r is not None:
             sock.sendto(r, addr)
 

@@ -1,0 +1,175 @@
+#!/usr/bin/python3
+"""libtorrent seeder + leecher whose only peer source is one UDP tracker.
+
+Usage: /usr/bin/python3 lt_swarm.py TRACKER_HOST:PORT [SECONDS]
+
+Run with Debian's /usr/bin/python3 (python3-libtorrent). Creates a few hundred KB of random
+data and a v1 torrent announcing only to udp://TRACKER_HOST:PORT/announce, starts a seeding
+session and, once the seeder has an announce reply, a leeching session. Both sessions listen on
+127.0.0.1 (distinct ephemeral ports) with DHT, LSD, PEX (no default plugins, disable_pex),
+UPnP and NAT-PMP off, so the leecher can only learn of the seeder through the tracker.
+Succeeds (exit 0, last line "OK ...") when the leecher has the complete file, its bytes equal
+the seeder's, and a scrape of the tracker through the leecher answers. Otherwise exits 1 with
+a "FAIL: ..." line and the alerts that matter. Everything lives in a temporary directory that
+is removed on exit.
+"""
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import libtorrent as lt
+
+SIZE = 384 * 1024
+PIECE = 16 * 1024
+
+
+def log(*args):
+    print(*args, flush=True)
+
+
+def fail(msg, events):
+    log("FAIL: " + msg)
+    log("--- relevant alerts (last 40) ---")
+    for e in events[-40:]:
+        log("  " + e)
+    sys.exit(1)
+
+
+def make_session(name):
+    settings = {
+        "listen_interfaces": "127.0.0.1:0",
+        "outgoing_interfaces": "127.0.0.1",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        # Both peers are 127.0.0.1: allow it, and never drop local peers.
+        "allow_multiple_connections_per_ip": True,
+        "enable_incoming_utp": False,
+        "enable_outgoing_utp": False,
+        "alert_mask": lt.alert_category.error
+        | lt.alert_category.status
+        | lt.alert_category.tracker
+        | lt.alert_category.connect
+        | lt.alert_category.peer,
+        "user_agent": "fjord-real-clients-" + name,
+    }
+    # flags=0: no default plugins, i.e. no ut_pex (PEX) and no ut_metadata.
+    return lt.session(settings, 0)
+
+
+def main():
+    tracker_addr = sys.argv[1]
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+    deadline = time.monotonic() + seconds
+    tracker = "udp://%s/announce" % tracker_addr
+    work = tempfile.mkdtemp(prefix="fjord-lt-swarm-")
+    events = []
+    try:
+        run(tracker, work, deadline, events)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def pump(sessions, events, wait_ms=100):
+    """Collect alerts from all sessions; returns [(name, alert)]."""
+    got = []
+    sessions[0][1].wait_for_alert(wait_ms)
+    for name, ses in sessions:
+        for a in ses.pop_alerts():
+            got.append((name, a))
+            events.append("%s %s: %s" % (name, type(a).__name__, a.message()))
+    return got
+
+
+def run(tracker, work, deadline, events):
+    seed_dir = os.path.join(work, "seed")
+    leech_dir = os.path.join(work, "leech")
+    os.makedirs(seed_dir)
+    os.makedirs(leech_dir)
+    data = os.urandom(SIZE)
+    with open(os.path.join(seed_dir, "payload.bin"), "wb") as f:
+        f.write(data)
+    fs = lt.file_storage()
+    lt.add_files(fs, os.path.join(seed_dir, "payload.bin"))
+    ct = lt.create_torrent(fs, PIECE, flags=lt.create_torrent.v1_only)
+    ct.add_tracker(tracker)
+    lt.set_piece_hashes(ct, seed_dir)
+    torrent = lt.bencode(ct.generate())
+    info_hash = str(lt.torrent_info(torrent).info_hashes().v1)
+    log("torrent %s: %d bytes, %d pieces, tracker %s" % (info_hash, SIZE, SIZE // PIECE, tracker))
+
+    flags = lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd | lt.torrent_flags.disable_pex
+    seeder = make_session("seeder")
+    leecher = make_session("leecher")
+    sessions = [("seeder", seeder), ("leecher", leecher)]
+    log("seeder listens on 127.0.0.1:%d, leecher on 127.0.0.1:%d" % (seeder.listen_port(), leecher.listen_port()))
+
+    seed_h = seeder.add_torrent(
+        {"ti": lt.torrent_info(torrent), "save_path": seed_dir, "flags": flags}
+    )
+    # 1. The seeder checks its data and announces (left = 0); wait for the tracker's reply.
+    while True:
+        if time.monotonic() > deadline:
+            fail("the seeder got no announce reply from %s" % tracker, events)
+        for name, a in pump(sessions, events):
+            if isinstance(a, lt.tracker_error_alert):
+                fail("seeder announce failed: " + a.message(), events)
+            if isinstance(a, lt.tracker_reply_alert):
+                break
+        else:
+            continue
+        break
+    if not seed_h.status().is_seeding:
+        fail("the seeder is not seeding after its announce (state %s)" % seed_h.status().state, events)
+    log("seeder announced; starting the leecher")
+
+    # 2. The leecher announces (started, left = SIZE); the tracker must hand out the seeder.
+    leech_h = leecher.add_torrent(
+        {"ti": lt.torrent_info(torrent), "save_path": leech_dir, "flags": flags}
+    )
+    peers_from_tracker = None
+    while not leech_h.status().is_seeding:
+        if time.monotonic() > deadline:
+            st = leech_h.status()
+            fail(
+                "leecher incomplete: %.0f%% after the deadline, peers from tracker: %s, connected peers: %d"
+                % (st.progress * 100, peers_from_tracker, st.num_peers),
+                events,
+            )
+        for name, a in pump(sessions, events):
+            if name == "leecher" and isinstance(a, lt.tracker_reply_alert):
+                peers_from_tracker = a.num_peers
+                log("leecher announce reply: %d peers" % a.num_peers)
+            if name == "leecher" and isinstance(a, lt.tracker_error_alert):
+                fail("leecher announce failed: " + a.message(), events)
+    log("leecher complete after %d peers from the tracker" % (peers_from_tracker or 0))
+
+    # 3. Verify the content byte for byte.
+    with open(os.path.join(leech_dir, "payload.bin"), "rb") as f:
+        got = f.read()
+    if got != data:
+        fail("downloaded data differs from the seeder's (%d vs %d bytes)" % (len(got), len(data)), events)
+    log("content verified: sha1 %s" % hashlib.sha1(got).hexdigest())
+
+    # 4. Scrape through the leecher (it now has sent `completed`).
+    leech_h.scrape_tracker()
+    while True:
+        if time.monotonic() > deadline:
+            fail("no scrape reply", events)
+        for name, a in pump(sessions, events):
+            if name == "leecher" and isinstance(a, lt.scrape_failed_alert):
+                fail("scrape failed: " + a.message(), events)
+            if name == "leecher" and isinstance(a, lt.scrape_reply_alert):
+                log("scrape: %d seeders, %d leechers" % (a.complete, a.incomplete))
+                log("OK leecher downloaded %d bytes via the tracker; scrape %d seeders %d leechers"
+                    % (SIZE, a.complete, a.incomplete))
+                return
+
+
+if __name__ == "__main__":
+    main()
