@@ -1,0 +1,286 @@
+//! Info-hash access list: off / allow / deny, loaded from a file of hex info hashes.
+//!
+//! The list in force lives in an [`AccessListSource`] (an `ArcSwap`). Reloading builds a new list
+//! off to the side and swaps the pointer atomically; a file with a malformed line is refused as a
+//! whole and the previous list stays in force. Workers hold an `arc_swap::Cache`, which costs one
+//! atomic load per check and never takes a lock.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{AccessListMode, hex_val};
+
+/// A loaded access list.
+#[derive(Debug, Clone, Default)]
+pub struct AccessList {
+    mode: AccessListMode,
+    hashes: HashSet<[u8; 20], ahash::RandomState>,
+}
+
+/// Why a file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessListError {
+    /// The file could not be read.
+    #[error("access list {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A line is not 40 hex characters.
+    #[error("access list {path}, line {line}: {reason}")]
+    Malformed {
+        /// File.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl AccessList {
+    /// A list that allows everything.
+    pub fn off() -> Self {
+        AccessList::default()
+    }
+
+    /// Builds a list from its text; errors carry the 1-based line number (`path` only for messages).
+    pub fn parse(mode: AccessListMode, text: &str, path: &Path) -> Result<Self, AccessListError> {
+        let mut hashes = HashSet::with_hasher(ahash::RandomState::new());
+        for (i, line) in text.lines().enumerate() {
+            let content = line.split('#').next().unwrap_or("").trim();
+            if content.is_empty() {
+                continue;
+            }
+            let malformed = |reason: String| AccessListError::Malformed {
+                path: path.to_owned(),
+                line: i + 1,
+                reason,
+            };
+            let b = content.as_bytes();
+            if b.len() != 40 {
+                return Err(malformed(format!("expected 40 hex characters, got {}", b.len())));
+            }
+            let mut h = [0u8; 20];
+            for (j, pair) in b.chunks(2).enumerate() {
+                match (hex_val(pair[0]), hex_val(pair[1])) {
+                    (Some(hi), Some(lo)) => h[j] = hi << 4 | lo,
+                    _ => return Err(malformed("not hexadecimal".into())),
+                }
+            }
+            hashes.insert(h);
+        }
+        Ok(AccessList { mode, hashes })
+    }
+
+    /// Reads and parses `path`.
+    pub fn load(mode: AccessListMode, path: &Path) -> Result<Self, AccessListError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| AccessListError::Io { path: path.to_owned(), source })?;
+        Self::parse(mode, &text, path)
+    }
+
+    /// Whether announces for `info_hash` are served.
+    #[inline]
+    pub fn allows(&self, info_hash: &[u8; 20]) -> bool {
+        match self.mode {
+            AccessListMode::Off => true,
+            AccessListMode::Allow => self.hashes.contains(info_hash),
+            AccessListMode::Deny => !self.hashes.contains(info_hash),
+        }
+    }
+
+    /// Number of hashes listed.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether no hash is listed.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> AccessListMode {
+        self.mode
+    }
+}
+
+/// The list in force plus where it comes from. Shared by workers (reading) and the maintenance
+/// thread / SIGHUP handler (reloading).
+#[derive(Debug)]
+pub struct AccessListSource {
+    current: ArcSwap<AccessList>,
+    mode: AccessListMode,
+    path: Option<PathBuf>,
+    /// Successful loads so far (1 after the initial load). Lets tests wait for a reload.
+    generation: AtomicU64,
+    /// Serialises reloads (cold path only) and remembers the file's last seen (mtime, len).
+    reload_lock: parking_lot::Mutex<Option<FileStamp>>,
+}
+
+type FileStamp = (std::time::SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl AccessListSource {
+    /// Loads the initial list (an error here should stop the start).
+    pub fn new(mode: AccessListMode, path: Option<PathBuf>) -> Result<Self, AccessListError> {
+        let (list, st) = match (&path, mode) {
+            (Some(p), m) if m != AccessListMode::Off => {
+                let st = stamp(p);
+                (AccessList::load(mode, p)?, st)
+            }
+            _ => (AccessList::off(), None),
+        };
+        Ok(AccessListSource {
+            current: ArcSwap::from_pointee(list),
+            mode,
+            path,
+            generation: AtomicU64::new(1),
+            reload_lock: parking_lot::Mutex::new(st),
+        })
+    }
+
+    /// A source that serves a fixed list (tests, embedding).
+    pub fn fixed(list: AccessList) -> Self {
+        AccessListSource {
+            mode: list.mode,
+            current: ArcSwap::from_pointee(list),
+            path: None,
+            generation: AtomicU64::new(1),
+            reload_lock: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// A per-worker cache: `cache.load()` is one atomic load unless the list changed.
+    pub fn cache(self: &Arc<Self>) -> AccessListCache {
+        arc_swap::Cache::new(ArcSwapHolder(Arc::clone(self)))
+    }
+
+    /// The list in force now.
+    pub fn current(&self) -> Arc<AccessList> {
+        self.current.load_full()
+    }
+
+    /// Successful loads so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the file and swaps it in; on error the previous list stays and the error is
+    /// returned. Does nothing (Ok) when the mode is off.
+    pub fn reload(&self) -> Result<(), AccessListError> {
+        let Some(path) = self.path.as_deref().filter(|_| self.mode != AccessListMode::Off) else {
+            return Ok(());
+        };
+        let mut seen = self.reload_lock.lock();
+        // Remember the stamp even if the load fails, so a broken file is reported once.
+        *seen = stamp(path);
+        let list = AccessList::load(self.mode, path)?;
+        let n = list.len();
+        self.current.store(Arc::new(list));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(path = %path.display(), hashes = n, "access list loaded");
+        Ok(())
+    }
+
+    /// Reloads if the file's modification time or length changed since the last load attempt.
+    /// Returns whether a reload was attempted.
+    pub fn reload_if_changed(&self) -> bool {
+        let Some(path) = self.path.as_deref().filter(|_| self.mode != AccessListMode::Off) else {
+            return false;
+        };
+        let st = stamp(path);
+        {
+            let seen = self.reload_lock.lock();
+            if st.is_none() || *seen == st {
+                return false;
+            }
+        }
+        if let Err(e) = self.reload() {
+            tracing::error!("{e}; the previous access list stays in force");
+        }
+        true
+    }
+}
+
+/// A worker's cached view of the list in force.
+pub type AccessListCache = arc_swap::Cache<ArcSwapHolder, Arc<AccessList>>;
+
+/// Adapter so that `arc_swap::Cache` can hold the shared source.
+#[derive(Debug)]
+pub struct ArcSwapHolder(Arc<AccessListSource>);
+
+impl std::ops::Deref for ArcSwapHolder {
+    type Target = ArcSwap<AccessList>;
+    fn deref(&self) -> &Self::Target {
+        &self.0.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(b: u8) -> [u8; 20] {
+        [b; 20]
+    }
+
+    #[test]
+    fn parses_comments_blank_lines_and_case() {
+        let text = "# header\n\n0101010101010101010101010101010101010101\n  ABABABABABABABABABABABABABABABABABABABAB  # trailing\n";
+        let l = AccessList::parse(AccessListMode::Allow, text, Path::new("x")).unwrap();
+        assert_eq!(l.len(), 2);
+        assert!(l.allows(&h(1)));
+        assert!(l.allows(&h(0xab)));
+        assert!(!l.allows(&h(2)));
+        let d = AccessList::parse(AccessListMode::Deny, text, Path::new("x")).unwrap();
+        assert!(!d.allows(&h(1)));
+        assert!(d.allows(&h(2)));
+        assert!(AccessList::off().allows(&h(1)));
+    }
+
+    #[test]
+    fn malformed_line_is_reported_with_its_number() {
+        let text = "0101010101010101010101010101010101010101\n# ok\nnot-a-hash\n";
+        let e = AccessList::parse(AccessListMode::Allow, text, Path::new("list.txt")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("list.txt"), "{msg}");
+        let text = "010101010101010101010101010101010101010g\n";
+        let e = AccessList::parse(AccessListMode::Allow, text, Path::new("l")).unwrap_err();
+        assert!(e.to_string().contains("line 1: not hexadecimal"), "{e}");
+    }
+
+    #[test]
+    fn reload_keeps_previous_list_on_error_and_cache_sees_swaps() {
+        let dir = crate::test_util::TempDir::new("acl");
+        let path = dir.path().join("list");
+        std::fs::write(&path, "0101010101010101010101010101010101010101\n").unwrap();
+        let src = Arc::new(AccessListSource::new(AccessListMode::Allow, Some(path.clone())).unwrap());
+        let mut cache = src.cache();
+        assert!(cache.load().allows(&h(1)));
+        assert!(!cache.load().allows(&h(2)));
+        std::fs::write(&path, "0202020202020202020202020202020202020202\n").unwrap();
+        src.reload().unwrap();
+        assert_eq!(src.generation(), 2);
+        assert!(!cache.load().allows(&h(1)));
+        assert!(cache.load().allows(&h(2)));
+        std::fs::write(&path, "0303\n").unwrap();
+        assert!(src.reload().is_err());
+        assert_eq!(src.generation(), 2);
+        assert!(cache.load().allows(&h(2)), "previous list stays in force");
+        // Unchanged file: no reload attempted.
+        assert!(!src.reload_if_changed());
+    }
+}

@@ -1,0 +1,486 @@
+//! Configuration: a TOML file (every key optional, unknown keys rejected), embedded defaults, and
+//! validation that names the offending key.
+//!
+//! The commented template printed by `fjord --print-config` is [`DEFAULT_CONFIG_TOML`]; a test
+//! checks that it parses to exactly [`Config::default()`] and names every key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The commented default configuration, printed by `fjord --print-config`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config.default.toml");
+
+/// Largest `num_want` for IPv4 that keeps an announce reply in one packet (20 + 200·6 = 1,220 B).
+pub const MAX_NUM_WANT_V4: i32 = 200;
+/// Largest `num_want` for IPv6 that keeps an announce reply in one packet (20 + 66·18 = 1,208 B).
+pub const MAX_NUM_WANT_V6: i32 = 66;
+/// Largest number of scrape rows answered (8 + 74·12 = 896 B).
+pub const MAX_SCRAPE_HASHES: usize = 74;
+
+/// A configuration error: the dotted key and why its value is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The TOML did not parse or named an unknown key.
+    #[error("configuration: {0}")]
+    Parse(String),
+    /// A key has a value fjord refuses.
+    #[error("configuration: invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `protocol.max_num_want_v4`.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+/// The whole configuration. `Default` is the embedded default configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Log level filter (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Worker threads; 0 = one per available core.
+    pub workers: usize,
+    /// Sockets.
+    pub network: NetworkConfig,
+    /// Protocol behaviour.
+    pub protocol: ProtocolConfig,
+    /// Connection ids.
+    pub connection_id: ConnectionIdConfig,
+    /// Peer store limits and expiry.
+    pub store: StoreSection,
+    /// Info-hash access list.
+    pub access_list: AccessListConfig,
+    /// Prometheus exporter (the exporter itself is not implemented yet; the setting is kept).
+    pub metrics: MetricsConfig,
+    /// Privilege dropping after the sockets are bound.
+    pub privileges: PrivilegesConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: "info".into(),
+            workers: 0,
+            network: NetworkConfig::default(),
+            protocol: ProtocolConfig::default(),
+            connection_id: ConnectionIdConfig::default(),
+            store: StoreSection::default(),
+            access_list: AccessListConfig::default(),
+            metrics: MetricsConfig::default(),
+            privileges: PrivilegesConfig::default(),
+        }
+    }
+}
+
+/// `[network]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// UDP addresses to listen on; each worker binds its own `SO_REUSEPORT` socket to each.
+    pub listen: Vec<SocketAddr>,
+    /// Requested `SO_RCVBUF` in bytes (capped by `net.core.rmem_max`).
+    pub socket_recv_buffer: usize,
+    /// Requested `SO_SNDBUF` in bytes (capped by `net.core.wmem_max`).
+    pub socket_send_buffer: usize,
+    /// Datagrams per `recvmmsg`/`sendmmsg` call.
+    pub batch_size: usize,
+}
+
+/// The default listen addresses: `0.0.0.0:6969` and `[::]:6969`.
+pub fn default_listen() -> Vec<SocketAddr> {
+    vec!["0.0.0.0:6969".parse().unwrap(), "[::]:6969".parse().unwrap()]
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            listen: default_listen(),
+            socket_recv_buffer: 8 << 20,
+            socket_send_buffer: 8 << 20,
+            batch_size: 32,
+        }
+    }
+}
+
+/// `[protocol]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolConfig {
+    /// Announce interval sent to clients, seconds.
+    pub announce_interval_secs: u32,
+    /// Peers returned when the client sends a negative `num_want`.
+    pub default_num_want: i32,
+    /// Cap on peers returned to an IPv4 client (≤ 200).
+    pub max_num_want_v4: i32,
+    /// Cap on peers returned to an IPv6 client (≤ 66).
+    pub max_num_want_v6: i32,
+    /// Scrape rows answered; further hashes are ignored (≤ 74).
+    pub max_scrape_hashes: usize,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig {
+            announce_interval_secs: 1800,
+            default_num_want: 50,
+            max_num_want_v4: MAX_NUM_WANT_V4,
+            max_num_want_v6: MAX_NUM_WANT_V6,
+            max_scrape_hashes: MAX_SCRAPE_HASHES,
+        }
+    }
+}
+
+/// `[connection_id]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionIdConfig {
+    /// 32 hex characters (a 128-bit SipHash key) shared by a fleet; empty = random at start.
+    pub key: String,
+    /// Extra seconds a connection id is accepted after its 120 s lifetime.
+    pub grace_secs: u32,
+}
+
+impl Default for ConnectionIdConfig {
+    fn default() -> Self {
+        ConnectionIdConfig { key: String::new(), grace_secs: 30 }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Peers stored at most (both families together); announces beyond it are answered but not stored.
+    pub max_peers: usize,
+    /// Swarms (info hashes) stored at most.
+    pub max_swarms: usize,
+    /// A peer not heard from for this long is removed, seconds.
+    pub peer_timeout_secs: u32,
+    /// How often the maintenance thread runs one cleaning slice, milliseconds.
+    pub clean_interval_ms: u64,
+    /// Swarms examined per cleaning slice (keeps expiry incremental).
+    pub clean_swarms_per_slice: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            max_peers: 4_000_000,
+            max_swarms: 1_000_000,
+            peer_timeout_secs: 2700,
+            clean_interval_ms: 1000,
+            clean_swarms_per_slice: 4096,
+        }
+    }
+}
+
+/// Access-list mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessListMode {
+    /// Every info hash is served.
+    #[default]
+    Off,
+    /// Only listed info hashes are served.
+    Allow,
+    /// Listed info hashes are refused.
+    Deny,
+}
+
+/// `[access_list]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessListConfig {
+    /// `off`, `allow` or `deny`.
+    pub mode: AccessListMode,
+    /// File of hex info hashes, one a line, `#` comments. Required unless `mode = "off"`.
+    pub path: Option<PathBuf>,
+    /// How often the file's modification time is checked, milliseconds (0 = only on SIGHUP).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for AccessListConfig {
+    fn default() -> Self {
+        AccessListConfig { mode: AccessListMode::Off, path: None, poll_interval_ms: 1000 }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics.
+    pub enabled: bool,
+    /// HTTP address of the exporter.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, listen: "127.0.0.1:9969".parse().unwrap() }
+    }
+}
+
+/// `[privileges]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivilegesConfig {
+    /// User to switch to after binding (empty = stay).
+    pub user: String,
+    /// Group to switch to after binding (empty = the user's primary group, or stay).
+    pub group: String,
+}
+
+impl Config {
+    /// Parses TOML (unknown keys refused) and validates the result.
+    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(s).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Config::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.log_level.parse::<tracing::level_filters::LevelFilter>().is_err() {
+            return Err(invalid("log_level", "expected off, error, warn, info, debug or trace"));
+        }
+        if self.workers > 1024 {
+            return Err(invalid("workers", "at most 1024"));
+        }
+        let n = &self.network;
+        if n.listen.is_empty() {
+            return Err(invalid("network.listen", "at least one address is required"));
+        }
+        for (i, a) in n.listen.iter().enumerate() {
+            if n.listen[..i].contains(a) {
+                return Err(invalid("network.listen", format!("{a} is listed twice")));
+            }
+        }
+        if !(1..=1024).contains(&n.batch_size) {
+            return Err(invalid("network.batch_size", "must be between 1 and 1024"));
+        }
+        if n.socket_recv_buffer > i32::MAX as usize / 2 {
+            return Err(invalid("network.socket_recv_buffer", "too large"));
+        }
+        if n.socket_send_buffer > i32::MAX as usize / 2 {
+            return Err(invalid("network.socket_send_buffer", "too large"));
+        }
+        let p = &self.protocol;
+        if p.announce_interval_secs == 0 || p.announce_interval_secs > 86_400 {
+            return Err(invalid("protocol.announce_interval_secs", "must be between 1 and 86400"));
+        }
+        if !(1..=MAX_NUM_WANT_V4).contains(&p.max_num_want_v4) {
+            return Err(invalid(
+                "protocol.max_num_want_v4",
+                format!("must be between 1 and {MAX_NUM_WANT_V4} (one packet)"),
+            ));
+        }
+        if !(1..=MAX_NUM_WANT_V6).contains(&p.max_num_want_v6) {
+            return Err(invalid(
+                "protocol.max_num_want_v6",
+                format!("must be between 1 and {MAX_NUM_WANT_V6} (one packet)"),
+            ));
+        }
+        if !(0..=MAX_NUM_WANT_V4).contains(&p.default_num_want) {
+            return Err(invalid(
+                "protocol.default_num_want",
+                format!("must be between 0 and {MAX_NUM_WANT_V4}"),
+            ));
+        }
+        if !(1..=MAX_SCRAPE_HASHES).contains(&p.max_scrape_hashes) {
+            return Err(invalid(
+                "protocol.max_scrape_hashes",
+                format!("must be between 1 and {MAX_SCRAPE_HASHES} (one packet)"),
+            ));
+        }
+        let c = &self.connection_id;
+        if !c.key.is_empty() {
+            parse_key(&c.key).map_err(|r| invalid("connection_id.key", r))?;
+        }
+        if c.grace_secs > 600 {
+            return Err(invalid("connection_id.grace_secs", "at most 600"));
+        }
+        let s = &self.store;
+        if s.max_peers == 0 || s.max_peers > u32::MAX as usize {
+            return Err(invalid("store.max_peers", "must be between 1 and 4294967295"));
+        }
+        if s.max_swarms == 0 || s.max_swarms > u32::MAX as usize {
+            return Err(invalid("store.max_swarms", "must be between 1 and 4294967295"));
+        }
+        if s.peer_timeout_secs < 60 {
+            return Err(invalid("store.peer_timeout_secs", "at least 60"));
+        }
+        if s.clean_interval_ms == 0 || s.clean_interval_ms > 3_600_000 {
+            return Err(invalid("store.clean_interval_ms", "must be between 1 and 3600000"));
+        }
+        if s.clean_swarms_per_slice == 0 {
+            return Err(invalid("store.clean_swarms_per_slice", "must be at least 1"));
+        }
+        let a = &self.access_list;
+        if a.mode != AccessListMode::Off && a.path.is_none() {
+            return Err(invalid("access_list.path", "required when access_list.mode is not off"));
+        }
+        if self.privileges.user.contains('\0') {
+            return Err(invalid("privileges.user", "contains a NUL byte"));
+        }
+        if self.privileges.group.contains('\0') {
+            return Err(invalid("privileges.group", "contains a NUL byte"));
+        }
+        Ok(())
+    }
+
+    /// Worker threads actually started (resolves `workers = 0`).
+    pub fn effective_workers(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.workers
+        }
+    }
+
+    /// The connection-id key, if one is configured (validated).
+    pub fn connection_id_key(&self) -> Option<[u8; 16]> {
+        if self.connection_id.key.is_empty() { None } else { parse_key(&self.connection_id.key).ok() }
+    }
+
+    /// A configuration for tests and embedding: loopback listen addresses with port 0, one worker,
+    /// metrics off, otherwise defaults.
+    pub fn for_tests(listen: Vec<SocketAddr>) -> Config {
+        let mut c = Config::default();
+        c.network.listen = listen;
+        c.workers = 1;
+        c.metrics.enabled = false;
+        c.network.socket_recv_buffer = 1 << 20;
+        c.network.socket_send_buffer = 1 << 20;
+        c
+    }
+}
+
+fn parse_key(s: &str) -> Result<[u8; 16], String> {
+    let b = s.as_bytes();
+    if b.len() != 32 {
+        return Err(format!("expected 32 hex characters, got {}", b.len()));
+    }
+    let mut key = [0u8; 16];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = hex_val(pair[0]).ok_or("not hexadecimal")?;
+        let lo = hex_val(pair[1]).ok_or("not hexadecimal")?;
+        key[i] = hi << 4 | lo;
+    }
+    Ok(key)
+}
+
+/// One hex digit.
+pub(crate) fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_to_exactly_the_defaults() {
+        assert_eq!(Config::from_toml_str(DEFAULT_CONFIG_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn template_names_every_key() {
+        // Keys present in the serialized defaults must all appear (uncommented) in the template,
+        // except `access_list.path`, which is None by default and appears commented out.
+        let template: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        let defaults: toml::Table = toml::Table::try_from(Config::default()).unwrap();
+        fn keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+            for (k, v) in t {
+                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                match v {
+                    toml::Value::Table(sub) => keys(sub, &name, out),
+                    _ => out.push(name),
+                }
+            }
+        }
+        let (mut a, mut b) = (vec![], vec![]);
+        keys(&template, "", &mut a);
+        keys(&defaults, "", &mut b);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert!(DEFAULT_CONFIG_TOML.contains("# path = "));
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let e = Config::from_toml_str("wrokers = 3").unwrap_err().to_string();
+        assert!(e.contains("wrokers"), "{e}");
+        let e = Config::from_toml_str("[protocol]\nmax_num_wnat_v4 = 3").unwrap_err().to_string();
+        assert!(e.contains("max_num_wnat_v4"), "{e}");
+        let e = Config::from_toml_str("[nope]\n").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (toml, key) in [
+            ("[protocol]\nmax_num_want_v4 = 201", "protocol.max_num_want_v4"),
+            ("[protocol]\nmax_num_want_v6 = 67", "protocol.max_num_want_v6"),
+            ("[protocol]\nmax_scrape_hashes = 75", "protocol.max_scrape_hashes"),
+            ("[protocol]\ndefault_num_want = -1", "protocol.default_num_want"),
+            ("[connection_id]\nkey = \"abc\"", "connection_id.key"),
+            ("[connection_id]\nkey = \"zz112233445566778899aabbccddeeff\"", "connection_id.key"),
+            ("[network]\nlisten = []", "network.listen"),
+            ("[network]\nbatch_size = 0", "network.batch_size"),
+            ("log_level = \"loud\"", "log_level"),
+            ("[access_list]\nmode = \"allow\"", "access_list.path"),
+            ("[store]\nmax_peers = 0", "store.max_peers"),
+        ] {
+            let e = Config::from_toml_str(toml).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{toml}: {e}"
+            );
+            assert!(e.to_string().contains(key));
+        }
+        // Wrong types are parse errors naming the key.
+        let e = Config::from_toml_str("workers = \"four\"").unwrap_err().to_string();
+        assert!(e.contains("workers"), "{e}");
+        let e = Config::from_toml_str("[network]\nlisten = [\"nowhere\"]").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = Config::from_toml_str("[access_list]\nmode = \"maybe\"").unwrap_err().to_string();
+        assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn key_parses() {
+        let c = Config::from_toml_str("[connection_id]\nkey = \"00112233445566778899AABBCCDDEEFF\"")
+            .unwrap();
+        assert_eq!(
+            c.connection_id_key().unwrap(),
+            [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]
+        );
+        assert_eq!(Config::default().connection_id_key(), None);
+    }
+}

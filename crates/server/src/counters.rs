@@ -1,0 +1,411 @@
+//! Counters: plain `u64`s owned by one worker (no atomics, no lock per packet), copied into a
+//! shared slot at most every 100 ms and summed on demand.
+//!
+//! Every counter is indexed by a small enum with a stable `name()`, so that the Prometheus
+//! exporter can map them as `fjord_requests_total{action="announce",ip_version="4"}` and so on
+//! without knowing the struct's layout: see [`Counters::visit`].
+
+/// Request/response action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Connect (0).
+    Connect,
+    /// Announce (1).
+    Announce,
+    /// Scrape (2).
+    Scrape,
+    /// Error replies (3); only used for responses.
+    Error,
+}
+
+impl Action {
+    /// All actions, in index order.
+    pub const ALL: [Action; 4] = [Action::Connect, Action::Announce, Action::Scrape, Action::Error];
+    /// Label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Connect => "connect",
+            Action::Announce => "announce",
+            Action::Scrape => "scrape",
+            Action::Error => "error",
+        }
+    }
+}
+
+/// IP version of the packet (after canonicalising IPv4-mapped addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpVersion {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl IpVersion {
+    /// Both, in index order.
+    pub const ALL: [IpVersion; 2] = [IpVersion::V4, IpVersion::V6];
+    /// Label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            IpVersion::V4 => "4",
+            IpVersion::V6 => "6",
+        }
+    }
+}
+
+/// Why a datagram got no reply (or a reply was not sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than 16 bytes.
+    Short,
+    /// Connect with the wrong protocol id.
+    BadProtocolId,
+    /// Action other than 0–3.
+    UnknownAction,
+    /// Action 3 (error) sent by a client.
+    ClientError,
+    /// Malformed request whose connection id could not be checked (or no reply context).
+    Malformed,
+    /// Forged, expired, future or other-IP connection id.
+    BadConnectionId,
+    /// The socket's send buffer was full (EAGAIN); the reply was dropped.
+    SendBufferFull,
+    /// `sendmmsg`/`send_to` failed for another reason (e.g. no route).
+    SendError,
+}
+
+impl DropReason {
+    /// All reasons, in index order.
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Short,
+        DropReason::BadProtocolId,
+        DropReason::UnknownAction,
+        DropReason::ClientError,
+        DropReason::Malformed,
+        DropReason::BadConnectionId,
+        DropReason::SendBufferFull,
+        DropReason::SendError,
+    ];
+    /// Label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Short => "short",
+            DropReason::BadProtocolId => "bad_protocol_id",
+            DropReason::UnknownAction => "unknown_action",
+            DropReason::ClientError => "client_error",
+            DropReason::Malformed => "malformed",
+            DropReason::BadConnectionId => "bad_connection_id",
+            DropReason::SendBufferFull => "send_buffer_full",
+            DropReason::SendError => "send_error",
+        }
+    }
+}
+
+/// Why an (authenticated) error reply was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorReason {
+    /// Malformed request with a valid connection id.
+    Malformed,
+    /// Announce for an info hash the access list refuses.
+    AccessDenied,
+}
+
+impl ErrorReason {
+    /// All reasons, in index order.
+    pub const ALL: [ErrorReason; 2] = [ErrorReason::Malformed, ErrorReason::AccessDenied];
+    /// Label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorReason::Malformed => "malformed",
+            ErrorReason::AccessDenied => "access_denied",
+        }
+    }
+}
+
+/// Why the store did not keep an announcing peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotStoredReason {
+    /// `store.max_peers` reached.
+    StoreFull,
+    /// `store.max_swarms` reached, or the swarm's own limit.
+    SwarmLimit,
+    /// Port 0.
+    InvalidPort,
+    /// `stopped` from a peer that was not stored (normal).
+    UnknownPeerStopped,
+}
+
+impl NotStoredReason {
+    /// All reasons, in index order.
+    pub const ALL: [NotStoredReason; 4] = [
+        NotStoredReason::StoreFull,
+        NotStoredReason::SwarmLimit,
+        NotStoredReason::InvalidPort,
+        NotStoredReason::UnknownPeerStopped,
+    ];
+    /// Label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotStoredReason::StoreFull => "store_full",
+            NotStoredReason::SwarmLimit => "swarm_limit",
+            NotStoredReason::InvalidPort => "invalid_port",
+            NotStoredReason::UnknownPeerStopped => "unknown_peer_stopped",
+        }
+    }
+}
+
+/// Number of finite buckets of a [`Histogram`].
+pub const BUCKETS: usize = 8;
+
+/// A histogram with fixed upper bounds (Prometheus `le` buckets; counts here are per bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Histogram {
+    /// Inclusive upper bounds of the finite buckets, ascending; one more bucket is +Inf.
+    pub bounds: [u64; BUCKETS],
+    /// Observations per bucket (the last entry is +Inf). Not cumulative.
+    pub counts: [u64; BUCKETS + 1],
+    /// Sum of observed values.
+    pub sum: u64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Empty histogram with these bounds.
+    pub const fn new(bounds: [u64; BUCKETS]) -> Self {
+        Histogram { bounds, counts: [0; BUCKETS + 1], sum: 0, count: 0 }
+    }
+
+    /// Records one value.
+    #[inline]
+    pub fn record(&mut self, v: u64) {
+        let i = self.bounds.iter().position(|&b| v <= b).unwrap_or(BUCKETS);
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// Adds another histogram with the same bounds.
+    pub fn merge(&mut self, o: &Self) {
+        for (x, y) in self.counts.iter_mut().zip(o.counts) {
+            *x += y;
+        }
+        self.sum += o.sum;
+        self.count += o.count;
+    }
+
+    /// Cumulative `(le, count)` pairs, ending with `(u64::MAX, count)` for +Inf.
+    pub fn cumulative(&self) -> [(u64, u64); BUCKETS + 1] {
+        let mut acc = 0;
+        let mut v = [(0, 0); BUCKETS + 1];
+        for (i, slot) in v.iter_mut().enumerate() {
+            acc += self.counts[i];
+            *slot = (self.bounds.get(i).copied().unwrap_or(u64::MAX), acc);
+        }
+        v
+    }
+}
+
+/// Bounds of the batch-size histograms (datagrams per recvmmsg / sendmmsg call).
+pub const BATCH_BUCKETS: [u64; BUCKETS] = [1, 2, 4, 8, 16, 32, 64, 128];
+/// Bounds of the announce peer-count histogram (peers per announce reply).
+pub const PEERS_BUCKETS: [u64; BUCKETS] = [0, 1, 5, 10, 25, 50, 100, 200];
+
+/// All counters of one worker, and (summed) of the whole server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Parsed requests by [action][ip version] (`Action::Error` is never counted here).
+    pub requests: [[u64; 2]; 4],
+    /// Replies produced by [action][ip version]; `Action::Error` counts error replies.
+    pub responses: [[u64; 2]; 4],
+    /// Datagrams dropped or replies not sent, by [`DropReason`].
+    pub drops: [u64; 8],
+    /// Error replies sent, by [`ErrorReason`].
+    pub errors_sent: [u64; 2],
+    /// Announces whose peer the store did not keep, by [`NotStoredReason`].
+    pub peers_not_stored: [u64; 4],
+    /// Announces with event `completed`.
+    pub completed: u64,
+    /// Datagrams received.
+    pub rx_packets: u64,
+    /// Bytes received (UDP payload).
+    pub rx_bytes: u64,
+    /// Datagrams sent.
+    pub tx_packets: u64,
+    /// Bytes sent (UDP payload).
+    pub tx_bytes: u64,
+    /// Receive errors other than WouldBlock/EINTR.
+    pub rx_errors: u64,
+    /// Datagrams per receive call.
+    pub recv_batch: Histogram,
+    /// Datagrams per send call.
+    pub send_batch: Histogram,
+    /// Peers in each announce reply.
+    pub announce_peers: Histogram,
+}
+
+/// What `RunningServer::counters` returns: the sum over workers.
+pub type CountersSnapshot = Counters;
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            requests: [[0; 2]; 4],
+            responses: [[0; 2]; 4],
+            drops: [0; 8],
+            errors_sent: [0; 2],
+            peers_not_stored: [0; 4],
+            completed: 0,
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            rx_errors: 0,
+            recv_batch: Histogram::new(BATCH_BUCKETS),
+            send_batch: Histogram::new(BATCH_BUCKETS),
+            announce_peers: Histogram::new(PEERS_BUCKETS),
+        }
+    }
+}
+
+/// One exported value, for [`Counters::visit`].
+#[derive(Debug, Clone, Copy)]
+pub enum Metric<'a> {
+    /// A counter: name, labels, value.
+    Counter(&'static str, &'a [(&'static str, &'static str)], u64),
+    /// A histogram: name, buckets (`le`, cumulative count), sum, count.
+    Histogram(&'static str, &'a [(u64, u64)], u64, u64),
+}
+
+impl Counters {
+    /// Requests of `action` over `ip`.
+    pub fn requests(&self, action: Action, ip: IpVersion) -> u64 {
+        self.requests[action as usize][ip as usize]
+    }
+    /// Replies of `action` over `ip`.
+    pub fn responses(&self, action: Action, ip: IpVersion) -> u64 {
+        self.responses[action as usize][ip as usize]
+    }
+    /// Drops for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+    /// Sum of all drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+    /// Error replies for `reason`.
+    pub fn errors_sent(&self, reason: ErrorReason) -> u64 {
+        self.errors_sent[reason as usize]
+    }
+    /// Peers not stored for `reason`.
+    pub fn peers_not_stored(&self, reason: NotStoredReason) -> u64 {
+        self.peers_not_stored[reason as usize]
+    }
+
+    /// Adds `o` into `self`.
+    pub fn merge(&mut self, o: &Counters) {
+        for a in 0..4 {
+            for v in 0..2 {
+                self.requests[a][v] += o.requests[a][v];
+                self.responses[a][v] += o.responses[a][v];
+            }
+        }
+        for (x, y) in self.drops.iter_mut().zip(o.drops) {
+            *x += y;
+        }
+        for (x, y) in self.errors_sent.iter_mut().zip(o.errors_sent) {
+            *x += y;
+        }
+        for (x, y) in self.peers_not_stored.iter_mut().zip(o.peers_not_stored) {
+            *x += y;
+        }
+        self.completed += o.completed;
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_errors += o.rx_errors;
+        self.recv_batch.merge(&o.recv_batch);
+        self.send_batch.merge(&o.send_batch);
+        self.announce_peers.merge(&o.announce_peers);
+    }
+
+    /// Calls `f` once per exported value with a Prometheus-style name and labels.
+    pub fn visit(&self, mut f: impl FnMut(Metric<'_>)) {
+        for a in [Action::Connect, Action::Announce, Action::Scrape] {
+            for v in IpVersion::ALL {
+                let l = [("action", a.name()), ("ip_version", v.name())];
+                f(Metric::Counter("fjord_requests_total", &l, self.requests(a, v)));
+            }
+        }
+        for a in Action::ALL {
+            for v in IpVersion::ALL {
+                let l = [("action", a.name()), ("ip_version", v.name())];
+                f(Metric::Counter("fjord_responses_total", &l, self.responses(a, v)));
+            }
+        }
+        for r in DropReason::ALL {
+            f(Metric::Counter("fjord_dropped_total", &[("reason", r.name())], self.drops(r)));
+        }
+        for r in ErrorReason::ALL {
+            let l = [("reason", r.name())];
+            f(Metric::Counter("fjord_error_replies_total", &l, self.errors_sent(r)));
+        }
+        for r in NotStoredReason::ALL {
+            let l = [("reason", r.name())];
+            f(Metric::Counter("fjord_peers_not_stored_total", &l, self.peers_not_stored(r)));
+        }
+        f(Metric::Counter("fjord_completed_total", &[], self.completed));
+        f(Metric::Counter("fjord_rx_packets_total", &[], self.rx_packets));
+        f(Metric::Counter("fjord_rx_bytes_total", &[], self.rx_bytes));
+        f(Metric::Counter("fjord_tx_packets_total", &[], self.tx_packets));
+        f(Metric::Counter("fjord_tx_bytes_total", &[], self.tx_bytes));
+        f(Metric::Counter("fjord_rx_errors_total", &[], self.rx_errors));
+        for (name, h) in [
+            ("fjord_recv_batch_size", &self.recv_batch),
+            ("fjord_send_batch_size", &self.send_batch),
+            ("fjord_announce_peers", &self.announce_peers),
+        ] {
+            f(Metric::Histogram(name, &h.cumulative(), h.sum, h.count));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_merge() {
+        let mut h = Histogram::new(BATCH_BUCKETS);
+        for v in [1, 2, 3, 32, 33, 1000] {
+            h.record(v);
+        }
+        assert_eq!(h.counts, [1, 1, 1, 0, 0, 1, 1, 0, 1]);
+        let mut g = h;
+        g.merge(&h);
+        assert_eq!(g.count, 12);
+        assert_eq!(g.sum, 2 * 1071);
+        assert_eq!(g.cumulative().last(), Some(&(u64::MAX, 12)));
+    }
+
+    #[test]
+    fn enums_index_their_arrays_in_order() {
+        for (i, a) in Action::ALL.iter().enumerate() {
+            assert_eq!(*a as usize, i);
+        }
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for (i, r) in ErrorReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for (i, r) in NotStoredReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        let mut n = 0;
+        Counters::default().visit(|_| n += 1);
+        assert_eq!(n, 6 + 8 + 8 + 2 + 4 + 6 + 3);
+    }
+}
