@@ -259,11 +259,25 @@ fn captured_transmission_announces() {
     };
     check_captured(
         captured!("transmission-3.00-announce-started"),
-        tr(0x7603_4fca, TR_HASH, TR_PEER, 100_000, AnnounceEvent::Started, 80),
+        tr(
+            0x7603_4fca,
+            TR_HASH,
+            TR_PEER,
+            100_000,
+            AnnounceEvent::Started,
+            80,
+        ),
     );
     check_captured(
         captured!("transmission-3.00-announce-stopped"),
-        tr(0xf0fe_4047, TR_HASH, TR_PEER, 100_000, AnnounceEvent::Stopped, 0),
+        tr(
+            0xf0fe_4047,
+            TR_HASH,
+            TR_PEER,
+            100_000,
+            AnnounceEvent::Stopped,
+            0,
+        ),
     );
     // A magnet link without metadata: Transmission sends left = i64::MAX.
     check_captured(

@@ -61,7 +61,10 @@ fn check_request(data: &[u8], request: &Request<'_>, limits: &ParseLimits) {
             assert_eq!(body % 20, 0, "a partial hash must be refused");
             let total = body / 20;
             assert!(total >= 1, "zero hashes must be refused");
-            assert_eq!(scrape.info_hashes.len(), total.min(limits.max_scrape_hashes));
+            assert_eq!(
+                scrape.info_hashes.len(),
+                total.min(limits.max_scrape_hashes)
+            );
             assert_eq!(scrape.truncated, total > limits.max_scrape_hashes);
             assert_eq!(used, 16 + 20 * scrape.info_hashes.len());
             for (i, hash) in scrape.info_hashes.iter().enumerate() {
