@@ -169,7 +169,7 @@ fn check_request_error(data: &[u8], error: &RequestError) {
             let body = data.len() - 16;
             match kind {
                 Action::Announce => assert!(data.len() < 98),
-                _ => assert!(body == 0 || body % 20 != 0),
+                _ => assert!(body == 0 || !body.is_multiple_of(20)),
             }
         }
     }
@@ -187,8 +187,8 @@ pub fn parse_response(data: &[u8]) {
         let len = data.len();
         let valid_len = match action {
             0 => len == 16,
-            1 => len >= 20 && (len - 20) % family.entry_len() == 0,
-            2 => (len - 8) % 12 == 0,
+            1 => len >= 20 && (len - 20).is_multiple_of(family.entry_len()),
+            2 => (len - 8).is_multiple_of(12),
             3 => true,
             _ => {
                 assert_eq!(result, Err(ResponseError::UnknownAction(action)));
