@@ -6,12 +6,12 @@ it receives, byte for byte, so captures can become golden tests for the codec.
 
   connect  -> 16-byte response with the fixed connection id 0x1122334455667788
   announce -> 20-byte response (interval 1800, 0 leechers, 0 seeders, no peers),
-              or with --peers, those IPv4 peers appended (6 bytes each)
+              or with --peers, those peers appended (6 or 18 bytes each)
   scrape   -> 8 + 12 n bytes, one row of zeros (seeders, completed, leechers) per hash
   anything else is logged and not answered.
 
 Usage:
-  capture_tracker.py --port 6969 --out DIR [--bind 127.0.0.1] [--seconds 120]
+  capture_tracker.py --port 6969 --out DIR [--bind 127.0.0.1|::1] [--seconds 120]
                      [--peers 127.0.0.1:6881,...] [--swarm]
 
 --swarm turns it into a minimal real tracker (announcers are remembered and handed
@@ -100,8 +100,13 @@ def decode(data):
     return d
 
 
+def pack_addr(host):
+    """4 bytes for IPv4, 16 for IPv6: the entry size follows the family of the packet."""
+    return socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+
+
 class Swarms:
-    """--swarm mode: a minimal in-memory peer store (IPv4, no expiry), to test client harnesses."""
+    """--swarm mode: a minimal in-memory peer store (one family, no expiry), to test client harnesses."""
 
     def __init__(self):
         self.swarms = {}  # info_hash -> {(ip, port): is_seeder}
@@ -119,7 +124,7 @@ class Swarms:
         want = 50 if d["num_want"] < 0 else min(d["num_want"], 50)
         others = [p for p in swarm if p != me][:want]
         seeders = sum(swarm.values())
-        body = b"".join(socket.inet_aton(h) + struct.pack(">H", p) for h, p in others)
+        body = b"".join(pack_addr(h) + struct.pack(">H", p) for h, p in others)
         return struct.pack(">III", 1800, len(swarm) - seeders, seeders) + body
 
     def scrape(self, info_hash):
@@ -140,7 +145,7 @@ def reply(data, d, peers, swarms=None, addr=None):
         return struct.pack(">I", 2) + tid + rows
     if kind == "announce":
         body = b"".join(
-            socket.inet_aton(h) + struct.pack(">H", p) for h, p in peers if p != d["port"]
+            pack_addr(h) + struct.pack(">H", p) for h, p in peers if p != d["port"]
         )
         return struct.pack(">I", 1) + tid + struct.pack(">III", 1800, 0, 0) + body
     if kind == "scrape":
@@ -152,6 +157,7 @@ def parse_peers(s):
     peers = []
     for item in filter(None, (s or "").split(",")):
         host, port = item.rsplit(":", 1)
+        host = host.strip("[]")
         peers.append((host, int(port)))
     return peers
 
@@ -162,7 +168,7 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seconds", type=float, default=120.0, help="exit after this long")
-    ap.add_argument("--peers", default="", help="IPv4 peers to hand out, host:port,...")
+    ap.add_argument("--peers", default="", help="peers to hand out, host:port,... (same family as --bind)")
     ap.add_argument(
         "--swarm", action="store_true", help="remember announcers and hand them out as peers"
     )
@@ -172,7 +178,8 @@ def main():
     peers = parse_peers(args.peers)
     swarms = Swarms() if args.swarm else None
     os.makedirs(args.out, exist_ok=True)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in args.bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.bind((args.bind, args.port))
     print(json.dumps({"listening": sock.getsockname()}), flush=True)
     deadline = time.monotonic() + args.seconds
@@ -195,7 +202,7 @@ def main():
         with open(os.path.join(args.out, name + ".bin"), "wb") as f:
             f.write(data)
         d["file"] = name + ".bin"
-        d["from"] = "%s:%d" % addr[:2]
+        d["from"] = ("[%s]:%d" if ":" in addr[0] else "%s:%d") % addr[:2]
         d["time"] = time.time()
         line = json.dumps(d)
         print(line, flush=True)

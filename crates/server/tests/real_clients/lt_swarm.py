@@ -2,12 +2,14 @@
 """libtorrent seeder + leecher whose only peer source is one UDP tracker.
 
 Usage: /usr/bin/python3 lt_swarm.py TRACKER_HOST:PORT [SECONDS]
+       (TRACKER_HOST:PORT is 127.0.0.1:P, or [::1]:P to run the whole swarm over IPv6)
 
 Run with Debian's /usr/bin/python3 (python3-libtorrent). Creates a few hundred KB of random
 data and a v1 torrent announcing only to udp://TRACKER_HOST:PORT/announce, starts a seeding
 session and, once the seeder has an announce reply, a leeching session. Both sessions listen on
-127.0.0.1 (distinct ephemeral ports) with DHT, LSD, PEX (no default plugins, disable_pex),
-UPnP and NAT-PMP off, so the leecher can only learn of the seeder through the tracker.
+the tracker's loopback address (127.0.0.1 or ::1, distinct ephemeral ports) with DHT, LSD, PEX
+(no default plugins, disable_pex), UPnP and NAT-PMP off, so the leecher can only learn of the
+seeder through the tracker (checked: every peer either came from the tracker or connected in).
 Succeeds (exit 0, last line "OK ...") when the leecher has the complete file, its bytes equal
 the seeder's, and a scrape of the tracker through the leecher answers. Otherwise exits 1 with
 a "FAIL: ..." line and the alerts that matter. Everything lives in a temporary directory that
@@ -39,10 +41,10 @@ def fail(msg, events):
     sys.exit(1)
 
 
-def make_session(name):
+def make_session(name, host):
     settings = {
-        "listen_interfaces": "127.0.0.1:0",
-        "outgoing_interfaces": "127.0.0.1",
+        "listen_interfaces": ("[%s]:0" if ":" in host else "%s:0") % host,
+        "outgoing_interfaces": host,
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,
@@ -104,10 +106,11 @@ def run(tracker, work, deadline, events):
     log("torrent %s: %d bytes, %d pieces, tracker %s" % (info_hash, SIZE, SIZE // PIECE, tracker))
 
     flags = lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd | lt.torrent_flags.disable_pex
-    seeder = make_session("seeder")
-    leecher = make_session("leecher")
+    host = "::1" if tracker.startswith("udp://[") else "127.0.0.1"
+    seeder = make_session("seeder", host)
+    leecher = make_session("leecher", host)
     sessions = [("seeder", seeder), ("leecher", leecher)]
-    log("seeder listens on 127.0.0.1:%d, leecher on 127.0.0.1:%d" % (seeder.listen_port(), leecher.listen_port()))
+    log("seeder listens on %s port %d, leecher on port %d" % (host, seeder.listen_port(), leecher.listen_port()))
 
     seed_h = seeder.add_torrent(
         {"ti": lt.torrent_info(torrent), "save_path": seed_dir, "flags": flags}
@@ -133,7 +136,16 @@ def run(tracker, work, deadline, events):
         {"ti": lt.torrent_info(torrent), "save_path": leech_dir, "flags": flags}
     )
     peers_from_tracker = None
+    sources = {}  # "who<-ip:port" -> union of peer_info.source bits, both sessions
+
+    def sample_sources():
+        for who, h in (("leecher", leech_h), ("seeder", seed_h)):
+            for p in h.get_peer_info():
+                key = "%s<-%s:%d" % (who, p.ip[0], p.ip[1])
+                sources[key] = sources.get(key, 0) | int(p.source)
+
     while not leech_h.status().is_seeding:
+        sample_sources()
         if time.monotonic() > deadline:
             st = leech_h.status()
             fail(
@@ -148,6 +160,16 @@ def run(tracker, work, deadline, events):
             if name == "leecher" and isinstance(a, lt.tracker_error_alert):
                 fail("leecher announce failed: " + a.message(), events)
     log("leecher complete after %d peers from the tracker" % (peers_from_tracker or 0))
+    sample_sources()
+    # peer_source_flags_t: tracker 1, dht 2, pex 4, lsd 8, resume_data 16, incoming 32.
+    names = {1: "tracker", 2: "dht", 4: "pex", 8: "lsd", 16: "resume_data", 32: "incoming"}
+    allowed = 1 | 32
+    log("peer sources: " + ", ".join(
+        "%s [%s]" % (k, "|".join(n for b, n in names.items() if v & b)) for k, v in sources.items()))
+    if any(v & ~allowed for v in sources.values()):
+        fail("a peer came from somewhere other than the tracker: %s" % sources, events)
+    if not any(v & 1 for v in sources.values()):
+        fail("no peer came from the tracker: %s" % sources, events)
 
     # 3. Verify the content byte for byte.
     with open(os.path.join(leech_dir, "payload.bin"), "rb") as f:
