@@ -317,7 +317,9 @@ impl TrackerClient {
             .exchange(&req, 5, Duration::from_secs(1))
             .unwrap_or_else(|e| panic!("announce to the tracker got no reply: {e}"));
         assert!(
-            reply.len() >= 20 && reply[0..4] == [0, 0, 0, 1] && (reply.len() - 20).is_multiple_of(6),
+            reply.len() >= 20
+                && reply[0..4] == [0, 0, 0, 1]
+                && (reply.len() - 20).is_multiple_of(6),
             "bad announce reply ({} bytes): {reply:02x?}",
             reply.len()
         );
