@@ -408,7 +408,7 @@ impl Tracker {
             };
             cmd.stdout(file).stderr(stderr);
             let mut proc = Proc::spawn("tracker", &mut cmd);
-            match wait_ready(addr, &mut proc, Duration::from_secs(15)) {
+            match wait_ready(addr, &mut proc, Duration::from_secs(10)) {
                 Ok(()) => return Tracker { addr, log, proc },
                 Err(why) => {
                     let running = proc.try_wait().is_none();
@@ -547,8 +547,8 @@ fn libtorrent_swarm(ip: IpAddr) {
         Command::new(DEBIAN_PYTHON)
             .arg(&script)
             .arg(tracker.addr.to_string())
-            .arg("60"),
-        Duration::from_secs(75),
+            .arg("45"),
+        Duration::from_secs(55),
         dir.path(),
     );
     let stdout = text(&out.stdout);
@@ -638,7 +638,7 @@ impl Transmission {
             proc,
         };
         // Ready when the RPC answers (bounded).
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = t.proc.try_wait() {
                 panic!(
@@ -653,7 +653,7 @@ impl Transmission {
             }
             assert!(
                 Instant::now() < deadline,
-                "transmission-daemon RPC on {} not ready within 20 s: {}",
+                "transmission-daemon RPC on {} not ready within 15 s: {}",
                 t.rpc,
                 text(&out.stderr)
             );
@@ -760,7 +760,7 @@ fn transmission_announces_to_fjord() {
     );
 
     // Transmission's view: announce succeeded with the fake seeder in the list, scrape counts.
-    let deadline = Instant::now() + Duration::from_secs(45);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let (peers, scrape) = loop {
         let info = transmission.tracker_info();
         let peers = number_after(&info, "Got a list of ");
@@ -782,7 +782,7 @@ fn transmission_announces_to_fjord() {
         if Instant::now() >= deadline {
             tracker.assert_alive();
             panic!(
-                "Transmission did not report a successful announce and scrape within 45 s:\n{info}\n\
+                "Transmission did not report a successful announce and scrape within 30 s:\n{info}\n\
                  --- transmission log ---\n{}\n--- tracker log ---\n{}",
                 transmission.log(),
                 tracker.log()
