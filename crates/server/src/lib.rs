@@ -10,10 +10,21 @@ pub mod access_list;
 pub mod config;
 pub mod connection_id;
 pub mod counters;
+pub mod handler;
+pub mod server;
 pub mod sys;
 
+// TEMPORARY: until fjord-store lands, the server builds against a stand-in with its API.
+#[doc(hidden)]
+pub mod store_shim;
+#[doc(hidden)]
+pub use store_shim as fjord_store;
+
+#[cfg(test)]
+mod handler_tests;
 #[cfg(test)]
 pub(crate) mod test_util;
 
 pub use config::Config;
 pub use counters::{Counters, CountersSnapshot};
+pub use server::{RunningServer, start};

@@ -1,2 +1,169 @@
-//! The `fjord` tracker binary.
-fn main() {}
+//! The `fjord` tracker binary: configuration, logging, signals, supervision.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use fjord_server::Config;
+use fjord_server::config::DEFAULT_CONFIG_TOML;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// fjord: a lock-free UDP BitTorrent tracker (BEP 15).
+///
+/// With no arguments it runs with the embedded defaults (see --print-config).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file; flags override it.
+    #[arg(short, long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print the default configuration (commented TOML) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// UDP address to listen on (repeatable; replaces network.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Worker threads (0 = one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Prometheus exporter address (metrics.listen).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log level (log_level); RUST_LOG overrides it.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Access-list file (access_list.path).
+    #[arg(long, value_name = "PATH")]
+    access_list: Option<PathBuf>,
+    /// Access-list mode: off, allow or deny (access_list.mode).
+    #[arg(long, value_name = "MODE")]
+    access_list_mode: Option<String>,
+    /// User to switch to after binding (privileges.user).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Group to switch to after binding (privileges.group).
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if !cli.listen.is_empty() {
+        config.network.listen = cli.listen.clone();
+    }
+    if let Some(n) = cli.workers {
+        config.workers = n;
+    }
+    if let Some(a) = cli.metrics_listen {
+        config.metrics.listen = a;
+    }
+    if let Some(l) = &cli.log_level {
+        config.log_level = l.clone();
+    }
+    if let Some(p) = &cli.access_list {
+        config.access_list.path = Some(p.clone());
+    }
+    if let Some(m) = &cli.access_list_mode {
+        config.access_list.mode = toml::Value::String(m.clone())
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("invalid value for `access_list.mode` (--access-list-mode): expected off, allow or deny"))?;
+    }
+    if let Some(u) = &cli.user {
+        config.privileges.user = u.clone();
+    }
+    if let Some(g) = &cli.group {
+        config.privileges.group = g.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_config {
+        print!("{DEFAULT_CONFIG_TOML}");
+        return ExitCode::SUCCESS;
+    }
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fjord: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if config.metrics.enabled {
+        tracing::info!(
+            "metrics.enabled is set ({}), but the Prometheus exporter is not implemented yet",
+            config.metrics.listen
+        );
+    }
+
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &term),
+        (signal_hook::consts::SIGINT, &term),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+            eprintln!("fjord: cannot install signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+
+    let server = match fjord_server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fjord: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One line per bound address on stdout, for scripts and tests (`--listen 127.0.0.1:0`).
+    for a in server.local_addrs() {
+        println!("fjord listening on udp {a}");
+    }
+    loop {
+        if let Some(failure) = server.wait_failure(Duration::from_millis(100)) {
+            eprintln!("fjord: {failure}; exiting");
+            tracing::error!("{failure}; exiting");
+            // Do not join the other workers: exit now, loudly.
+            std::process::exit(70);
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            match server.reload_access_list() {
+                Ok(()) => tracing::info!("SIGHUP: access list reloaded"),
+                Err(e) => tracing::error!("SIGHUP: {e}; the previous access list stays in force"),
+            }
+        }
+        if term.load(Ordering::Relaxed) {
+            tracing::info!("stopping");
+            return match server.shutdown() {
+                Ok(c) => {
+                    tracing::info!(
+                        rx_packets = c.rx_packets,
+                        tx_packets = c.tx_packets,
+                        dropped = c.total_drops(),
+                        "stopped"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("fjord: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
+}

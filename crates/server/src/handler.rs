@@ -1,0 +1,277 @@
+//! The sans-IO request handler: bytes, source address and time in; reply bytes out.
+//!
+//! [`RequestHandler::handle`] decides every protocol behaviour of fjord; the worker only moves
+//! datagrams between sockets and this function. One handler per worker: it owns that worker's
+//! counters, RNG, scratch vectors and cached access list; the store, the connection-id key and
+//! the access-list source are shared ([`Shared`]).
+//!
+//! Rules, in order:
+//! 1. Parse. Short, wrong protocol id, unknown action, client-sent error: silence (counted).
+//! 2. Connect: reply 16 bytes (never larger than the 16-byte request).
+//! 3. Anything else needs a valid connection id for the source IP; otherwise silence. Only
+//!    after that may a reply be larger than the request, or be an error.
+//! 4. Malformed with a valid id: a short error reply echoing the transaction id.
+//! 5. Announce: access list (denied: short error reply), then the store; the `ip` field is
+//!    ignored, the peer is (source IP, announced port), the entry size follows the packet's
+//!    family, `num_want` is capped per family.
+//! 6. Scrape: one row per requested hash, in order, duplicates kept, cut to the configured max.
+
+use crate::fjord_store;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
+
+use fjord_protocol::{
+    AnnounceEvent, AnnounceRequest, AnnounceResponseHeader, ConnectResponse, ConnectionId,
+    ErrorResponse, ParseLimits, Request, RequestError, ScrapeRequest, ScrapeStats, TransactionId,
+    write_announce_response_v4, write_announce_response_v6, write_scrape_response,
+};
+use crate::fjord_store::{PeerStatus, PeerStore, SwarmCounts};
+
+use crate::access_list::{AccessListCache, AccessListSource};
+use crate::config::Config;
+use crate::connection_id::ConnectionIdValidator;
+use crate::counters::{Action, Counters, DropReason, ErrorReason, IpVersion, NotStoredReason};
+
+/// Error message for an announce refused by the access list.
+pub const ACCESS_DENIED_MESSAGE: &str = "info hash not allowed";
+
+/// Protocol settings the handler needs (from [`Config`]).
+#[derive(Debug, Clone)]
+pub struct HandlerSettings {
+    /// Announce interval sent to clients, seconds.
+    pub announce_interval: u32,
+    /// Peers returned for a negative `num_want`.
+    pub default_num_want: i32,
+    /// Cap for IPv4 replies.
+    pub max_num_want_v4: i32,
+    /// Cap for IPv6 replies.
+    pub max_num_want_v6: i32,
+    /// Parser limits (scrape hashes).
+    pub limits: ParseLimits,
+}
+
+impl HandlerSettings {
+    /// From a validated configuration.
+    pub fn from_config(c: &Config) -> Self {
+        HandlerSettings {
+            announce_interval: c.protocol.announce_interval_secs,
+            default_num_want: c.protocol.default_num_want,
+            max_num_want_v4: c.protocol.max_num_want_v4,
+            max_num_want_v6: c.protocol.max_num_want_v6,
+            limits: ParseLimits { max_scrape_hashes: c.protocol.max_scrape_hashes },
+        }
+    }
+}
+
+/// State shared by all workers, read-only except through the store's and the source's own
+/// synchronisation.
+#[derive(Debug)]
+pub struct Shared {
+    /// The peer store.
+    pub store: Arc<PeerStore>,
+    /// Connection-id key and lifetime.
+    pub validator: ConnectionIdValidator,
+    /// Access list in force.
+    pub access: Arc<AccessListSource>,
+    /// Protocol settings.
+    pub settings: HandlerSettings,
+}
+
+/// Maps an address to the family the protocol sees: IPv4-mapped IPv6 becomes IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// One worker's request handler.
+pub struct RequestHandler {
+    shared: Arc<Shared>,
+    access: AccessListCache,
+    /// This worker's counters (plain integers; published by the worker).
+    pub counters: Counters,
+    rng: u64,
+    peers_v4: Vec<SocketAddrV4>,
+    peers_v6: Vec<SocketAddrV6>,
+    rows: Vec<SwarmCounts>,
+}
+
+impl RequestHandler {
+    /// A handler for one worker; `seed` seeds its peer-selection RNG.
+    pub fn new(shared: Arc<Shared>, seed: u64) -> Self {
+        RequestHandler {
+            access: shared.access.cache(),
+            shared,
+            counters: Counters::default(),
+            rng: seed,
+            peers_v4: Vec::with_capacity(256),
+            peers_v6: Vec::with_capacity(128),
+            rows: Vec::with_capacity(80),
+        }
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// wyrand: fast, non-cryptographic; only picks which peers to hand out.
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.rng) * u128::from(self.rng ^ 0xe703_7ed1_a0b4_28db);
+        (t >> 64) as u64 ^ t as u64
+    }
+
+    /// Handles one datagram from `src` received at `now` (Unix seconds). Writes the reply into
+    /// `out` (at least [`crate::sys::MAX_REPLY`] bytes) and returns its length, or `None` for
+    /// silence. Counts everything.
+    pub fn handle(&mut self, now: u32, src: SocketAddr, bytes: &[u8], out: &mut [u8]) -> Option<usize> {
+        let ip = canonical_ip(src.ip());
+        let v = if ip.is_ipv4() { IpVersion::V4 } else { IpVersion::V6 };
+        self.counters.rx_packets += 1;
+        self.counters.rx_bytes += bytes.len() as u64;
+        let request = match Request::parse(bytes, &self.shared.settings.limits) {
+            Ok(r) => r,
+            Err(e) => return self.parse_error(now, ip, v, &e, out),
+        };
+        let reply = match request {
+            Request::Connect(c) => {
+                self.count_request(Action::Connect, v);
+                let id = self.shared.validator.issue(now, ip);
+                let r = ConnectResponse { transaction_id: c.transaction_id, connection_id: ConnectionId(id) };
+                r.write(out).ok().map(|n| (n, Action::Connect))
+            }
+            Request::Announce(a) => {
+                self.count_request(Action::Announce, v);
+                if !self.shared.validator.is_valid(a.connection_id.0, ip, now) {
+                    return self.drop(DropReason::BadConnectionId);
+                }
+                self.announce(now, ip, &a, out)
+            }
+            Request::Scrape(s) => {
+                self.count_request(Action::Scrape, v);
+                if !self.shared.validator.is_valid(s.connection_id.0, ip, now) {
+                    return self.drop(DropReason::BadConnectionId);
+                }
+                self.scrape(ip, &s, out).map(|n| (n, Action::Scrape))
+            }
+        };
+        let (len, action) = reply?;
+        self.counters.responses[action as usize][v as usize] += 1;
+        Some(len)
+    }
+
+    fn count_request(&mut self, a: Action, v: IpVersion) {
+        self.counters.requests[a as usize][v as usize] += 1;
+    }
+
+    fn drop(&mut self, reason: DropReason) -> Option<usize> {
+        self.counters.drops[reason as usize] += 1;
+        None
+    }
+
+    fn parse_error(&mut self, now: u32, ip: IpAddr, v: IpVersion, e: &RequestError, out: &mut [u8]) -> Option<usize> {
+        match e {
+            RequestError::TooShort => self.drop(DropReason::Short),
+            RequestError::BadProtocolId => self.drop(DropReason::BadProtocolId),
+            RequestError::ClientSentError => self.drop(DropReason::ClientError),
+            RequestError::UnknownAction { .. } => self.drop(DropReason::UnknownAction),
+            RequestError::Malformed { .. } => {
+                let Some(ctx) = e.reply_context() else { return self.drop(DropReason::Malformed) };
+                if !self.shared.validator.is_valid(ctx.connection_id.0, ip, now) {
+                    return self.drop(DropReason::Malformed);
+                }
+                let n = ctx.response().write(out).ok()?;
+                self.counters.errors_sent[ErrorReason::Malformed as usize] += 1;
+                self.counters.responses[Action::Error as usize][v as usize] += 1;
+                Some(n)
+            }
+        }
+    }
+
+    fn error_reply(&mut self, tid: TransactionId, message: &str, reason: ErrorReason, out: &mut [u8]) -> Option<(usize, Action)> {
+        let n = ErrorResponse { transaction_id: tid, message: message.as_bytes() }.write(out).ok()?;
+        self.counters.errors_sent[reason as usize] += 1;
+        Some((n, Action::Error))
+    }
+
+    fn announce(&mut self, now: u32, ip: IpAddr, a: &AnnounceRequest<'_>, out: &mut [u8]) -> Option<(usize, Action)> {
+        if !self.access.load().allows(&a.info_hash.0) {
+            return self.error_reply(a.transaction_id, ACCESS_DENIED_MESSAGE, ErrorReason::AccessDenied, out);
+        }
+        let event = match a.event {
+            AnnounceEvent::Started => fjord_store::Event::Started,
+            AnnounceEvent::Completed => fjord_store::Event::Completed,
+            AnnounceEvent::Stopped => fjord_store::Event::Stopped,
+            AnnounceEvent::None | AnnounceEvent::Unknown(_) => fjord_store::Event::None,
+        };
+        if event == fjord_store::Event::Completed {
+            self.counters.completed += 1;
+        }
+        let random = self.next_random();
+        // Disjoint field borrows: no reference-count traffic per packet.
+        let (s, store) = (&self.shared.settings, &self.shared.store);
+        let want = if a.num_want < 0 { s.default_num_want } else { a.num_want };
+        let interval = s.announce_interval;
+        // The `ip` field of the request is ignored: the peer is the packet's source address.
+        let (status, n, peers) = match ip {
+            IpAddr::V4(ip4) => {
+                let want = want.min(s.max_num_want_v4);
+                let peer = SocketAddrV4::new(ip4, a.port);
+                self.peers_v4.clear();
+                let o = store.announce(&a.info_hash.0, peer, a.left, event, want, now, random, &mut self.peers_v4);
+                self.peers_v4.truncate(want.max(0) as usize);
+                let h = header(a.transaction_id, interval, o.seeders, o.leechers);
+                let n = write_announce_response_v4(out, &h, self.peers_v4.iter().copied()).ok()?;
+                (o.status, n, self.peers_v4.len())
+            }
+            IpAddr::V6(ip6) => {
+                let want = want.min(s.max_num_want_v6);
+                let peer = SocketAddrV6::new(ip6, a.port, 0, 0);
+                self.peers_v6.clear();
+                let o = store.announce(&a.info_hash.0, peer, a.left, event, want, now, random, &mut self.peers_v6);
+                self.peers_v6.truncate(want.max(0) as usize);
+                let h = header(a.transaction_id, interval, o.seeders, o.leechers);
+                let n = write_announce_response_v6(out, &h, self.peers_v6.iter().copied()).ok()?;
+                (o.status, n, self.peers_v6.len())
+            }
+        };
+        if let PeerStatus::NotStored(reason) = status {
+            let r = match reason {
+                fjord_store::NotStoredReason::StoreFull => NotStoredReason::StoreFull,
+                fjord_store::NotStoredReason::SwarmLimit => NotStoredReason::SwarmLimit,
+                fjord_store::NotStoredReason::InvalidPort => NotStoredReason::InvalidPort,
+                fjord_store::NotStoredReason::UnknownPeerStopped => NotStoredReason::UnknownPeerStopped,
+            };
+            self.counters.peers_not_stored[r as usize] += 1;
+        }
+        self.counters.announce_peers.record(peers as u64);
+        Some((n, Action::Announce))
+    }
+
+    fn scrape(&mut self, ip: IpAddr, s: &ScrapeRequest<'_>, out: &mut [u8]) -> Option<usize> {
+        self.rows.clear();
+        match ip {
+            IpAddr::V4(_) => self.shared.store.scrape::<SocketAddrV4>(s.info_hashes, &mut self.rows),
+            IpAddr::V6(_) => self.shared.store.scrape::<SocketAddrV6>(s.info_hashes, &mut self.rows),
+        }
+        let rows = self.rows.iter().map(|r| ScrapeStats {
+            seeders: sat_u32(r.seeders),
+            completed: sat_u32(r.completed),
+            leechers: sat_u32(r.leechers),
+        });
+        write_scrape_response(out, s.transaction_id, rows).ok()
+    }
+}
+
+fn sat_u32<T: TryInto<u32>>(v: T) -> u32 {
+    v.try_into().unwrap_or(u32::MAX)
+}
+
+fn header<T: TryInto<u32>>(transaction_id: TransactionId, interval: u32, seeders: T, leechers: T) -> AnnounceResponseHeader {
+    AnnounceResponseHeader { transaction_id, interval, leechers: sat_u32(leechers), seeders: sat_u32(seeders) }
+}
