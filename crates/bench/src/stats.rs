@@ -528,13 +528,17 @@ mod tests {
 
     #[test]
     fn merge_and_report_add_up() {
-        let mut a = ThreadStats::default();
-        a.sent = [2, 10, 1];
+        let mut a = ThreadStats {
+            sent: [2, 10, 1],
+            ..Default::default()
+        };
         a.record_response(Kind::Connect, 50_000);
         a.record_response(Kind::Announce, 100_000);
         a.peers_received = 7;
-        let mut b = ThreadStats::default();
-        b.sent = [1, 5, 0];
+        let mut b = ThreadStats {
+            sent: [1, 5, 0],
+            ..Default::default()
+        };
         b.record_response(Kind::Announce, 300_000);
         b.timeouts = [0, 1, 0];
         b.malformed[Malformed::WrongLength.index()] = 2;

@@ -255,12 +255,12 @@ pub fn classify(
             if len < 20 {
                 return malformed(Malformed::WrongLength);
             }
-            if (len - 20) % entry != 0 {
+            if !(len - 20).is_multiple_of(entry) {
                 return malformed(Malformed::WrongEntrySize);
             }
         }
         Kind::Scrape => {
-            if len < 8 || (len - 8) % 12 != 0 {
+            if len < 8 || !(len - 8).is_multiple_of(12) {
                 return malformed(Malformed::WrongLength);
             }
             if (len - 8) / 12 != usize::from(issued.scrape_hashes) {
