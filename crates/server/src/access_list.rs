@@ -65,7 +65,10 @@ impl AccessList {
             };
             let b = content.as_bytes();
             if b.len() != 40 {
-                return Err(malformed(format!("expected 40 hex characters, got {}", b.len())));
+                return Err(malformed(format!(
+                    "expected 40 hex characters, got {}",
+                    b.len()
+                )));
             }
             let mut h = [0u8; 20];
             for (j, pair) in b.chunks(2).enumerate() {
@@ -81,8 +84,10 @@ impl AccessList {
 
     /// Reads and parses `path`.
     pub fn load(mode: AccessListMode, path: &Path) -> Result<Self, AccessListError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| AccessListError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| AccessListError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(mode, &text, path)
     }
 
@@ -180,7 +185,11 @@ impl AccessListSource {
     /// Re-reads the file and swaps it in; on error the previous list stays and the error is
     /// returned. Does nothing (Ok) when the mode is off.
     pub fn reload(&self) -> Result<(), AccessListError> {
-        let Some(path) = self.path.as_deref().filter(|_| self.mode != AccessListMode::Off) else {
+        let Some(path) = self
+            .path
+            .as_deref()
+            .filter(|_| self.mode != AccessListMode::Off)
+        else {
             return Ok(());
         };
         let mut seen = self.reload_lock.lock();
@@ -197,7 +206,11 @@ impl AccessListSource {
     /// Reloads if the file's modification time or length changed since the last load attempt.
     /// Returns whether a reload was attempted.
     pub fn reload_if_changed(&self) -> bool {
-        let Some(path) = self.path.as_deref().filter(|_| self.mode != AccessListMode::Off) else {
+        let Some(path) = self
+            .path
+            .as_deref()
+            .filter(|_| self.mode != AccessListMode::Off)
+        else {
             return false;
         };
         let st = stamp(path);
@@ -267,7 +280,8 @@ mod tests {
         let dir = crate::test_util::TempDir::new("acl");
         let path = dir.path().join("list");
         std::fs::write(&path, "0101010101010101010101010101010101010101\n").unwrap();
-        let src = Arc::new(AccessListSource::new(AccessListMode::Allow, Some(path.clone())).unwrap());
+        let src =
+            Arc::new(AccessListSource::new(AccessListMode::Allow, Some(path.clone())).unwrap());
         let mut cache = src.cache();
         assert!(cache.load().allows(&h(1)));
         assert!(!cache.load().allows(&h(2)));

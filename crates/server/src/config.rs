@@ -36,7 +36,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, reason: reason.into() }
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
 }
 
 /// The whole configuration. `Default` is the embedded default configuration.
@@ -95,7 +98,10 @@ pub struct NetworkConfig {
 
 /// The default listen addresses: `0.0.0.0:6969` and `[::]:6969`.
 pub fn default_listen() -> Vec<SocketAddr> {
-    vec!["0.0.0.0:6969".parse().unwrap(), "[::]:6969".parse().unwrap()]
+    vec![
+        "0.0.0.0:6969".parse().unwrap(),
+        "[::]:6969".parse().unwrap(),
+    ]
 }
 
 impl Default for NetworkConfig {
@@ -149,7 +155,10 @@ pub struct ConnectionIdConfig {
 
 impl Default for ConnectionIdConfig {
     fn default() -> Self {
-        ConnectionIdConfig { key: String::new(), grace_secs: 30 }
+        ConnectionIdConfig {
+            key: String::new(),
+            grace_secs: 30,
+        }
     }
 }
 
@@ -208,7 +217,11 @@ pub struct AccessListConfig {
 
 impl Default for AccessListConfig {
     fn default() -> Self {
-        AccessListConfig { mode: AccessListMode::Off, path: None, poll_interval_ms: 1000 }
+        AccessListConfig {
+            mode: AccessListMode::Off,
+            path: None,
+            poll_interval_ms: 1000,
+        }
     }
 }
 
@@ -224,7 +237,10 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { enabled: true, listen: "127.0.0.1:9969".parse().unwrap() }
+        MetricsConfig {
+            enabled: true,
+            listen: "127.0.0.1:9969".parse().unwrap(),
+        }
     }
 }
 
@@ -255,15 +271,25 @@ impl Config {
 
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.log_level.parse::<tracing::level_filters::LevelFilter>().is_err() {
-            return Err(invalid("log_level", "expected off, error, warn, info, debug or trace"));
+        if self
+            .log_level
+            .parse::<tracing::level_filters::LevelFilter>()
+            .is_err()
+        {
+            return Err(invalid(
+                "log_level",
+                "expected off, error, warn, info, debug or trace",
+            ));
         }
         if self.workers > 1024 {
             return Err(invalid("workers", "at most 1024"));
         }
         let n = &self.network;
         if n.listen.is_empty() {
-            return Err(invalid("network.listen", "at least one address is required"));
+            return Err(invalid(
+                "network.listen",
+                "at least one address is required",
+            ));
         }
         for (i, a) in n.listen.iter().enumerate() {
             if n.listen[..i].contains(a) {
@@ -281,7 +307,10 @@ impl Config {
         }
         let p = &self.protocol;
         if p.announce_interval_secs == 0 || p.announce_interval_secs > 86_400 {
-            return Err(invalid("protocol.announce_interval_secs", "must be between 1 and 86400"));
+            return Err(invalid(
+                "protocol.announce_interval_secs",
+                "must be between 1 and 86400",
+            ));
         }
         if !(1..=MAX_NUM_WANT_V4).contains(&p.max_num_want_v4) {
             return Err(invalid(
@@ -316,23 +345,38 @@ impl Config {
         }
         let s = &self.store;
         if s.max_peers == 0 || s.max_peers > u32::MAX as usize {
-            return Err(invalid("store.max_peers", "must be between 1 and 4294967295"));
+            return Err(invalid(
+                "store.max_peers",
+                "must be between 1 and 4294967295",
+            ));
         }
         if s.max_swarms == 0 || s.max_swarms > u32::MAX as usize {
-            return Err(invalid("store.max_swarms", "must be between 1 and 4294967295"));
+            return Err(invalid(
+                "store.max_swarms",
+                "must be between 1 and 4294967295",
+            ));
         }
         if s.peer_timeout_secs < 60 {
             return Err(invalid("store.peer_timeout_secs", "at least 60"));
         }
         if s.clean_interval_ms == 0 || s.clean_interval_ms > 3_600_000 {
-            return Err(invalid("store.clean_interval_ms", "must be between 1 and 3600000"));
+            return Err(invalid(
+                "store.clean_interval_ms",
+                "must be between 1 and 3600000",
+            ));
         }
         if s.clean_swarms_per_slice == 0 {
-            return Err(invalid("store.clean_swarms_per_slice", "must be at least 1"));
+            return Err(invalid(
+                "store.clean_swarms_per_slice",
+                "must be at least 1",
+            ));
         }
         let a = &self.access_list;
         if a.mode != AccessListMode::Off && a.path.is_none() {
-            return Err(invalid("access_list.path", "required when access_list.mode is not off"));
+            return Err(invalid(
+                "access_list.path",
+                "required when access_list.mode is not off",
+            ));
         }
         if self.privileges.user.contains('\0') {
             return Err(invalid("privileges.user", "contains a NUL byte"));
@@ -346,7 +390,9 @@ impl Config {
     /// Worker threads actually started (resolves `workers = 0`).
     pub fn effective_workers(&self) -> usize {
         if self.workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             self.workers
         }
@@ -354,7 +400,11 @@ impl Config {
 
     /// The connection-id key, if one is configured (validated).
     pub fn connection_id_key(&self) -> Option<[u8; 16]> {
-        if self.connection_id.key.is_empty() { None } else { parse_key(&self.connection_id.key).ok() }
+        if self.connection_id.key.is_empty() {
+            None
+        } else {
+            parse_key(&self.connection_id.key).ok()
+        }
     }
 
     /// A configuration for tests and embedding: loopback listen addresses with port 0, one worker,
@@ -400,7 +450,10 @@ mod tests {
 
     #[test]
     fn template_parses_to_exactly_the_defaults() {
-        assert_eq!(Config::from_toml_str(DEFAULT_CONFIG_TOML).unwrap(), Config::default());
+        assert_eq!(
+            Config::from_toml_str(DEFAULT_CONFIG_TOML).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -411,7 +464,11 @@ mod tests {
         let defaults: toml::Table = toml::Table::try_from(Config::default()).unwrap();
         fn keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
             for (k, v) in t {
-                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 match v {
                     toml::Value::Table(sub) => keys(sub, &name, out),
                     _ => out.push(name),
@@ -434,9 +491,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
-        let e = Config::from_toml_str("wrokers = 3").unwrap_err().to_string();
+        let e = Config::from_toml_str("wrokers = 3")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("wrokers"), "{e}");
-        let e = Config::from_toml_str("[protocol]\nmax_num_wnat_v4 = 3").unwrap_err().to_string();
+        let e = Config::from_toml_str("[protocol]\nmax_num_wnat_v4 = 3")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_num_wnat_v4"), "{e}");
         let e = Config::from_toml_str("[nope]\n").unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");
@@ -445,12 +506,27 @@ mod tests {
     #[test]
     fn invalid_values_name_the_key() {
         for (toml, key) in [
-            ("[protocol]\nmax_num_want_v4 = 201", "protocol.max_num_want_v4"),
-            ("[protocol]\nmax_num_want_v6 = 67", "protocol.max_num_want_v6"),
-            ("[protocol]\nmax_scrape_hashes = 75", "protocol.max_scrape_hashes"),
-            ("[protocol]\ndefault_num_want = -1", "protocol.default_num_want"),
+            (
+                "[protocol]\nmax_num_want_v4 = 201",
+                "protocol.max_num_want_v4",
+            ),
+            (
+                "[protocol]\nmax_num_want_v6 = 67",
+                "protocol.max_num_want_v6",
+            ),
+            (
+                "[protocol]\nmax_scrape_hashes = 75",
+                "protocol.max_scrape_hashes",
+            ),
+            (
+                "[protocol]\ndefault_num_want = -1",
+                "protocol.default_num_want",
+            ),
             ("[connection_id]\nkey = \"abc\"", "connection_id.key"),
-            ("[connection_id]\nkey = \"zz112233445566778899aabbccddeeff\"", "connection_id.key"),
+            (
+                "[connection_id]\nkey = \"zz112233445566778899aabbccddeeff\"",
+                "connection_id.key",
+            ),
             ("[network]\nlisten = []", "network.listen"),
             ("[network]\nbatch_size = 0", "network.batch_size"),
             ("log_level = \"loud\"", "log_level"),
@@ -465,21 +541,31 @@ mod tests {
             assert!(e.to_string().contains(key));
         }
         // Wrong types are parse errors naming the key.
-        let e = Config::from_toml_str("workers = \"four\"").unwrap_err().to_string();
+        let e = Config::from_toml_str("workers = \"four\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("workers"), "{e}");
-        let e = Config::from_toml_str("[network]\nlisten = [\"nowhere\"]").unwrap_err().to_string();
+        let e = Config::from_toml_str("[network]\nlisten = [\"nowhere\"]")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen"), "{e}");
-        let e = Config::from_toml_str("[access_list]\nmode = \"maybe\"").unwrap_err().to_string();
+        let e = Config::from_toml_str("[access_list]\nmode = \"maybe\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mode"), "{e}");
     }
 
     #[test]
     fn key_parses() {
-        let c = Config::from_toml_str("[connection_id]\nkey = \"00112233445566778899AABBCCDDEEFF\"")
-            .unwrap();
+        let c =
+            Config::from_toml_str("[connection_id]\nkey = \"00112233445566778899AABBCCDDEEFF\"")
+                .unwrap();
         assert_eq!(
             c.connection_id_key().unwrap(),
-            [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]
+            [
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff
+            ]
         );
         assert_eq!(Config::default().connection_id_key(), None);
     }

@@ -24,14 +24,19 @@ pub struct ConnectionIdValidator {
 
 impl std::fmt::Debug for ConnectionIdValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectionIdValidator").field("max_age_secs", &self.max_age_secs).finish()
+        f.debug_struct("ConnectionIdValidator")
+            .field("max_age_secs", &self.max_age_secs)
+            .finish()
     }
 }
 
 impl ConnectionIdValidator {
     /// A validator with `key`, accepting ids for 120 s + `grace_secs`.
     pub fn new(key: [u8; 16], grace_secs: u32) -> Self {
-        ConnectionIdValidator { key, max_age_secs: CONNECTION_ID_LIFETIME_SECS + grace_secs }
+        ConnectionIdValidator {
+            key,
+            max_age_secs: CONNECTION_ID_LIFETIME_SECS + grace_secs,
+        }
     }
 
     /// A validator with a random key (from the OS-seeded CSPRNG).
@@ -99,7 +104,10 @@ mod tests {
         let id = v.issue(T, a);
         assert!(!v.is_valid(id, b, T));
         let mapped_family: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        assert!(!v.is_valid(id, mapped_family, T), "family is part of the MAC");
+        assert!(
+            !v.is_valid(id, mapped_family, T),
+            "family is part of the MAC"
+        );
         let other = ConnectionIdValidator::new([8; 16], 30);
         assert!(!other.is_valid(id, a, T));
         // Same key on another node (a fleet) accepts it.

@@ -20,7 +20,12 @@ pub enum Action {
 
 impl Action {
     /// All actions, in index order.
-    pub const ALL: [Action; 4] = [Action::Connect, Action::Announce, Action::Scrape, Action::Error];
+    pub const ALL: [Action; 4] = [
+        Action::Connect,
+        Action::Announce,
+        Action::Scrape,
+        Action::Error,
+    ];
     /// Label value.
     pub fn name(self) -> &'static str {
         match self {
@@ -173,7 +178,12 @@ pub struct Histogram {
 impl Histogram {
     /// Empty histogram with these bounds.
     pub const fn new(bounds: [u64; BUCKETS]) -> Self {
-        Histogram { bounds, counts: [0; BUCKETS + 1], sum: 0, count: 0 }
+        Histogram {
+            bounds,
+            counts: [0; BUCKETS + 1],
+            sum: 0,
+            count: 0,
+        }
     }
 
     /// Records one value.
@@ -336,32 +346,68 @@ impl Counters {
         for a in [Action::Connect, Action::Announce, Action::Scrape] {
             for v in IpVersion::ALL {
                 let l = [("action", a.name()), ("ip_version", v.name())];
-                f(Metric::Counter("fjord_requests_total", &l, self.requests(a, v)));
+                f(Metric::Counter(
+                    "fjord_requests_total",
+                    &l,
+                    self.requests(a, v),
+                ));
             }
         }
         for a in Action::ALL {
             for v in IpVersion::ALL {
                 let l = [("action", a.name()), ("ip_version", v.name())];
-                f(Metric::Counter("fjord_responses_total", &l, self.responses(a, v)));
+                f(Metric::Counter(
+                    "fjord_responses_total",
+                    &l,
+                    self.responses(a, v),
+                ));
             }
         }
         for r in DropReason::ALL {
-            f(Metric::Counter("fjord_dropped_total", &[("reason", r.name())], self.drops(r)));
+            f(Metric::Counter(
+                "fjord_dropped_total",
+                &[("reason", r.name())],
+                self.drops(r),
+            ));
         }
         for r in ErrorReason::ALL {
             let l = [("reason", r.name())];
-            f(Metric::Counter("fjord_error_replies_total", &l, self.errors_sent(r)));
+            f(Metric::Counter(
+                "fjord_error_replies_total",
+                &l,
+                self.errors_sent(r),
+            ));
         }
         for r in NotStoredReason::ALL {
             let l = [("reason", r.name())];
-            f(Metric::Counter("fjord_peers_not_stored_total", &l, self.peers_not_stored(r)));
+            f(Metric::Counter(
+                "fjord_peers_not_stored_total",
+                &l,
+                self.peers_not_stored(r),
+            ));
         }
-        f(Metric::Counter("fjord_completed_total", &[], self.completed));
-        f(Metric::Counter("fjord_rx_packets_total", &[], self.rx_packets));
+        f(Metric::Counter(
+            "fjord_completed_total",
+            &[],
+            self.completed,
+        ));
+        f(Metric::Counter(
+            "fjord_rx_packets_total",
+            &[],
+            self.rx_packets,
+        ));
         f(Metric::Counter("fjord_rx_bytes_total", &[], self.rx_bytes));
-        f(Metric::Counter("fjord_tx_packets_total", &[], self.tx_packets));
+        f(Metric::Counter(
+            "fjord_tx_packets_total",
+            &[],
+            self.tx_packets,
+        ));
         f(Metric::Counter("fjord_tx_bytes_total", &[], self.tx_bytes));
-        f(Metric::Counter("fjord_rx_errors_total", &[], self.rx_errors));
+        f(Metric::Counter(
+            "fjord_rx_errors_total",
+            &[],
+            self.rx_errors,
+        ));
         for (name, h) in [
             ("fjord_recv_batch_size", &self.recv_batch),
             ("fjord_send_batch_size", &self.send_batch),

@@ -20,12 +20,12 @@ use crate::fjord_store;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
+use crate::fjord_store::{PeerStatus, PeerStore, SwarmCounts};
 use fjord_protocol::{
     AnnounceEvent, AnnounceRequest, AnnounceResponseHeader, ConnectResponse, ConnectionId,
     ErrorResponse, ParseLimits, Request, RequestError, ScrapeRequest, ScrapeStats, TransactionId,
     write_announce_response_v4, write_announce_response_v6, write_scrape_response,
 };
-use crate::fjord_store::{PeerStatus, PeerStore, SwarmCounts};
 
 use crate::access_list::{AccessListCache, AccessListSource};
 use crate::config::Config;
@@ -58,7 +58,9 @@ impl HandlerSettings {
             default_num_want: c.protocol.default_num_want,
             max_num_want_v4: c.protocol.max_num_want_v4,
             max_num_want_v6: c.protocol.max_num_want_v6,
-            limits: ParseLimits { max_scrape_hashes: c.protocol.max_scrape_hashes },
+            limits: ParseLimits {
+                max_scrape_hashes: c.protocol.max_scrape_hashes,
+            },
         }
     }
 }
@@ -129,9 +131,19 @@ impl RequestHandler {
     /// Handles one datagram from `src` received at `now` (Unix seconds). Writes the reply into
     /// `out` (at least [`crate::sys::MAX_REPLY`] bytes) and returns its length, or `None` for
     /// silence. Counts everything.
-    pub fn handle(&mut self, now: u32, src: SocketAddr, bytes: &[u8], out: &mut [u8]) -> Option<usize> {
+    pub fn handle(
+        &mut self,
+        now: u32,
+        src: SocketAddr,
+        bytes: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
         let ip = canonical_ip(src.ip());
-        let v = if ip.is_ipv4() { IpVersion::V4 } else { IpVersion::V6 };
+        let v = if ip.is_ipv4() {
+            IpVersion::V4
+        } else {
+            IpVersion::V6
+        };
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += bytes.len() as u64;
         let request = match Request::parse(bytes, &self.shared.settings.limits) {
@@ -142,7 +154,10 @@ impl RequestHandler {
             Request::Connect(c) => {
                 self.count_request(Action::Connect, v);
                 let id = self.shared.validator.issue(now, ip);
-                let r = ConnectResponse { transaction_id: c.transaction_id, connection_id: ConnectionId(id) };
+                let r = ConnectResponse {
+                    transaction_id: c.transaction_id,
+                    connection_id: ConnectionId(id),
+                };
                 r.write(out).ok().map(|n| (n, Action::Connect))
             }
             Request::Announce(a) => {
@@ -174,14 +189,23 @@ impl RequestHandler {
         None
     }
 
-    fn parse_error(&mut self, now: u32, ip: IpAddr, v: IpVersion, e: &RequestError, out: &mut [u8]) -> Option<usize> {
+    fn parse_error(
+        &mut self,
+        now: u32,
+        ip: IpAddr,
+        v: IpVersion,
+        e: &RequestError,
+        out: &mut [u8],
+    ) -> Option<usize> {
         match e {
             RequestError::TooShort => self.drop(DropReason::Short),
             RequestError::BadProtocolId => self.drop(DropReason::BadProtocolId),
             RequestError::ClientSentError => self.drop(DropReason::ClientError),
             RequestError::UnknownAction { .. } => self.drop(DropReason::UnknownAction),
             RequestError::Malformed { .. } => {
-                let Some(ctx) = e.reply_context() else { return self.drop(DropReason::Malformed) };
+                let Some(ctx) = e.reply_context() else {
+                    return self.drop(DropReason::Malformed);
+                };
                 if !self.shared.validator.is_valid(ctx.connection_id.0, ip, now) {
                     return self.drop(DropReason::Malformed);
                 }
@@ -193,15 +217,37 @@ impl RequestHandler {
         }
     }
 
-    fn error_reply(&mut self, tid: TransactionId, message: &str, reason: ErrorReason, out: &mut [u8]) -> Option<(usize, Action)> {
-        let n = ErrorResponse { transaction_id: tid, message: message.as_bytes() }.write(out).ok()?;
+    fn error_reply(
+        &mut self,
+        tid: TransactionId,
+        message: &str,
+        reason: ErrorReason,
+        out: &mut [u8],
+    ) -> Option<(usize, Action)> {
+        let n = ErrorResponse {
+            transaction_id: tid,
+            message: message.as_bytes(),
+        }
+        .write(out)
+        .ok()?;
         self.counters.errors_sent[reason as usize] += 1;
         Some((n, Action::Error))
     }
 
-    fn announce(&mut self, now: u32, ip: IpAddr, a: &AnnounceRequest<'_>, out: &mut [u8]) -> Option<(usize, Action)> {
+    fn announce(
+        &mut self,
+        now: u32,
+        ip: IpAddr,
+        a: &AnnounceRequest<'_>,
+        out: &mut [u8],
+    ) -> Option<(usize, Action)> {
         if !self.access.load().allows(&a.info_hash.0) {
-            return self.error_reply(a.transaction_id, ACCESS_DENIED_MESSAGE, ErrorReason::AccessDenied, out);
+            return self.error_reply(
+                a.transaction_id,
+                ACCESS_DENIED_MESSAGE,
+                ErrorReason::AccessDenied,
+                out,
+            );
         }
         let event = match a.event {
             AnnounceEvent::Started => fjord_store::Event::Started,
@@ -215,7 +261,11 @@ impl RequestHandler {
         let random = self.next_random();
         // Disjoint field borrows: no reference-count traffic per packet.
         let (s, store) = (&self.shared.settings, &self.shared.store);
-        let want = if a.num_want < 0 { s.default_num_want } else { a.num_want };
+        let want = if a.num_want < 0 {
+            s.default_num_want
+        } else {
+            a.num_want
+        };
         let interval = s.announce_interval;
         // The `ip` field of the request is ignored: the peer is the packet's source address.
         let (status, n, peers) = match ip {
@@ -223,7 +273,16 @@ impl RequestHandler {
                 let want = want.min(s.max_num_want_v4);
                 let peer = SocketAddrV4::new(ip4, a.port);
                 self.peers_v4.clear();
-                let o = store.announce(&a.info_hash.0, peer, a.left, event, want, now, random, &mut self.peers_v4);
+                let o = store.announce(
+                    &a.info_hash.0,
+                    peer,
+                    a.left,
+                    event,
+                    want,
+                    now,
+                    random,
+                    &mut self.peers_v4,
+                );
                 self.peers_v4.truncate(want.max(0) as usize);
                 let h = header(a.transaction_id, interval, o.seeders, o.leechers);
                 let n = write_announce_response_v4(out, &h, self.peers_v4.iter().copied()).ok()?;
@@ -233,7 +292,16 @@ impl RequestHandler {
                 let want = want.min(s.max_num_want_v6);
                 let peer = SocketAddrV6::new(ip6, a.port, 0, 0);
                 self.peers_v6.clear();
-                let o = store.announce(&a.info_hash.0, peer, a.left, event, want, now, random, &mut self.peers_v6);
+                let o = store.announce(
+                    &a.info_hash.0,
+                    peer,
+                    a.left,
+                    event,
+                    want,
+                    now,
+                    random,
+                    &mut self.peers_v6,
+                );
                 self.peers_v6.truncate(want.max(0) as usize);
                 let h = header(a.transaction_id, interval, o.seeders, o.leechers);
                 let n = write_announce_response_v6(out, &h, self.peers_v6.iter().copied()).ok()?;
@@ -245,7 +313,9 @@ impl RequestHandler {
                 fjord_store::NotStoredReason::StoreFull => NotStoredReason::StoreFull,
                 fjord_store::NotStoredReason::SwarmLimit => NotStoredReason::SwarmLimit,
                 fjord_store::NotStoredReason::InvalidPort => NotStoredReason::InvalidPort,
-                fjord_store::NotStoredReason::UnknownPeerStopped => NotStoredReason::UnknownPeerStopped,
+                fjord_store::NotStoredReason::UnknownPeerStopped => {
+                    NotStoredReason::UnknownPeerStopped
+                }
             };
             self.counters.peers_not_stored[r as usize] += 1;
         }
@@ -256,8 +326,14 @@ impl RequestHandler {
     fn scrape(&mut self, ip: IpAddr, s: &ScrapeRequest<'_>, out: &mut [u8]) -> Option<usize> {
         self.rows.clear();
         match ip {
-            IpAddr::V4(_) => self.shared.store.scrape::<SocketAddrV4>(s.info_hashes, &mut self.rows),
-            IpAddr::V6(_) => self.shared.store.scrape::<SocketAddrV6>(s.info_hashes, &mut self.rows),
+            IpAddr::V4(_) => self
+                .shared
+                .store
+                .scrape::<SocketAddrV4>(s.info_hashes, &mut self.rows),
+            IpAddr::V6(_) => self
+                .shared
+                .store
+                .scrape::<SocketAddrV6>(s.info_hashes, &mut self.rows),
         }
         let rows = self.rows.iter().map(|r| ScrapeStats {
             seeders: sat_u32(r.seeders),
@@ -272,6 +348,16 @@ fn sat_u32<T: TryInto<u32>>(v: T) -> u32 {
     v.try_into().unwrap_or(u32::MAX)
 }
 
-fn header<T: TryInto<u32>>(transaction_id: TransactionId, interval: u32, seeders: T, leechers: T) -> AnnounceResponseHeader {
-    AnnounceResponseHeader { transaction_id, interval, leechers: sat_u32(leechers), seeders: sat_u32(seeders) }
+fn header<T: TryInto<u32>>(
+    transaction_id: TransactionId,
+    interval: u32,
+    seeders: T,
+    leechers: T,
+) -> AnnounceResponseHeader {
+    AnnounceResponseHeader {
+        transaction_id,
+        interval,
+        leechers: sat_u32(leechers),
+        seeders: sat_u32(seeders),
+    }
 }

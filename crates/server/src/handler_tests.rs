@@ -66,7 +66,11 @@ fn call_at(h: &mut RequestHandler, now: u32, src: SocketAddr, req: &[u8]) -> Opt
 
 fn connect_bytes(tid: u32) -> Vec<u8> {
     let mut b = [0u8; 16];
-    let n = ConnectRequest { transaction_id: TransactionId(tid) }.write(&mut b).unwrap();
+    let n = ConnectRequest {
+        transaction_id: TransactionId(tid),
+    }
+    .write(&mut b)
+    .unwrap();
     b[..n].to_vec()
 }
 
@@ -90,7 +94,16 @@ struct Ann {
 
 impl Ann {
     fn new(id: u64, hash: u8) -> Self {
-        Ann { id, tid: 7, hash: [hash; 20], port: 6881, num_want: -1, left: 100, event: AnnounceEvent::Started, ip: 0 }
+        Ann {
+            id,
+            tid: 7,
+            hash: [hash; 20],
+            port: 6881,
+            num_want: -1,
+            left: 100,
+            event: AnnounceEvent::Started,
+            ip: 0,
+        }
     }
     fn bytes(&self) -> Vec<u8> {
         let req = AnnounceRequest {
@@ -141,7 +154,12 @@ fn peers_v4(reply: &[u8]) -> Vec<SocketAddrV4> {
     assert_eq!((reply.len() - 20) % 6, 0);
     reply[20..]
         .chunks(6)
-        .map(|c| SocketAddrV4::new(Ipv4Addr::new(c[0], c[1], c[2], c[3]), u16::from_be_bytes([c[4], c[5]])))
+        .map(|c| {
+            SocketAddrV4::new(
+                Ipv4Addr::new(c[0], c[1], c[2], c[3]),
+                u16::from_be_bytes([c[4], c[5]]),
+            )
+        })
         .collect()
 }
 
@@ -181,11 +199,17 @@ fn announce_with_forged_expired_other_ip_or_future_id_is_silent() {
     let src = v4([192, 0, 2, 1], 5000);
     let id = connect(&mut h, src);
     let good = Ann::new(id, 1);
-    assert!(call(&mut h, src, &good.bytes()).is_some(), "control: valid id answered");
+    assert!(
+        call(&mut h, src, &good.bytes()).is_some(),
+        "control: valid id answered"
+    );
 
     let forged = Ann { id: id ^ 1, ..good };
     assert_eq!(call(&mut h, src, &forged.bytes()), None);
-    let random = Ann { id: 0x0123_4567_89ab_cdef, ..good };
+    let random = Ann {
+        id: 0x0123_4567_89ab_cdef,
+        ..good
+    };
     assert_eq!(call(&mut h, src, &random.bytes()), None);
     // Same IP, other port: accepted (ids are bound to the IP, not the port).
     assert!(call(&mut h, v4([192, 0, 2, 1], 6000), &good.bytes()).is_some());
@@ -198,7 +222,10 @@ fn announce_with_forged_expired_other_ip_or_future_id_is_silent() {
     let future = h.shared().validator.issue(NOW + 10, src.ip());
     assert_eq!(call(&mut h, src, &Ann { id: future, ..good }.bytes()), None);
     // Scrape with a bad id: silent too.
-    assert_eq!(call(&mut h, src, &scrape_bytes(id ^ 2, 1, &[[1; 20]])), None);
+    assert_eq!(
+        call(&mut h, src, &scrape_bytes(id ^ 2, 1, &[[1; 20]])),
+        None
+    );
     assert_eq!(h.counters.drops(DropReason::BadConnectionId), 6);
 }
 
@@ -218,7 +245,11 @@ fn unauthenticated_junk_is_silent_and_counted() {
     let mut client_error = connect_bytes(1);
     client_error[8..12].copy_from_slice(&3u32.to_be_bytes());
     client_error.extend_from_slice(b"oops");
-    assert_eq!(call(&mut h, src, &client_error), None, "never answer an error");
+    assert_eq!(
+        call(&mut h, src, &client_error),
+        None,
+        "never answer an error"
+    );
     // Malformed (short announce, partial scrape) with an unauthenticated id: silent.
     let short_announce = &Ann::new(12345, 1).bytes()[..60];
     assert_eq!(call(&mut h, src, short_announce), None);
@@ -237,7 +268,11 @@ fn malformed_with_valid_id_gets_a_short_error_echoing_the_tid() {
     let mut h = handler();
     let src = v4([192, 0, 2, 1], 5000);
     let id = connect(&mut h, src);
-    let full = Ann { tid: 0x1122_3344, ..Ann::new(id, 1) }.bytes();
+    let full = Ann {
+        tid: 0x1122_3344,
+        ..Ann::new(id, 1)
+    }
+    .bytes();
     let r = call(&mut h, src, &full[..60]).expect("error reply");
     assert_eq!(u32_at(&r, 0), 3);
     assert_eq!(u32_at(&r, 4), 0x1122_3344);
@@ -263,10 +298,21 @@ fn announce_entry_size_follows_the_packet_family() {
     announce(&mut h, a6, |a| a.port = 2222);
     let r = announce(&mut h, b4, |a| a.port = 3333);
     assert_eq!(r.len(), 20 + 6);
-    assert_eq!(peers_v4(&r), vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1111)]);
+    assert_eq!(
+        peers_v4(&r),
+        vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1111)]
+    );
     let r = announce(&mut h, b6, |a| a.port = 4444);
     assert_eq!(r.len(), 20 + 18);
-    assert_eq!(peers_v6(&r), vec![SocketAddrV6::new("2001:db8::1".parse().unwrap(), 2222, 0, 0)]);
+    assert_eq!(
+        peers_v6(&r),
+        vec![SocketAddrV6::new(
+            "2001:db8::1".parse().unwrap(),
+            2222,
+            0,
+            0
+        )]
+    );
     // Header: interval, leechers, seeders.
     assert_eq!(u32_at(&r, 4), 7);
     assert_eq!(u32_at(&r, 8), 1800);
@@ -282,14 +328,22 @@ fn ipv4_mapped_source_is_ipv4() {
     announce(&mut h, v4([10, 0, 0, 1], 1), |a| a.port = 1111);
     let mapped = v6("::ffff:10.0.0.9", 5000);
     let id = connect(&mut h, mapped);
-    assert!(h.shared().validator.is_valid(id, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), NOW));
+    assert!(
+        h.shared()
+            .validator
+            .is_valid(id, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), NOW)
+    );
     let r = call(&mut h, mapped, &Ann::new(id, 1).bytes()).unwrap();
-    assert_eq!(peers_v4(&r), vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1111)]);
+    assert_eq!(
+        peers_v4(&r),
+        vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1111)]
+    );
     assert_eq!(r.len(), 26);
     assert_eq!(h.counters.requests(Action::Announce, IpVersion::V4), 2);
     assert_eq!(h.store_stats_v4_peers(), 2);
 }
 
+#[allow(clippy::unnecessary_cast)] // the store's count type may differ from u64
 impl RequestHandler {
     fn store_stats_v4_peers(&self) -> u64 {
         let s = self.shared().store.stats();
@@ -306,10 +360,14 @@ fn num_want_is_capped_per_family_so_replies_fit_one_packet() {
     let mut h = handler();
     for i in 0..250u32 {
         let ip = 0x0a00_0000 + i + 1;
-        announce(&mut h, SocketAddr::from((Ipv4Addr::from(ip), 1)), |a| a.num_want = 0);
+        announce(&mut h, SocketAddr::from((Ipv4Addr::from(ip), 1)), |a| {
+            a.num_want = 0
+        });
     }
     for i in 0..80u16 {
-        announce(&mut h, v6(&format!("2001:db8::{:x}", i + 1), 1), |a| a.num_want = 0);
+        announce(&mut h, v6(&format!("2001:db8::{:x}", i + 1), 1), |a| {
+            a.num_want = 0
+        });
     }
     let r = announce(&mut h, v4([192, 0, 2, 1], 1), |a| a.num_want = 10_000);
     assert_eq!(r.len(), 1220);
@@ -332,8 +390,14 @@ fn num_want_is_capped_per_family_so_replies_fit_one_packet() {
     for i in 0..20u8 {
         announce(&mut h, v4([10, 1, 0, i], 1), |a| a.num_want = 0);
     }
-    assert_eq!(peers_v4(&announce(&mut h, v4([10, 2, 0, 0], 1), |a| a.num_want = 200)).len(), 10);
-    assert_eq!(peers_v4(&announce(&mut h, v4([10, 2, 0, 1], 1), |a| a.num_want = -1)).len(), 5);
+    assert_eq!(
+        peers_v4(&announce(&mut h, v4([10, 2, 0, 0], 1), |a| a.num_want = 200)).len(),
+        10
+    );
+    assert_eq!(
+        peers_v4(&announce(&mut h, v4([10, 2, 0, 1], 1), |a| a.num_want = -1)).len(),
+        5
+    );
 }
 
 #[test]
@@ -358,7 +422,10 @@ fn ip_field_is_ignored() {
         a.ip = u32::from(Ipv4Addr::new(203, 0, 113, 66));
     });
     let r = announce(&mut h, v4([10, 0, 0, 2], 1), |_| {});
-    assert_eq!(peers_v4(&r), vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1111)]);
+    assert_eq!(
+        peers_v4(&r),
+        vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1111)]
+    );
 }
 
 #[test]
@@ -371,23 +438,44 @@ fn seeders_leechers_completed_stopped_and_extreme_left() {
         a.left = 0;
         a.event = AnnounceEvent::Completed;
     });
-    assert_eq!((u32_at(&r, 12), u32_at(&r, 16)), (2, 2), "leechers, seeders");
+    assert_eq!(
+        (u32_at(&r, 12), u32_at(&r, 16)),
+        (2, 2),
+        "leechers, seeders"
+    );
     assert_eq!(h.counters.completed, 1);
     // Stop from an unknown peer: harmless (Transmission sometimes stops first).
-    let r = announce(&mut h, v4([10, 0, 0, 9], 1), |a| a.event = AnnounceEvent::Stopped);
-    assert_eq!(r.len() >= 20, true);
-    assert_eq!(h.counters.peers_not_stored(NotStoredReason::UnknownPeerStopped), 1);
+    let r = announce(&mut h, v4([10, 0, 0, 9], 1), |a| {
+        a.event = AnnounceEvent::Stopped
+    });
+    assert!(r.len() >= 20);
+    assert_eq!(
+        h.counters
+            .peers_not_stored(NotStoredReason::UnknownPeerStopped),
+        1
+    );
     let r = announce(&mut h, v4([10, 0, 0, 1], 1), |a| {
         a.event = AnnounceEvent::Stopped;
         a.num_want = 0;
     });
     assert_eq!((u32_at(&r, 12), u32_at(&r, 16)), (2, 1));
     // Unknown event numbers are treated as a regular announce.
-    let r = announce(&mut h, v4([10, 0, 0, 5], 1), |a| a.event = AnnounceEvent::Unknown(9));
+    let r = announce(&mut h, v4([10, 0, 0, 5], 1), |a| {
+        a.event = AnnounceEvent::Unknown(9)
+    });
     assert_eq!(u32_at(&r, 12), 3);
     let id = connect(&mut h, v4([10, 0, 0, 6], 1));
-    let r = call(&mut h, v4([10, 0, 0, 6], 1), &scrape_bytes(id, 1, &[[1; 20]])).unwrap();
-    assert_eq!((u32_at(&r, 8), u32_at(&r, 12), u32_at(&r, 16)), (1, 1, 3), "seeders, completed, leechers");
+    let r = call(
+        &mut h,
+        v4([10, 0, 0, 6], 1),
+        &scrape_bytes(id, 1, &[[1; 20]]),
+    )
+    .unwrap();
+    assert_eq!(
+        (u32_at(&r, 8), u32_at(&r, 12), u32_at(&r, 16)),
+        (1, 1, 3),
+        "seeders, completed, leechers"
+    );
 }
 
 #[test]
@@ -409,8 +497,10 @@ fn scrape_rows_in_request_order_with_duplicates_and_truncation() {
     let r = call(&mut h, src, &scrape_bytes(id, 0x77, &hashes)).unwrap();
     assert_eq!(r.len(), 8 + 4 * 12);
     assert_eq!((u32_at(&r, 0), u32_at(&r, 4)), (2, 0x77));
-    let rows: Vec<(u32, u32, u32)> =
-        r[8..].chunks(12).map(|c| (u32_at(c, 0), u32_at(c, 4), u32_at(c, 8))).collect();
+    let rows: Vec<(u32, u32, u32)> = r[8..]
+        .chunks(12)
+        .map(|c| (u32_at(c, 0), u32_at(c, 4), u32_at(c, 8)))
+        .collect();
     assert_eq!(rows, vec![(2, 0, 0), (0, 0, 1), (0, 0, 0), (2, 0, 0)]);
     // IPv6 clients see IPv6 swarms only.
     let s6 = v6("2001:db8::1", 1);
@@ -431,7 +521,10 @@ fn scrape_rows_in_request_order_with_duplicates_and_truncation() {
 }
 
 fn list(mode: AccessListMode, hashes: &[u8]) -> AccessList {
-    let text: String = hashes.iter().map(|b| format!("{}\n", format!("{b:02x}").repeat(20))).collect();
+    let text: String = hashes
+        .iter()
+        .map(|b| format!("{}\n", format!("{b:02x}").repeat(20)))
+        .collect();
     AccessList::parse(mode, &text, Path::new("test")).unwrap()
 }
 
@@ -457,7 +550,10 @@ fn access_list_allow_and_deny() {
     let r = announce(&mut h, v4([10, 0, 0, 1], 1), |a| a.hash = [2; 20]);
     assert_eq!(u32_at(&r, 0), 1);
     // Denied but unauthenticated: silence, not an error.
-    let denied = Ann { hash: [1; 20], ..Ann::new(5, 1) };
+    let denied = Ann {
+        hash: [1; 20],
+        ..Ann::new(5, 1)
+    };
     assert_eq!(call(&mut h, v4([10, 0, 0, 1], 1), &denied.bytes()), None);
 }
 
@@ -473,7 +569,11 @@ fn no_amplification_without_a_valid_connection_id() {
     let attacker = v4([198, 51, 100, 7], 53);
     let templates = [
         connect_bytes(1),
-        Ann { num_want: 200, ..Ann::new(0, 1) }.bytes(),
+        Ann {
+            num_want: 200,
+            ..Ann::new(0, 1)
+        }
+        .bytes(),
         scrape_bytes(0, 1, &[[1; 20]; 74]),
     ];
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -505,7 +605,12 @@ fn no_amplification_without_a_valid_connection_id() {
         }
         if let Some(r) = call(&mut h, attacker, &bytes) {
             answered += 1;
-            assert!(r.len() <= bytes.len(), "reply {} > request {}", r.len(), bytes.len());
+            assert!(
+                r.len() <= bytes.len(),
+                "reply {} > request {}",
+                r.len(),
+                bytes.len()
+            );
             assert_eq!(u32_at(&r, 0), 0, "only connect is answered unauthenticated");
         }
     }

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use crate::fjord_store::{PeerStore, StoreConfig};
+use anyhow::Context;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -36,7 +36,10 @@ const BATCHES_PER_TURN: usize = 64;
 
 /// Current Unix time in seconds, as u32 (valid until 2106).
 pub fn unix_now() -> u32 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
 }
 
 /// A running tracker. Dropping it stops it (like [`RunningServer::shutdown`], ignoring errors).
@@ -50,11 +53,15 @@ pub struct RunningServer {
     threads: Vec<JoinHandle<()>>,
     maintenance_stop: Option<crossbeam_channel::Sender<()>>,
     failures: crossbeam_channel::Receiver<String>,
+    /// Every failure ever reported (the channel only notifies).
+    failed: Arc<Mutex<Vec<String>>>,
 }
 
 impl std::fmt::Debug for RunningServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningServer").field("local_addrs", &self.local_addrs).finish()
+        f.debug_struct("RunningServer")
+            .field("local_addrs", &self.local_addrs)
+            .finish()
     }
 }
 
@@ -64,7 +71,10 @@ struct WorkerSocket {
 
 /// Binds one socket of a `SO_REUSEPORT` group. Returns the socket and the kernel's actual
 /// receive/send buffer sizes.
-fn bind_socket(addr: SocketAddr, net: &NetworkConfig) -> io::Result<(std::net::UdpSocket, usize, usize)> {
+fn bind_socket(
+    addr: SocketAddr,
+    net: &NetworkConfig,
+) -> io::Result<(std::net::UdpSocket, usize, usize)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -86,7 +96,10 @@ fn bind_socket(addr: SocketAddr, net: &NetworkConfig) -> io::Result<(std::net::U
 
 /// Binds `workers` sockets for every listen address. An IPv6 address that cannot be bound is
 /// skipped with a warning when the listen list is the default one; otherwise it is an error.
-fn bind_all(config: &Config, workers: usize) -> anyhow::Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>)> {
+fn bind_all(
+    config: &Config,
+    workers: usize,
+) -> anyhow::Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>)> {
     let net = &config.network;
     let defaults = net.listen == default_listen();
     let mut addrs = Vec::new();
@@ -116,8 +129,8 @@ fn bind_all(config: &Config, workers: usize) -> anyhow::Result<(Vec<SocketAddr>,
         let actual = first.local_addr()?;
         per_worker[0].push(first);
         for sockets in per_worker.iter_mut().skip(1) {
-            let (s, _, _) =
-                bind_socket(actual, net).with_context(|| format!("cannot bind UDP {actual} (SO_REUSEPORT)"))?;
+            let (s, _, _) = bind_socket(actual, net)
+                .with_context(|| format!("cannot bind UDP {actual} (SO_REUSEPORT)"))?;
             sockets.push(s);
         }
         addrs.push(actual);
@@ -159,15 +172,29 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     let (local_addrs, sockets) = bind_all(&config, workers)?;
     if !config.privileges.user.is_empty() || !config.privileges.group.is_empty() {
         #[cfg(unix)]
-        sys::drop_privileges(&config.privileges.user, &config.privileges.group).with_context(|| {
-            format!("cannot drop privileges to user {:?} group {:?}", config.privileges.user, config.privileges.group)
-        })?;
+        sys::drop_privileges(&config.privileges.user, &config.privileges.group).with_context(
+            || {
+                format!(
+                    "cannot drop privileges to user {:?} group {:?}",
+                    config.privileges.user, config.privileges.group
+                )
+            },
+        )?;
         tracing::info!(user = %config.privileges.user, group = %config.privileges.group, "privileges dropped");
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let slots: Arc<Vec<Mutex<Counters>>> = Arc::new((0..workers).map(|_| Mutex::new(Counters::default())).collect());
+    let slots: Arc<Vec<Mutex<Counters>>> = Arc::new(
+        (0..workers)
+            .map(|_| Mutex::new(Counters::default()))
+            .collect(),
+    );
     let (fail_tx, failures) = crossbeam_channel::unbounded();
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let fail_tx = FailureSink {
+        tx: fail_tx,
+        all: Arc::clone(&failed),
+    };
     let mut server = RunningServer {
         local_addrs,
         shared: Arc::clone(&shared),
@@ -178,6 +205,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         threads: Vec::new(),
         maintenance_stop: None,
         failures,
+        failed,
     };
     for (index, socks) in sockets.into_iter().enumerate() {
         let poll = Poll::new().context("cannot create a poll instance")?;
@@ -185,7 +213,8 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         let mut worker_sockets = Vec::new();
         for (i, s) in socks.into_iter().enumerate() {
             let mut socket = mio::net::UdpSocket::from_std(s);
-            poll.registry().register(&mut socket, Token(i), Interest::READABLE)?;
+            poll.registry()
+                .register(&mut socket, Token(i), Interest::READABLE)?;
             worker_sockets.push(WorkerSocket { socket });
         }
         let panic_flag = Arc::new(AtomicBool::new(false));
@@ -232,8 +261,23 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     Ok(server)
 }
 
+/// Where threads report their death.
+#[derive(Clone)]
+struct FailureSink {
+    tx: crossbeam_channel::Sender<String>,
+    all: Arc<Mutex<Vec<String>>>,
+}
+
+impl FailureSink {
+    fn send(&self, msg: String) -> Result<(), ()> {
+        tracing::error!("{msg}");
+        self.all.lock().push(msg.clone());
+        self.tx.send(msg).map_err(|_| ())
+    }
+}
+
 /// Runs `f`, reporting a panic or an error on `fail`.
-fn supervise(name: &str, fail: &crossbeam_channel::Sender<String>, f: impl FnOnce() -> io::Result<()>) {
+fn supervise(name: &str, fail: &FailureSink, f: impl FnOnce() -> io::Result<()>) {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -305,7 +349,7 @@ impl RunningServer {
                 problems.push("a thread panicked outside its supervisor".to_string());
             }
         }
-        problems.extend(self.failures.try_iter());
+        problems.extend(self.failed.lock().iter().cloned());
         problems
     }
 
@@ -348,7 +392,11 @@ impl Worker {
         let mut last_publish = Instant::now();
         tracing::debug!(worker = self.index, "worker started");
         loop {
-            let timeout = if pending.iter().any(|&p| p) { Duration::ZERO } else { PUBLISH_INTERVAL };
+            let timeout = if pending.iter().any(|&p| p) {
+                Duration::ZERO
+            } else {
+                PUBLISH_INTERVAL
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -365,9 +413,9 @@ impl Worker {
             if self.panic_flag.load(Ordering::Relaxed) {
                 panic!("injected panic in worker {}", self.index);
             }
-            for i in 0..self.sockets.len() {
-                if pending[i] {
-                    pending[i] = self.drain(i);
+            for (i, p) in pending.iter_mut().enumerate() {
+                if *p {
+                    *p = self.drain(i);
                 }
             }
             if last_publish.elapsed() >= PUBLISH_INTERVAL {
@@ -381,7 +429,9 @@ impl Worker {
     }
 
     fn publish(&self) {
-        self.slots[self.index].lock().clone_from(&self.handler.counters);
+        self.slots[self.index]
+            .lock()
+            .clone_from(&self.handler.counters);
     }
 
     /// Reads socket `i` until WouldBlock (returns false) or for a bounded number of batches
@@ -446,11 +496,11 @@ impl Maintenance {
                 tracing::trace!(?report, "clean slice");
                 next_clean = now + self.clean_interval;
             }
-            if let (Some(p), Some(interval)) = (next_poll, self.poll_interval) {
-                if now >= p {
-                    self.shared.access.reload_if_changed();
-                    next_poll = Some(now + interval);
-                }
+            if let (Some(p), Some(interval)) = (next_poll, self.poll_interval)
+                && now >= p
+            {
+                self.shared.access.reload_if_changed();
+                next_poll = Some(now + interval);
             }
         }
     }

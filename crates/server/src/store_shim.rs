@@ -134,7 +134,10 @@ impl std::fmt::Debug for SwarmDbg {
 
 impl PeerStore {
     pub fn new(config: StoreConfig) -> Self {
-        PeerStore { config, inner: parking_lot::Mutex::new(HashMap::new()) }
+        PeerStore {
+            config,
+            inner: parking_lot::Mutex::new(HashMap::new()),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -183,17 +186,40 @@ impl PeerStore {
         };
         let (seeders, leechers) = g.get(&key).map(|s| counts(&s.0)).unwrap_or((0, 0));
         if let Some(s) = g.get(&key) {
-            let cap = if A::IS_V6 { self.config.max_num_want_v6 } else { self.config.max_num_want_v4 };
-            let want = if num_want < 0 { self.config.default_num_want } else { num_want }.min(cap);
-            let mut all: Vec<A> = s.0.peers.keys().filter_map(|a| A::unwrap(*a)).filter(|a| *a != peer).collect();
+            let cap = if A::IS_V6 {
+                self.config.max_num_want_v6
+            } else {
+                self.config.max_num_want_v4
+            };
+            let want = if num_want < 0 {
+                self.config.default_num_want
+            } else {
+                num_want
+            }
+            .min(cap);
+            let mut all: Vec<A> =
+                s.0.peers
+                    .keys()
+                    .filter_map(|a| A::unwrap(*a))
+                    .filter(|a| *a != peer)
+                    .collect();
             all.sort_by_key(|a| format!("{a:?}"));
             let n = all.len();
             if n > 0 {
                 let start = (random % n as u64) as usize;
-                out.extend(all.iter().cycle().skip(start).take(n.min(want.max(0) as usize)));
+                out.extend(
+                    all.iter()
+                        .cycle()
+                        .skip(start)
+                        .take(n.min(want.max(0) as usize)),
+                );
             }
         }
-        AnnounceOutcome { seeders, leechers, status }
+        AnnounceOutcome {
+            seeders,
+            leechers,
+            status,
+        }
     }
 
     pub fn scrape<A: PeerAddress>(&self, hashes: &[[u8; 20]], out: &mut Vec<SwarmCounts>) {
@@ -201,7 +227,11 @@ impl PeerStore {
         for h in hashes {
             let c = g.get(&(A::IS_V6, *h)).map(|s| {
                 let seeders = s.0.peers.values().filter(|p| p.0).count() as u32;
-                SwarmCounts { seeders, completed: s.0.completed, leechers: s.0.peers.len() as u32 - seeders }
+                SwarmCounts {
+                    seeders,
+                    completed: s.0.completed,
+                    leechers: s.0.peers.len() as u32 - seeders,
+                }
             });
             out.push(c.unwrap_or_default());
         }

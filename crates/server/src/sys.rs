@@ -100,20 +100,28 @@ mod linux {
         match addr {
             SocketAddr::V4(a) => {
                 // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
-                let sin = unsafe { &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let sin = unsafe {
+                    &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
                 sin.sin_family = libc::AF_INET as libc::sa_family_t;
                 sin.sin_port = a.port().to_be();
-                sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+                sin.sin_addr = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                };
                 sin.sin_zero = [0; 8];
                 size_of::<libc::sockaddr_in>() as libc::socklen_t
             }
             SocketAddr::V6(a) => {
                 // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in6.
-                let sin6 = unsafe { &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let sin6 = unsafe {
+                    &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
                 sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 sin6.sin6_port = a.port().to_be();
                 sin6.sin6_flowinfo = a.flowinfo();
-                sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+                sin6.sin6_addr = libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                };
                 sin6.sin6_scope_id = a.scope_id();
                 size_of::<libc::sockaddr_in6>() as libc::socklen_t
             }
@@ -124,7 +132,9 @@ mod linux {
         match storage.ss_family as libc::c_int {
             libc::AF_INET => {
                 // SAFETY: the family says the kernel wrote a sockaddr_in, which fits in storage.
-                let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let sin = unsafe {
+                    &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
                 Some(SocketAddr::V4(SocketAddrV4::new(
                     Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
                     u16::from_be(sin.sin_port),
@@ -132,7 +142,9 @@ mod linux {
             }
             libc::AF_INET6 => {
                 // SAFETY: the family says the kernel wrote a sockaddr_in6, which fits in storage.
-                let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let sin6 = unsafe {
+                    &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
                 Some(SocketAddr::V6(SocketAddrV6::new(
                     Ipv6Addr::from(sin6.sin6_addr.s6_addr),
                     u16::from_be(sin6.sin6_port),
@@ -214,7 +226,9 @@ mod linux {
             } as usize;
             for i in 0..got {
                 let h = &self.hdrs[i];
-                let Some(src) = from_sockaddr(&self.addrs[i]) else { continue };
+                let Some(src) = from_sockaddr(&self.addrs[i]) else {
+                    continue;
+                };
                 let len = (h.msg_len as usize).min(MAX_DATAGRAM);
                 let local = parse_packet_info(&h.msg_hdr);
                 self.meta.push((i, src, local));
@@ -330,7 +344,10 @@ mod linux {
             self.iovs.clear();
             self.hdrs.clear();
             for i in 0..n {
-                self.iovs.push(libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.lens[i] });
+                self.iovs.push(libc::iovec {
+                    iov_base: self.bufs[i].as_mut_ptr().cast(),
+                    iov_len: self.lens[i],
+                });
             }
             for i in 0..n {
                 let namelen = to_sockaddr(&self.dsts[i], &mut self.addrs[i]);
@@ -412,7 +429,9 @@ mod linux {
                     (*cmsg).cmsg_len = libc::CMSG_LEN(size) as _;
                     let info = libc::in_pktinfo {
                         ipi_ifindex: 0,
-                        ipi_spec_dst: libc::in_addr { s_addr: u32::from_ne_bytes(ip.octets()) },
+                        ipi_spec_dst: libc::in_addr {
+                            s_addr: u32::from_ne_bytes(ip.octets()),
+                        },
                         ipi_addr: libc::in_addr { s_addr: 0 },
                     };
                     std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
@@ -425,7 +444,9 @@ mod linux {
                     (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
                     (*cmsg).cmsg_len = libc::CMSG_LEN(size) as _;
                     let info = libc::in6_pktinfo {
-                        ipi6_addr: libc::in6_addr { s6_addr: ip.octets() },
+                        ipi6_addr: libc::in6_addr {
+                            s6_addr: ip.octets(),
+                        },
                         ipi6_ifindex: local.ifindex,
                     };
                     std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
@@ -456,7 +477,10 @@ mod portable {
     impl RecvBatch {
         /// Room for `batch` datagrams.
         pub fn new(batch: usize) -> Self {
-            RecvBatch { bufs: vec![[0; MAX_DATAGRAM]; batch.max(1)], meta: Vec::new() }
+            RecvBatch {
+                bufs: vec![[0; MAX_DATAGRAM]; batch.max(1)],
+                meta: Vec::new(),
+            }
         }
         /// Receives until `batch` datagrams or WouldBlock; `Err(WouldBlock)` if none.
         pub fn recv(&mut self, socket: &mio::net::UdpSocket) -> io::Result<usize> {
@@ -486,7 +510,10 @@ mod portable {
     impl SendBatch {
         /// Room for `batch` replies.
         pub fn new(batch: usize) -> Self {
-            SendBatch { bufs: vec![[0; MAX_REPLY]; batch.max(1)], queued: Vec::new() }
+            SendBatch {
+                bufs: vec![[0; MAX_REPLY]; batch.max(1)],
+                queued: Vec::new(),
+            }
         }
         /// Buffer for the next reply, or None when full.
         pub fn next_buf(&mut self) -> Option<&mut [u8]> {
@@ -537,8 +564,16 @@ pub fn drop_privileges(user: &str, group: &str) -> io::Result<()> {
     if user.is_empty() && group.is_empty() {
         return Ok(());
     }
-    let user_ids = if user.is_empty() { None } else { Some(lookup_user(user)?) };
-    let gid = if !group.is_empty() { Some(lookup_group(group)?) } else { user_ids.map(|(_, g)| g) };
+    let user_ids = if user.is_empty() {
+        None
+    } else {
+        Some(lookup_user(user)?)
+    };
+    let gid = if !group.is_empty() {
+        Some(lookup_group(group)?)
+    } else {
+        user_ids.map(|(_, g)| g)
+    };
     if let Some(gid) = gid {
         // SAFETY: setgroups reads one gid_t from a live local; setgid takes a plain value.
         unsafe {
@@ -570,13 +605,22 @@ fn lookup_user(name: &str) -> io::Result<(libc::uid_t, libc::gid_t)> {
     // SAFETY: every pointer refers to a live local; `buf.len()` is the buffer's real size.
     // getpwnam_r returns an error number (not -1), so it does not go through syscall!.
     let rc = unsafe {
-        libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result)
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
     };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
     if result.is_null() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no user named {name:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no user named {name:?}"),
+        ));
     }
     Ok((pwd.pw_uid, pwd.pw_gid))
 }
@@ -590,13 +634,22 @@ fn lookup_group(name: &str) -> io::Result<libc::gid_t> {
     let mut result: *mut libc::group = std::ptr::null_mut();
     // SAFETY: as in lookup_user.
     let rc = unsafe {
-        libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut result)
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
     };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
     if result.is_null() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no group named {name:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no group named {name:?}"),
+        ));
     }
     Ok(grp.gr_gid)
 }
@@ -613,9 +666,14 @@ mod tests {
         enable_packet_info(&server, false).unwrap();
         let port = server.local_addr().unwrap().port();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         let mut rx = RecvBatch::new(8);
-        assert_eq!(rx.recv(&server).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            rx.recv(&server).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         for i in 0..3u8 {
             client.send_to(&[i; 20], ("127.0.0.2", port)).unwrap();
         }
@@ -642,12 +700,19 @@ mod tests {
         }
         assert_eq!(got, 3);
         let r = tx.flush(&server);
-        assert_eq!((r.sent, r.sent_bytes, r.would_block, r.errors, r.calls), (3, 15, 0, 0, 1));
+        assert_eq!(
+            (r.sent, r.sent_bytes, r.would_block, r.errors, r.calls),
+            (3, 15, 0, 0, 1)
+        );
         let mut buf = [0; 64];
         for _ in 0..3 {
             let (n, from) = client.recv_from(&mut buf).unwrap();
             assert_eq!(n, 5);
-            assert_eq!(from, SocketAddr::from(([127, 0, 0, 2], port)), "reply from the address asked");
+            assert_eq!(
+                from,
+                SocketAddr::from(([127, 0, 0, 2], port)),
+                "reply from the address asked"
+            );
         }
     }
 }
