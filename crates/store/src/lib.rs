@@ -1,2 +1,404 @@
-//! fjord-store (work in progress).
-#![forbid(unsafe_code)]
+//! fjord-store: the lock-free peer store of the fjord UDP tracker.
+//!
+//! Announces, scrapes and expiry run concurrently from any number of threads without locks:
+//! every peer of an IPv4 swarm is one `AtomicU64` in an open-addressing table, IPv6 peers take
+//! three words, tables grow, shrink and are freed by a cooperative freeze-and-copy migration,
+//! and memory is reclaimed with crossbeam-epoch. See `docs/architecture.md` ("Peer store") for
+//! the layout, the memory orderings and the linearizability argument.
+//!
+//! The store is sans-IO: time (`now_secs`) and randomness (`random`) come from the caller.
+//!
+//! ```
+//! use std::net::SocketAddrV4;
+//! use fjord_store::{Event, PeerStatus, PeerStore, StoreConfig};
+//!
+//! let store = PeerStore::new(StoreConfig::default());
+//! let mut out = Vec::new();
+//! let a: SocketAddrV4 = "10.0.0.1:6881".parse().unwrap();
+//! let o = store.announce(&[7; 20], a, 100, Event::Started, -1, 1_000, 42, &mut out);
+//! assert_eq!(o.status, PeerStatus::Inserted);
+//! assert_eq!((o.seeders, o.leechers), (0, 1));
+//! assert!(out.is_empty()); // nobody else in the swarm
+//! ```
+
+mod addr;
+mod family;
+mod sync;
+mod table;
+
+pub use addr::PeerAddress;
+
+use addr::{Fam, stamp_of};
+use crossbeam_utils::CachePadded;
+use family::{Ctx, Family, Remove, SHARDS, Upsert, info_hash_hash, stripe_of};
+use sync::{AtomicI64, AtomicU64, Ordering::Relaxed, epoch};
+
+/// Limits and defaults of a [`PeerStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Peers stored at most, both families together. Default 50,000,000.
+    pub max_peers: usize,
+    /// Swarms at most, both families together. Default 10,000,000.
+    pub max_swarms: usize,
+    /// A peer not heard from for longer than this is expired (8-second granularity; at most
+    /// 32,767 s). Default 2,700 (the announce interval is 1,800 by default).
+    pub peer_timeout_secs: u32,
+    /// Peers returned when the request's `num_want` is negative. Default 50.
+    pub default_num_want: usize,
+    /// Cap on IPv4 peers per reply. Default 200 (a 1,220-byte reply).
+    pub max_num_want_v4: usize,
+    /// Cap on IPv6 peers per reply. Default 66 (a 1,208-byte reply).
+    pub max_num_want_v6: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_peers: 50_000_000,
+            max_swarms: 10_000_000,
+            peer_timeout_secs: 2_700,
+            default_num_want: 50,
+            max_num_want_v4: 200,
+            max_num_want_v6: 66,
+        }
+    }
+}
+
+/// The announce event, as the store sees it (independent of the wire codec).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Event {
+    #[default]
+    None,
+    Started,
+    Completed,
+    Stopped,
+}
+
+/// What an announce did, and the swarm's counts after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnnounceOutcome {
+    pub seeders: u32,
+    pub leechers: u32,
+    pub status: PeerStatus,
+}
+
+/// What happened to the announcing peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerStatus {
+    /// A new peer was stored.
+    Inserted,
+    /// A stored peer was refreshed (time stamp, seeder flag).
+    Updated,
+    /// The peer was removed (event stopped).
+    Removed,
+    /// Nothing was stored; the announce was still answered.
+    NotStored(NotStoredReason),
+}
+
+/// Why an announce stored nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotStoredReason {
+    /// `max_peers` reached.
+    StoreFull,
+    /// `max_swarms` reached and the swarm does not exist.
+    SwarmLimit,
+    /// Port 0 is never stored.
+    InvalidPort,
+    /// `stopped` from a peer that is not stored: nothing changes.
+    UnknownPeerStopped,
+}
+
+/// One scrape row (BEP 15 order: seeders, completed, leechers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwarmCounts {
+    pub seeders: u32,
+    pub completed: u32,
+    pub leechers: u32,
+}
+
+/// What one [`PeerStore::clean`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CleanReport {
+    pub swarms_visited: usize,
+    pub peers_expired: usize,
+    pub swarms_freed: usize,
+    /// The cursor went past the end of the last shard: every swarm was visited since the
+    /// cycle started.
+    pub cycle_complete: bool,
+}
+
+/// Counts of one address family.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FamilyStats {
+    pub swarms: u64,
+    pub seeders: u64,
+    pub leechers: u64,
+    pub completed: u64,
+}
+
+/// Counts of both families, from striped counters (no walk over swarms).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub v4: FamilyStats,
+    pub v6: FamilyStats,
+}
+
+/// Signed sums of the striped counters (test helper: proves they never go negative).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawFamilyStats {
+    pub swarms: i64,
+    pub seeders: i64,
+    pub leechers: i64,
+    pub completed: i64,
+}
+
+/// The peer store: swarms of IPv4 and IPv6 peers, kept apart. `Send + Sync`; share it through
+/// an `Arc`. No operation takes a lock.
+pub struct PeerStore {
+    config: StoreConfig,
+    ctx: Ctx,
+    fams: [Family; 2],
+    /// Clean cursor: `unit << 32 | slot`, unit = family * SHARDS + shard.
+    cursor: AtomicU64,
+}
+
+fn random_seed() -> u64 {
+    #[cfg(loom)]
+    {
+        0x9e37_79b9_7f4a_7c15
+    }
+    #[cfg(not(loom))]
+    {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x9e37_79b9_7f4a_7c15);
+        h.finish()
+    }
+}
+
+impl PeerStore {
+    pub fn new(config: StoreConfig) -> Self {
+        let timeout_units = u64::from(config.peer_timeout_secs >> addr::STAMP_SHIFT).clamp(1, (1 << (addr::STAMP_BITS - 1)) - 1);
+        PeerStore {
+            ctx: Ctx {
+                seed: random_seed(),
+                timeout_units,
+                max_peers: i64::try_from(config.max_peers).unwrap_or(i64::MAX),
+                max_swarms: i64::try_from(config.max_swarms).unwrap_or(i64::MAX),
+                peers: CachePadded::new(AtomicI64::new(0)),
+                swarms: CachePadded::new(AtomicI64::new(0)),
+            },
+            config,
+            fams: [Family::new(Fam::V4), Family::new(Fam::V6)],
+            cursor: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    #[inline]
+    fn family<A: PeerAddress>(&self) -> &Family {
+        match A::FAM {
+            Fam::V4 => &self.fams[0],
+            Fam::V6 => &self.fams[1],
+        }
+    }
+
+    /// Handles one announce.
+    ///
+    /// `now_secs`: seconds on the caller's monotonic clock. `random`: a fresh random u64 from
+    /// the caller (the store has no RNG). `out` is cleared, then filled with the selected
+    /// peers: a random run of the swarm's table, no duplicates, never the requester, never an
+    /// expired peer, at most `min(num_want, family cap)` (negative = `default_num_want`).
+    /// A seeder gets leechers only; a leecher gets seeders and leechers. `stopped` returns no
+    /// peers. Port 0 is answered but never stored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn announce<A: PeerAddress>(
+        &self,
+        info_hash: &[u8; 20],
+        peer: A,
+        left: i64,
+        event: Event,
+        num_want: i32,
+        now_secs: u32,
+        random: u64,
+        out: &mut Vec<A>,
+    ) -> AnnounceOutcome {
+        out.clear();
+        let fam = self.family::<A>();
+        let ctx = &self.ctx;
+        let guard = epoch::pin();
+        let seeder = left == 0;
+        let now_stamp = stamp_of(now_secs);
+        let pk = peer.peer_key(ctx.seed);
+        let h = info_hash_hash(info_hash, ctx.seed);
+        let stripe = stripe_of(h);
+        let cap = match A::FAM {
+            Fam::V4 => self.config.max_num_want_v4,
+            Fam::V6 => self.config.max_num_want_v6,
+        };
+        let want = match event {
+            Event::Stopped => 0,
+            _ if num_want < 0 => self.config.default_num_want.min(cap),
+            _ => (num_want as usize).min(cap),
+        };
+        let zero = |status| AnnounceOutcome { seeders: 0, leechers: 0, status };
+        loop {
+            let status;
+            let swarm = if event == Event::Stopped {
+                let Some(sw) = fam.lookup(info_hash, h, ctx, &guard) else {
+                    return zero(PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped));
+                };
+                status = match fam.remove(sw, stripe, &pk, ctx, &guard) {
+                    Remove::Removed => PeerStatus::Removed,
+                    Remove::NotFound => PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped),
+                    Remove::Dead => continue,
+                };
+                sw
+            } else if peer.port() == 0 {
+                let Some(sw) = fam.lookup(info_hash, h, ctx, &guard) else {
+                    return zero(PeerStatus::NotStored(NotStoredReason::InvalidPort));
+                };
+                status = PeerStatus::NotStored(NotStoredReason::InvalidPort);
+                sw
+            } else {
+                let found = match fam.lookup(info_hash, h, ctx, &guard) {
+                    Some(sw) => Some(sw),
+                    None if ctx.peers.load(Relaxed) >= ctx.max_peers => {
+                        return zero(PeerStatus::NotStored(NotStoredReason::StoreFull));
+                    }
+                    None => fam.get_or_insert(info_hash, h, ctx, &guard),
+                };
+                let Some(sw) = found else {
+                    return zero(PeerStatus::NotStored(NotStoredReason::SwarmLimit));
+                };
+                let completed = event == Event::Completed;
+                status = match fam.upsert(sw, stripe, &pk, seeder, completed, now_stamp, ctx, &guard) {
+                    Upsert::Inserted => PeerStatus::Inserted,
+                    Upsert::Updated => PeerStatus::Updated,
+                    Upsert::Full => PeerStatus::NotStored(NotStoredReason::StoreFull),
+                    Upsert::Dead => continue,
+                };
+                sw
+            };
+            fam.select(swarm, &pk, seeder, want, now_stamp, ctx, random, out, &guard);
+            return AnnounceOutcome {
+                seeders: swarm.seeders.load(Relaxed),
+                leechers: swarm.leechers.load(Relaxed),
+                status,
+            };
+        }
+    }
+
+    /// Appends one row per hash, in request order, duplicates kept, zeros for unknown hashes.
+    pub fn scrape<A: PeerAddress>(&self, info_hashes: &[[u8; 20]], out: &mut Vec<SwarmCounts>) {
+        let fam = self.family::<A>();
+        let guard = epoch::pin();
+        out.extend(info_hashes.iter().map(|ih| {
+            match fam.lookup(ih, info_hash_hash(ih, self.ctx.seed), &self.ctx, &guard) {
+                Some(sw) => SwarmCounts {
+                    seeders: sw.seeders.load(Relaxed),
+                    completed: sw.completed.load(Relaxed),
+                    leechers: sw.leechers.load(Relaxed),
+                },
+                None => SwarmCounts::default(),
+            }
+        }));
+    }
+
+    /// Incremental expiry: visits at most `max_swarms` swarms from a rotating cursor (IPv4
+    /// shards, then IPv6 shards), removes expired peers, frees empty swarms and compacts
+    /// tables full of tombstones. Meant to be called from one thread (e.g. every second with a
+    /// budget); concurrent calls are safe but may visit the same swarms.
+    pub fn clean(&self, now_secs: u32, max_swarms: usize) -> CleanReport {
+        let guard = epoch::pin();
+        let now_stamp = stamp_of(now_secs);
+        let mut rep = CleanReport::default();
+        let c = self.cursor.load(Relaxed);
+        let units = 2 * SHARDS;
+        let (mut unit, mut slot) = (((c >> 32) as usize) % units, c as u32 as usize);
+        let mut units_done = 0;
+        while rep.swarms_visited < max_swarms && units_done <= units {
+            let fam = &self.fams[unit / SHARDS];
+            let (cap, sw) = fam.swarm_at(unit % SHARDS, slot, &guard);
+            if slot >= cap {
+                slot = 0;
+                unit += 1;
+                units_done += 1;
+                if unit == units {
+                    unit = 0;
+                    rep.cycle_complete = true;
+                }
+                continue;
+            }
+            slot += 1;
+            if let Some(sw) = sw {
+                rep.swarms_visited += 1;
+                fam.clean_swarm(sw, now_stamp, &self.ctx, &guard, &mut rep);
+            }
+        }
+        self.cursor.store(((unit as u64) << 32) | slot as u64, Relaxed);
+        rep
+    }
+
+    /// Cheap (no walk over swarms): counts for metrics.
+    pub fn stats(&self) -> StoreStats {
+        let f = |i: usize| {
+            let r = self.raw_stats(i);
+            FamilyStats {
+                swarms: r.swarms.max(0) as u64,
+                seeders: r.seeders.max(0) as u64,
+                leechers: r.leechers.max(0) as u64,
+                completed: r.completed.max(0) as u64,
+            }
+        };
+        StoreStats { v4: f(0), v6: f(1) }
+    }
+
+    /// Signed counter sums of family `i` (0 = IPv4, 1 = IPv6).
+    #[doc(hidden)]
+    pub fn raw_stats(&self, i: usize) -> RawFamilyStats {
+        let fam = &self.fams[i];
+        let sum = |c: &[CachePadded<AtomicI64>]| c.iter().map(|x| x.load(Relaxed)).sum::<i64>();
+        RawFamilyStats {
+            swarms: fam.swarms.load(Relaxed),
+            seeders: sum(&fam.seeders),
+            leechers: sum(&fam.leechers),
+            completed: sum(&fam.completed),
+        }
+    }
+
+    /// Test/debug: the stored peers `(address, seeder)` of a swarm (expired ones included),
+    /// or `None` if the swarm does not exist. Walks the swarm's table.
+    #[doc(hidden)]
+    pub fn peers_of<A: PeerAddress>(&self, info_hash: &[u8; 20]) -> Option<Vec<(A, bool)>> {
+        let guard = epoch::pin();
+        self.family::<A>().peers_of(info_hash, &self.ctx, &guard)
+    }
+
+    /// Test/debug: raw swarm counters `(seeders, leechers, completed)` as signed values.
+    #[doc(hidden)]
+    pub fn raw_counts<A: PeerAddress>(&self, info_hash: &[u8; 20]) -> Option<(i32, i32, u32)> {
+        let guard = epoch::pin();
+        self.family::<A>().raw_counts(info_hash, &self.ctx, &guard)
+    }
+
+    /// Test/debug: walks every swarm of a family: (swarms, peers stored, seeders+leechers sum).
+    #[doc(hidden)]
+    pub fn audit<A: PeerAddress>(&self) -> (usize, usize, i64) {
+        let guard = epoch::pin();
+        let (mut swarms, mut peers, mut counted) = (0, 0, 0i64);
+        let fam = self.family::<A>();
+        fam.walk_swarms(&guard, |sw| {
+            swarms += 1;
+            counted += i64::from(sw.seeders.load(Relaxed) as i32) + i64::from(sw.leechers.load(Relaxed) as i32);
+            if let Some(p) = fam.peers_of::<A>(&sw.info_hash, &self.ctx, &guard) {
+                peers += p.len();
+            }
+        });
+        (swarms, peers, counted)
+    }
+}

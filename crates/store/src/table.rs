@@ -1,0 +1,182 @@
+//! Raw storage: per-swarm slot tables (header + slots in one allocation), the swarm header,
+//! and the swarm-map tables. Only allocation, freeing and slot addressing live here.
+
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::ptr::NonNull;
+
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize};
+
+/// `next` states of a table. Anything else is the address of the successor table.
+pub(crate) const NEXT_NONE: usize = 0;
+pub(crate) const NEXT_DEAD: usize = 1;
+pub(crate) const NEXT_GROW: usize = 2;
+pub(crate) const NEXT_KILL: usize = 3;
+
+/// Header of an open-addressing table of `AtomicU64` slots; `cap * words` slot words follow it
+/// in the same allocation.
+///
+/// Invariants: `cap` never changes; `used` counts slots that ever left EMPTY (it only grows);
+/// `next` goes `NEXT_NONE` → `NEXT_GROW`/`NEXT_KILL` (a migration was started; slots are being
+/// frozen) → successor address or `NEXT_DEAD`, and never back.
+#[repr(C)]
+pub(crate) struct TableHeader {
+    pub(crate) cap: u32,
+    pub(crate) used: AtomicU32,
+    pub(crate) next: AtomicUsize,
+}
+
+/// A borrowed view of a table. Copyable; valid while the epoch guard it was read under lives.
+#[derive(Clone, Copy)]
+pub(crate) struct Table {
+    ptr: NonNull<TableHeader>,
+    words: usize,
+}
+
+fn layout(cap: usize, words: usize) -> (Layout, usize) {
+    let (l, off) = Layout::new::<TableHeader>()
+        .extend(Layout::array::<AtomicU64>(cap * words).expect("table too large"))
+        .expect("table too large");
+    (l.pad_to_align(), off)
+}
+
+impl Table {
+    /// Allocates a table of `cap` slots of `words` words, all EMPTY.
+    pub(crate) fn alloc(cap: usize, words: usize) -> Table {
+        assert!(cap >= 1 && cap <= u32::MAX as usize);
+        let (l, off) = layout(cap, words);
+        // SAFETY: the layout has non-zero size (it contains the header).
+        let raw = unsafe { alloc(l) };
+        let Some(ptr) = NonNull::new(raw.cast::<TableHeader>()) else { handle_alloc_error(l) };
+        // SAFETY: `raw` is a fresh allocation of `l`, which holds the header at offset 0 and
+        // `cap * words` AtomicU64 at `off`; each is initialised exactly once here before the
+        // pointer is shared.
+        unsafe {
+            ptr.as_ptr().write(TableHeader {
+                cap: cap as u32,
+                used: AtomicU32::new(0),
+                next: AtomicUsize::new(NEXT_NONE),
+            });
+            let slots = raw.add(off).cast::<AtomicU64>();
+            for i in 0..cap * words {
+                slots.add(i).write(AtomicU64::new(0));
+            }
+        }
+        Table { ptr, words }
+    }
+
+    /// # Safety
+    /// `addr` must come from [`Table::addr`] of a table allocated with the same `words`, and the
+    /// table must not have been freed.
+    #[inline]
+    pub(crate) unsafe fn from_addr(addr: usize, words: usize) -> Table {
+        // SAFETY: per the contract `addr` is a live, non-null table address.
+        Table { ptr: unsafe { NonNull::new_unchecked(std::ptr::with_exposed_provenance_mut(addr)) }, words }
+    }
+
+    #[inline]
+    pub(crate) fn addr(self) -> usize {
+        self.ptr.as_ptr().expose_provenance()
+    }
+
+    /// Frees the table.
+    ///
+    /// # Safety
+    /// No thread may access the table afterwards, and it is freed at most once.
+    pub(crate) unsafe fn free(self) {
+        let cap = self.header().cap as usize;
+        let (l, off) = layout(cap, self.words);
+        // SAFETY: per the contract nobody else uses the table; every element was initialised
+        // by `alloc` and is dropped once here, then the allocation of layout `l` is released.
+        unsafe {
+            let raw = self.ptr.as_ptr().cast::<u8>();
+            let slots = raw.add(off).cast::<AtomicU64>();
+            for i in 0..cap * self.words {
+                std::ptr::drop_in_place(slots.add(i));
+            }
+            std::ptr::drop_in_place(self.ptr.as_ptr());
+            dealloc(raw, l);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn header(&self) -> &TableHeader {
+        // SAFETY: a `Table` is only built for a live allocation (see `from_addr`), and callers
+        // keep it alive with an epoch guard for as long as they use the view.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    #[inline]
+    pub(crate) fn cap(&self) -> usize {
+        self.header().cap as usize
+    }
+
+    /// Word `k` of slot `i` (`k < words`, `i < cap`).
+    #[inline]
+    pub(crate) fn word(&self, i: usize, k: usize) -> &AtomicU64 {
+        debug_assert!(i < self.cap() && k < self.words);
+        let off = std::mem::size_of::<TableHeader>().next_multiple_of(std::mem::align_of::<AtomicU64>());
+        // SAFETY: `i * words + k < cap * words`, so the element lies inside the slot array that
+        // `alloc` initialised; the reference lives no longer than `self`'s guard.
+        unsafe { &*self.ptr.as_ptr().cast::<u8>().add(off).cast::<AtomicU64>().add(i * self.words + k) }
+    }
+}
+
+/// Slot index for a hash in a table of `cap` slots (multiply-shift, any `cap`).
+#[inline]
+pub(crate) fn index(hash: u64, cap: usize) -> usize {
+    (((hash >> 32) * cap as u64) >> 32) as usize
+}
+
+/// Capacity for a table that must hold `n` peers: exact for tiny tables (they run full),
+/// ~0.75 load otherwise.
+pub(crate) fn peer_cap_for(n: usize) -> usize {
+    if n <= 8 { n.max(1) } else { n + n / 3 + 1 }
+}
+/// Slots that may be used (live + tombstones) before an insert migrates to a bigger table.
+pub(crate) fn peer_max_used(cap: usize) -> usize {
+    if cap <= 8 { cap } else { cap - cap / 10 }
+}
+pub(crate) fn map_cap_for(n: usize, min: usize) -> usize {
+    (n + n / 2 + 1).max(min)
+}
+pub(crate) fn map_max_used(cap: usize) -> usize {
+    cap - cap / 8
+}
+
+/// One swarm: its identity and counters. Stable for its whole life (tables are swapped under
+/// it), so the swarm map only ever inserts and removes swarms, never rewrites them.
+///
+/// Counters obey "increment before publish, decrement after unpublish", so each one is never
+/// negative and equals the stored peers of that kind at quiescence.
+pub(crate) struct Swarm {
+    pub(crate) info_hash: [u8; 20],
+    pub(crate) seeders: AtomicU32,
+    pub(crate) leechers: AtomicU32,
+    pub(crate) completed: AtomicU32,
+    /// Address of the current [`Table`].
+    pub(crate) table: AtomicUsize,
+}
+
+impl Swarm {
+    pub(crate) fn alloc(info_hash: [u8; 20], words: usize) -> *mut Swarm {
+        let t = Table::alloc(1, words);
+        Box::into_raw(Box::new(Swarm {
+            info_hash,
+            seeders: AtomicU32::new(0),
+            leechers: AtomicU32::new(0),
+            completed: AtomicU32::new(0),
+            table: AtomicUsize::new(t.addr()),
+        }))
+    }
+    /// Frees the swarm and its current table.
+    ///
+    /// # Safety
+    /// No thread may access the swarm or its current table afterwards; called at most once.
+    pub(crate) unsafe fn free(p: *mut Swarm, words: usize) {
+        // SAFETY: per the contract we own the swarm; it came from `Box::into_raw`.
+        let s = unsafe { Box::from_raw(p) };
+        let t = s.table.load(crate::sync::Ordering::Relaxed);
+        // SAFETY: the current table is owned by the swarm and unreachable like it.
+        unsafe { Table::from_addr(t, words).free() }
+    }
+}
