@@ -67,7 +67,6 @@ impl HandlerSettings {
 
 /// State shared by all workers, read-only except through the store's and the source's own
 /// synchronisation.
-#[derive(Debug)]
 pub struct Shared {
     /// The peer store.
     pub store: Arc<PeerStore>,
@@ -77,6 +76,14 @@ pub struct Shared {
     pub access: Arc<AccessListSource>,
     /// Protocol settings.
     pub settings: HandlerSettings,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Maps an address to the family the protocol sees: IPv4-mapped IPv6 becomes IPv4.

@@ -154,9 +154,9 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         max_peers: config.store.max_peers,
         max_swarms: config.store.max_swarms,
         peer_timeout_secs: config.store.peer_timeout_secs,
-        default_num_want: config.protocol.default_num_want,
-        max_num_want_v4: config.protocol.max_num_want_v4,
-        max_num_want_v6: config.protocol.max_num_want_v6,
+        default_num_want: config.protocol.default_num_want as usize,
+        max_num_want_v4: config.protocol.max_num_want_v4 as usize,
+        max_num_want_v6: config.protocol.max_num_want_v6 as usize,
     }));
     let access = Arc::new(
         AccessListSource::new(config.access_list.mode, config.access_list.path.clone())

@@ -11,9 +11,9 @@ pub struct StoreConfig {
     pub max_peers: usize,
     pub max_swarms: usize,
     pub peer_timeout_secs: u32,
-    pub default_num_want: i32,
-    pub max_num_want_v4: i32,
-    pub max_num_want_v6: i32,
+    pub default_num_want: usize,
+    pub max_num_want_v4: usize,
+    pub max_num_want_v6: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,12 +191,13 @@ impl PeerStore {
             } else {
                 self.config.max_num_want_v4
             };
-            let want = if num_want < 0 {
-                self.config.default_num_want
+            let want = if event == Event::Stopped {
+                0
+            } else if num_want < 0 {
+                self.config.default_num_want.min(cap)
             } else {
-                num_want
-            }
-            .min(cap);
+                (num_want as usize).min(cap)
+            };
             let mut all: Vec<A> =
                 s.0.peers
                     .keys()
