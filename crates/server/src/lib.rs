@@ -14,11 +14,8 @@ pub mod handler;
 pub mod server;
 pub mod sys;
 
-// TEMPORARY: until fjord-store lands, the server builds against a stand-in with its API.
-#[doc(hidden)]
-pub mod store_shim;
-#[doc(hidden)]
-pub use store_shim as fjord_store;
+/// The peer store crate, re-exported so that embedders name the same types.
+pub use ::fjord_store;
 
 #[cfg(test)]
 mod handler_tests;
