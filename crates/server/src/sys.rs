@@ -458,9 +458,11 @@ mod linux {
 }
 
 /// Portable fallback: one `recv_from` / `send_to` per datagram, no packet info (replies on a
-/// wildcard bind leave from the address the routing table picks).
-#[cfg(not(target_os = "linux"))]
-mod portable {
+/// wildcard bind leave from the address the routing table picks). Also compiled (and tested) on
+/// Linux under `cfg(test)` so that it cannot rot.
+#[cfg(any(not(target_os = "linux"), test))]
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+pub(crate) mod portable {
     use super::*;
 
     /// Packet info is not supported by the portable fallback.
@@ -714,5 +716,52 @@ mod tests {
                 "reply from the address asked"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod portable_tests {
+    use super::portable::{RecvBatch, SendBatch};
+    use std::io;
+
+    #[test]
+    fn portable_fallback_round_trip() {
+        let server = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut rx = RecvBatch::new(4);
+        let mut tx = SendBatch::new(4);
+        assert_eq!(
+            rx.recv(&server).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        client.send_to(b"hello", addr).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let n = loop {
+            match rx.recv(&server) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline);
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(n, 1);
+        let (data, src, local) = rx.get(0);
+        assert_eq!(
+            (data, src, local),
+            (&b"hello"[..], client.local_addr().unwrap(), None)
+        );
+        tx.next_buf().unwrap()[..2].copy_from_slice(b"ok");
+        tx.push(2, src, None);
+        assert_eq!(tx.len(), 1);
+        let r = tx.flush(&server);
+        assert_eq!((r.sent, r.sent_bytes), (1, 2));
+        let mut buf = [0; 8];
+        assert_eq!(client.recv_from(&mut buf).unwrap(), (2, addr));
     }
 }
