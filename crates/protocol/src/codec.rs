@@ -19,28 +19,34 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `N` bytes as an array reference, without copying.
+    #[inline]
     pub(crate) fn array<const N: usize>(&mut self) -> Option<&'a [u8; N]> {
         let (head, tail) = self.rest.split_first_chunk::<N>()?;
         self.rest = tail;
         Some(head)
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self) -> Option<u16> {
         self.array().map(|b| u16::from_be_bytes(*b))
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self) -> Option<u32> {
         self.array().map(|b| u32::from_be_bytes(*b))
     }
 
+    #[inline]
     pub(crate) fn i32(&mut self) -> Option<i32> {
         self.array().map(|b| i32::from_be_bytes(*b))
     }
 
+    #[inline]
     pub(crate) fn u64(&mut self) -> Option<u64> {
         self.array().map(|b| u64::from_be_bytes(*b))
     }
 
+    #[inline]
     pub(crate) fn i64(&mut self) -> Option<i64> {
         self.array().map(|b| i64::from_be_bytes(*b))
     }
@@ -71,6 +77,8 @@ impl<'a> Writer<'a> {
         Self { buf, len: 0 }
     }
 
+    /// Copies a slice of any length (options, messages).
+    #[inline]
     pub(crate) fn bytes(&mut self, bytes: &[u8]) -> Result<(), BufferTooSmall> {
         let end = self.len.checked_add(bytes.len()).ok_or(BufferTooSmall)?;
         self.buf
@@ -81,24 +89,43 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// Copies a fixed-size array: one bounds check and a constant-size store, which is what
+    /// keeps per-peer and per-row writes cheap.
+    #[inline]
+    pub(crate) fn array<const N: usize>(&mut self, bytes: [u8; N]) -> Result<(), BufferTooSmall> {
+        let slot = self
+            .buf
+            .get_mut(self.len..)
+            .and_then(|rest| rest.first_chunk_mut::<N>())
+            .ok_or(BufferTooSmall)?;
+        *slot = bytes;
+        self.len += N;
+        Ok(())
+    }
+
+    #[inline]
     pub(crate) fn u16(&mut self, v: u16) -> Result<(), BufferTooSmall> {
-        self.bytes(&v.to_be_bytes())
+        self.array(v.to_be_bytes())
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self, v: u32) -> Result<(), BufferTooSmall> {
-        self.bytes(&v.to_be_bytes())
+        self.array(v.to_be_bytes())
     }
 
+    #[inline]
     pub(crate) fn i32(&mut self, v: i32) -> Result<(), BufferTooSmall> {
-        self.bytes(&v.to_be_bytes())
+        self.array(v.to_be_bytes())
     }
 
+    #[inline]
     pub(crate) fn u64(&mut self, v: u64) -> Result<(), BufferTooSmall> {
-        self.bytes(&v.to_be_bytes())
+        self.array(v.to_be_bytes())
     }
 
+    #[inline]
     pub(crate) fn i64(&mut self, v: i64) -> Result<(), BufferTooSmall> {
-        self.bytes(&v.to_be_bytes())
+        self.array(v.to_be_bytes())
     }
 
     /// Number of bytes written so far.

@@ -83,8 +83,8 @@ impl AnnounceRequest<'_> {
         w.u64(self.connection_id.0)?;
         w.u32(Action::Announce.to_wire())?;
         w.u32(self.transaction_id.0)?;
-        w.bytes(&self.info_hash.0)?;
-        w.bytes(&self.peer_id.0)?;
+        w.array(self.info_hash.0)?;
+        w.array(self.peer_id.0)?;
         w.i64(self.downloaded)?;
         w.i64(self.left)?;
         w.i64(self.uploaded)?;
@@ -297,7 +297,7 @@ impl ScrapeRequest<'_> {
         w.u32(Action::Scrape.to_wire())?;
         w.u32(self.transaction_id.0)?;
         for hash in self.info_hashes {
-            w.bytes(hash)?;
+            w.array(*hash)?;
         }
         Ok(w.finish())
     }

@@ -117,7 +117,7 @@ pub fn write_announce_response_v4(
     let mut w = Writer::new(out);
     header.write(&mut w)?;
     for peer in peers {
-        w.bytes(&v4_entry(&peer))?;
+        w.array(v4_entry(&peer))?;
     }
     Ok(w.finish())
 }
@@ -134,7 +134,7 @@ pub fn write_announce_response_v6(
     let mut w = Writer::new(out);
     header.write(&mut w)?;
     for peer in peers {
-        w.bytes(&v6_entry(&peer))?;
+        w.array(v6_entry(&peer))?;
     }
     Ok(w.finish())
 }
@@ -265,8 +265,8 @@ impl AnnounceResponse<'_> {
         let mut w = Writer::new(out);
         self.header.write(&mut w)?;
         match self.peers {
-            AnnouncePeers::V4(peers) => peers.iter().try_for_each(|entry| w.bytes(entry))?,
-            AnnouncePeers::V6(peers) => peers.iter().try_for_each(|entry| w.bytes(entry))?,
+            AnnouncePeers::V4(peers) => peers.iter().try_for_each(|entry| w.array(*entry))?,
+            AnnouncePeers::V6(peers) => peers.iter().try_for_each(|entry| w.array(*entry))?,
         }
         Ok(w.finish())
     }
@@ -319,7 +319,7 @@ pub fn write_scrape_response(
     w.u32(Action::Scrape.to_wire())?;
     w.u32(transaction_id.0)?;
     for row in stats {
-        w.bytes(&row.to_wire())?;
+        w.array(row.to_wire())?;
     }
     Ok(w.finish())
 }
@@ -349,7 +349,7 @@ impl<'a> ScrapeResponse<'a> {
         let mut w = Writer::new(out);
         w.u32(Action::Scrape.to_wire())?;
         w.u32(self.transaction_id.0)?;
-        self.stats.iter().try_for_each(|row| w.bytes(row))?;
+        self.stats.iter().try_for_each(|row| w.array(*row))?;
         Ok(w.finish())
     }
 }
