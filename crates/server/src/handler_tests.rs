@@ -619,3 +619,45 @@ fn no_amplification_without_a_valid_connection_id() {
     assert!(answered < 30_000);
     assert_eq!(h.counters.errors_sent.iter().sum::<u64>(), 0);
 }
+
+#[test]
+fn scrape_without_hashes_gets_an_error_only_when_authenticated() {
+    let mut h = handler();
+    let src = v4([192, 0, 2, 1], 5000);
+    let id = connect(&mut h, src);
+    let mut empty = [0u8; 16];
+    empty[..8].copy_from_slice(&id.to_be_bytes());
+    empty[8..12].copy_from_slice(&2u32.to_be_bytes());
+    empty[12..16].copy_from_slice(&9u32.to_be_bytes());
+    let r = call(&mut h, src, &empty).expect("error reply");
+    assert_eq!((u32_at(&r, 0), u32_at(&r, 4)), (3, 9));
+    assert_eq!(&r[8..], b"scrape without info hashes");
+    empty[0] ^= 0x80;
+    assert_eq!(call(&mut h, src, &empty), None);
+}
+
+/// The captured real-client announces (libtorrent with a BEP 41 URL option, Transmission
+/// without), with a connection id fjord issued patched in, are answered.
+#[test]
+fn captured_real_client_announces_are_answered() {
+    let mut h = handler();
+    for (captured, src) in [
+        (
+            &include_bytes!("../../protocol/testdata/libtorrent-announce-118.bin")[..],
+            v4([10, 0, 0, 1], 6881),
+        ),
+        (
+            &include_bytes!("../../protocol/testdata/transmission-announce-98.bin")[..],
+            v4([10, 0, 0, 2], 51413),
+        ),
+    ] {
+        let id = connect(&mut h, src);
+        let mut req = captured.to_vec();
+        req[..8].copy_from_slice(&id.to_be_bytes());
+        let r = call(&mut h, src, &req).expect("answered");
+        assert_eq!(u32_at(&r, 0), 1);
+        assert_eq!(r[4..8], req[12..16], "transaction id echoed");
+        // The unpatched capture (another tracker's id) is not answered.
+        assert_eq!(call(&mut h, src, captured), None);
+    }
+}
