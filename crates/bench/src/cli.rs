@@ -72,7 +72,7 @@ pub struct Cli {
 
     /// Most requests outstanding per socket. In open loop, requests due while every slot is
     /// taken are skipped and reported.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 128)]
     pub in_flight: usize,
 
     /// A request unanswered after this many milliseconds counts as a timeout (lost).

@@ -15,8 +15,8 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use fjord_protocol::{
@@ -60,8 +60,11 @@ pub struct Shared {
     pub cfg: BenchConfig,
     /// Swarm popularity.
     pub sampler: SwarmSampler,
-    /// Start of the run; all times are ns since this instant.
-    pub start: Instant,
+    /// Start of the run, set when every worker has built its peers; all times are ns since
+    /// this instant.
+    pub start: OnceLock<Instant>,
+    /// Workers and the caller meet here once set up (`threads + 1` parties).
+    pub ready: Barrier,
     /// Set to stop sending early (Ctrl-C).
     pub stop: Arc<AtomicBool>,
 }
@@ -137,6 +140,7 @@ struct Buffers {
 
 struct Worker<'a> {
     shared: &'a Shared,
+    start: Instant,
     cfg: &'a BenchConfig,
     family: PeerFamily,
     rng: SmallRng,
@@ -190,8 +194,12 @@ pub fn run_worker(
     let quota = cfg
         .requests
         .map(|n| n / threads + u64::from((index as u64) < n % threads));
+    // Building millions of peers takes a while: the clock starts when everyone is ready.
+    shared.ready.wait();
+    let start = *shared.start.get_or_init(Instant::now);
     let mut w = Worker {
         shared,
+        start,
         cfg,
         family: if cfg.target.is_ipv4() {
             PeerFamily::V4
@@ -229,7 +237,7 @@ pub fn run_worker(
 
 impl Worker<'_> {
     fn now_ns(&self) -> u64 {
-        self.shared.start.elapsed().as_nanos() as u64
+        self.start.elapsed().as_nanos() as u64
     }
 
     fn quota_left(&self) -> usize {
@@ -554,7 +562,7 @@ impl Worker<'_> {
                     continue;
                 }
             };
-            let now = self.shared.start.elapsed().as_nanos() as u64;
+            let now = self.start.elapsed().as_nanos() as u64;
             for j in 0..n {
                 let bytes = &bufs.recv[j][..bufs.recv_lens[j]];
                 let outcome =

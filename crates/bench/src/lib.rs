@@ -27,8 +27,8 @@ pub mod stats;
 pub mod validate;
 
 use std::io::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -72,18 +72,15 @@ pub fn run_until(cfg: &BenchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Rep
         }
         sockets.push(mine);
     }
-    let server_before = match cfg.server_pid {
-        Some(pid) => Some(
-            procstat::sample(pid).with_context(|| format!("reading /proc/{pid} (--server-pid)"))?,
-        ),
-        None => None,
-    };
-    let client_cpu_before = procstat::own_cpu_seconds();
+    if let Some(pid) = cfg.server_pid {
+        procstat::sample(pid).with_context(|| format!("reading /proc/{pid} (--server-pid)"))?;
+    }
     let live: Vec<Arc<LiveCounters>> = (0..cfg.threads).map(|_| Arc::default()).collect();
     let shared = Arc::new(engine::Shared {
         cfg: cfg.clone(),
         sampler,
-        start: Instant::now(),
+        start: OnceLock::new(),
+        ready: Barrier::new(cfg.threads + 1),
         stop,
     });
     let mut handles = Vec::with_capacity(cfg.threads);
@@ -96,6 +93,20 @@ pub fn run_until(cfg: &BenchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Rep
                 .spawn(move || engine::run_worker(&shared, t, socks, &live))?,
         );
     }
+    // Measure from the moment every worker has built its peers.
+    shared.ready.wait();
+    let start = *shared.start.get_or_init(Instant::now);
+    let client_cpu_before = procstat::own_cpu_seconds();
+    let server_before = match cfg.server_pid.map(procstat::sample) {
+        Some(Ok(sample)) => Some(sample),
+        Some(Err(e)) => {
+            shared
+                .stop
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(e).context("reading /proc of --server-pid at the start");
+        }
+        None => None,
+    };
     // Progress line once a second until every worker is done.
     let mut prev = LiveTotals::default();
     let mut prev_at = Instant::now();
@@ -104,7 +115,7 @@ pub fn run_until(cfg: &BenchConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Rep
         if cfg.progress && prev_at.elapsed() >= Duration::from_secs(1) {
             let now = LiveTotals::read(&live);
             let secs = prev_at.elapsed().as_secs_f64();
-            let line = now.progress_line(&prev, shared.start.elapsed().as_secs_f64(), secs);
+            let line = now.progress_line(&prev, start.elapsed().as_secs_f64(), secs);
             let _ = writeln!(std::io::stderr(), "{line}");
             prev = now;
             prev_at = Instant::now();

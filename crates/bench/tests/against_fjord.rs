@@ -133,15 +133,18 @@ fn assert_matches_server_without_mix_connects(report: &Report, counts: &Counters
 fn open_loop_holds_its_rate_and_matches_server() {
     let server = start("127.0.0.1:0");
     let mut cfg = config(server.local_addrs()[0]);
-    cfg.mode = LoadMode::Open { rate: 2_000.0 };
+    // A rate well below what a debug-build server on a busy machine answers, so that no
+    // request is skipped for want of a free in-flight slot.
+    cfg.mode = LoadMode::Open { rate: 500.0 };
+    cfg.in_flight = 64;
     cfg.duration = Some(Duration::from_millis(1_000));
     let report = fjord_bench::run(&cfg).unwrap();
     let counts = server.shutdown().unwrap();
     assert_matches_server(&report, &counts, IpVersion::V4);
-    // 2,000/s for 1 s, plus the initial connects; scheduling on a loaded machine may lag.
+    // 500/s for 1 s (initial connects included); scheduling on a loaded machine may lag.
     assert!(
-        (1_500..=2_100).contains(&report.sent_total),
-        "sent {} at a 2,000/s target",
+        (400..=520).contains(&report.sent_total),
+        "sent {} at a 500/s target",
         report.sent_total
     );
     assert_eq!(report.skipped, 0);
