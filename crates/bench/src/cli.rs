@@ -164,6 +164,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub recv_buffer: usize,
 
+    /// Busy-poll instead of sleeping while waiting for replies: each thread then uses a
+    /// whole core, which gets more throughput on a machine shared with other work (as
+    /// aquatic_udp_load_test does) at the price of CPU efficiency.
+    #[arg(long)]
+    pub spin: bool,
+
     /// Also report this process's CPU seconds during the run and peak RSS (from /proc),
     /// responses per server CPU second and bytes per peer (peak RSS / peers announced).
     #[arg(long, value_name = "PID")]
@@ -301,6 +307,7 @@ impl Cli {
             batch: self.batch,
             use_mmsg: !self.no_mmsg,
             recv_buffer: self.recv_buffer,
+            spin: self.spin,
             server_pid: self.server_pid,
             progress: !self.quiet,
         };

@@ -87,6 +87,8 @@ pub struct BenchConfig {
     pub use_mmsg: bool,
     /// SO_RCVBUF to ask for (0 = OS default).
     pub recv_buffer: usize,
+    /// Busy-poll the sockets instead of sleeping in epoll between events.
+    pub spin: bool,
     /// Server process to measure CPU time and memory of.
     pub server_pid: Option<u32>,
     /// Print a progress line every second on stderr.
@@ -130,6 +132,7 @@ impl BenchConfig {
             batch: 32,
             use_mmsg: true,
             recv_buffer: 0,
+            spin: false,
             server_pid: None,
             progress: false,
         }

@@ -312,6 +312,9 @@ impl Worker<'_> {
             } else if self.socks.iter().all(|s| s.table.in_flight() == 0) {
                 break;
             }
+            if self.cfg.spin {
+                wait = Duration::ZERO;
+            }
             match poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
