@@ -16,8 +16,8 @@ use crate::population::{EventModel, SwarmDistribution};
 /// Simulates N peers over M swarms, sends connect / announce / scrape requests from many
 /// sockets (several loopback source addresses against a 127.x target, so SO_REUSEPORT
 /// spreads the load), refreshes connection ids before they expire, validates every reply and
-/// reports responses/s, loss and latency. Exit status: 0 on success, 2 if any reply was
-/// malformed, 1 on errors.
+/// reports responses/s, loss and latency. Exit status: 0 on success, 1 on errors, 2 if any
+/// reply was malformed, 3 if no valid reply arrived at all.
 #[derive(Debug, Parser, Clone, PartialEq)]
 #[command(name = "fjord-bench", version, about, long_about)]
 pub struct Cli {

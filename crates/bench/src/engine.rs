@@ -378,7 +378,7 @@ impl Worker<'_> {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(_) => {
-                    self.stats.send_errors += 1;
+                    self.stats.socket_errors += 1;
                     0
                 }
             };
@@ -561,7 +561,7 @@ impl Worker<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     // An ICMP error (e.g. port unreachable) queued on the socket.
-                    self.stats.send_errors += 1;
+                    self.stats.socket_errors += 1;
                     continue;
                 }
             };

@@ -34,6 +34,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     Ok(if report.malformed_total > 0 {
         ExitCode::from(2)
+    } else if report.responses_total == 0 {
+        ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     })

@@ -30,8 +30,9 @@ pub struct ThreadStats {
     pub unexpected: u64,
     /// Requests unanswered within the timeout, by kind.
     pub timeouts: [u64; 3],
-    /// Send calls that failed with an error other than a full buffer.
-    pub send_errors: u64,
+    /// Socket errors: send calls that failed other than for a full buffer, and errors the
+    /// kernel queued on a socket (ICMP port unreachable: nothing listens at the target).
+    pub socket_errors: u64,
     /// Datagrams not sent because the socket's send buffer was full (retried later).
     pub send_blocked: u64,
     /// Open loop: scheduled requests skipped because every slot was in flight.
@@ -57,7 +58,7 @@ impl Default for ThreadStats {
             malformed: [0; 5],
             unexpected: 0,
             timeouts: [0; 3],
-            send_errors: 0,
+            socket_errors: 0,
             send_blocked: 0,
             skipped: 0,
             peers_received: 0,
@@ -91,7 +92,7 @@ impl ThreadStats {
         add(&mut self.malformed, &o.malformed);
         add(&mut self.timeouts, &o.timeouts);
         self.unexpected += o.unexpected;
-        self.send_errors += o.send_errors;
+        self.socket_errors += o.socket_errors;
         self.send_blocked += o.send_blocked;
         self.skipped += o.skipped;
         self.peers_received += o.peers_received;
@@ -299,8 +300,9 @@ pub struct Report {
     pub timeouts: ByKind<u64>,
     /// Fraction of sent requests that timed out.
     pub loss: f64,
-    /// Send errors (other than a full socket buffer).
-    pub send_errors: u64,
+    /// Socket errors: failed sends (other than a full buffer) and ICMP errors such as port
+    /// unreachable.
+    pub socket_errors: u64,
     /// Datagrams deferred because the socket send buffer was full.
     pub send_blocked: u64,
     /// Open loop: scheduled requests skipped because every in-flight slot was taken.
@@ -370,7 +372,7 @@ impl Report {
             } else {
                 timeouts_total as f64 / sent_total as f64
             },
-            send_errors: s.send_errors,
+            socket_errors: s.socket_errors,
             send_blocked: s.send_blocked,
             skipped: s.skipped,
             latency: Latency::from_histogram(&s.latency),
@@ -470,11 +472,11 @@ impl Report {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "loss {:.4}% | malformed {} | unexpected replies {} | send errors {} | send blocked {} | skipped {}",
+            "loss {:.4}% | malformed {} | unexpected replies {} | socket errors {} | send blocked {} | skipped {}",
             self.loss * 100.0,
             self.malformed_total,
             self.unexpected_replies,
-            self.send_errors,
+            self.socket_errors,
             self.send_blocked,
             self.skipped
         );

@@ -29,7 +29,7 @@ fn assert_matches_server(report: &Report, server: &CountersSnapshot, ip: IpVersi
         report.malformed
     );
     assert_eq!(report.unexpected_replies, 0);
-    assert_eq!(report.send_errors, 0);
+    assert_eq!(report.socket_errors, 0);
     let timeouts = report.timeouts.connect + report.timeouts.announce + report.timeouts.scrape;
     assert_eq!(timeouts, 0, "timeouts on loopback");
     assert!(report.responses.connect > 0, "{report:#?}");
