@@ -358,7 +358,10 @@ impl Config {
         }
         // The store keeps 8-second stamps in 13 bits: at most 4095 units of 8 s.
         if !(60..=32_760).contains(&s.peer_timeout_secs) {
-            return Err(invalid("store.peer_timeout_secs", "must be between 60 and 32760"));
+            return Err(invalid(
+                "store.peer_timeout_secs",
+                "must be between 60 and 32760",
+            ));
         }
         if s.clean_interval_ms == 0 || s.clean_interval_ms > 3_600_000 {
             return Err(invalid(
@@ -533,7 +536,10 @@ mod tests {
             ("log_level = \"loud\"", "log_level"),
             ("[access_list]\nmode = \"allow\"", "access_list.path"),
             ("[store]\nmax_peers = 0", "store.max_peers"),
-            ("[store]\npeer_timeout_secs = 40000", "store.peer_timeout_secs"),
+            (
+                "[store]\npeer_timeout_secs = 40000",
+                "store.peer_timeout_secs",
+            ),
         ] {
             let e = Config::from_toml_str(toml).unwrap_err();
             assert!(

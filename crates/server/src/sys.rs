@@ -258,8 +258,11 @@ mod linux {
                 // CMSG_DATA gives no alignment guarantee for the payload type.
                 let info: libc::in_pktinfo =
                     unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+                // ipi_spec_dst is the local address to answer from: the destination for
+                // unicast, the interface's address for a broadcast destination (which could not
+                // be a reply's source).
                 return Some(LocalAddr {
-                    ip: IpAddr::V4(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes())),
+                    ip: IpAddr::V4(Ipv4Addr::from(info.ipi_spec_dst.s_addr.to_ne_bytes())),
                     ifindex: info.ipi_ifindex as u32,
                 });
             }
