@@ -71,10 +71,7 @@ struct WorkerSocket {
 
 /// Binds one socket of a `SO_REUSEPORT` group. Returns the socket and the kernel's actual
 /// receive/send buffer sizes.
-fn bind_socket(
-    addr: SocketAddr,
-    net: &NetworkConfig,
-) -> io::Result<(std::net::UdpSocket, usize, usize)> {
+fn bind_socket(addr: SocketAddr, net: &NetworkConfig) -> io::Result<Bound> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -99,6 +96,17 @@ fn bind_socket(
 fn bind_all(
     config: &Config,
     workers: usize,
+) -> anyhow::Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>)> {
+    bind_all_with(config, workers, bind_socket)
+}
+
+type Bound = (std::net::UdpSocket, usize, usize);
+
+/// [`bind_all`] with the socket factory as a parameter (tests inject failures).
+fn bind_all_with(
+    config: &Config,
+    workers: usize,
+    bind_socket: impl Fn(SocketAddr, &NetworkConfig) -> io::Result<Bound>,
 ) -> anyhow::Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>)> {
     let net = &config.network;
     let defaults = net.listen == default_listen();
@@ -502,6 +510,53 @@ impl Maintenance {
                 self.shared.access.reload_if_changed();
                 next_poll = Some(now + interval);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Binds loopback port 0 instead of the (fixed) default port; IPv6 "unavailable".
+    fn no_ipv6(addr: SocketAddr, net: &NetworkConfig) -> io::Result<Bound> {
+        if addr.is_ipv6() {
+            return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
+        }
+        let local = if addr.port() == 6969 {
+            "127.0.0.1:0".parse().unwrap()
+        } else {
+            addr
+        };
+        bind_socket(local, net)
+    }
+
+    #[test]
+    fn default_listen_without_ipv6_serves_ipv4_only() {
+        let config = Config::default();
+        assert_eq!(config.network.listen, default_listen());
+        let (addrs, sockets) = bind_all_with(&config, 2, no_ipv6).unwrap();
+        assert_eq!(addrs.len(), 1);
+        assert!(addrs[0].is_ipv4());
+        assert_eq!(sockets.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1]);
+    }
+
+    #[test]
+    fn explicit_ipv6_listen_that_cannot_be_bound_fails() {
+        let mut config = Config::default();
+        config.network.listen = vec!["127.0.0.1:0".parse().unwrap(), "[::]:0".parse().unwrap()];
+        let e = bind_all_with(&config, 1, no_ipv6).unwrap_err();
+        assert!(format!("{e:#}").contains("[::]:0"), "{e:#}");
+    }
+
+    #[test]
+    fn workers_share_the_resolved_port() {
+        let mut config = Config::default();
+        config.network.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let (addrs, sockets) = bind_all(&config, 3).unwrap();
+        assert_ne!(addrs[0].port(), 0);
+        for s in sockets.iter().flatten() {
+            assert_eq!(s.local_addr().unwrap(), addrs[0]);
         }
     }
 }
