@@ -126,6 +126,8 @@ pub struct AccessListSource {
     path: Option<PathBuf>,
     /// Successful loads so far (1 after the initial load). Lets tests wait for a reload.
     generation: AtomicU64,
+    /// Failed reloads (the previous list stayed in force).
+    failures: AtomicU64,
     /// Serialises reloads (cold path only) and remembers the file's last seen (mtime, len).
     reload_lock: parking_lot::Mutex<Option<FileStamp>>,
 }
@@ -152,6 +154,7 @@ impl AccessListSource {
             mode,
             path,
             generation: AtomicU64::new(1),
+            failures: AtomicU64::new(0),
             reload_lock: parking_lot::Mutex::new(st),
         })
     }
@@ -163,6 +166,7 @@ impl AccessListSource {
             current: ArcSwap::from_pointee(list),
             path: None,
             generation: AtomicU64::new(1),
+            failures: AtomicU64::new(0),
             reload_lock: parking_lot::Mutex::new(None),
         }
     }
@@ -182,6 +186,11 @@ impl AccessListSource {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Failed reloads so far (each left the previous list in force).
+    pub fn failed_reloads(&self) -> u64 {
+        self.failures.load(Ordering::Acquire)
+    }
+
     /// Re-reads the file and swaps it in; on error the previous list stays and the error is
     /// returned. Does nothing (Ok) when the mode is off.
     pub fn reload(&self) -> Result<(), AccessListError> {
@@ -195,7 +204,9 @@ impl AccessListSource {
         let mut seen = self.reload_lock.lock();
         // Remember the stamp even if the load fails, so a broken file is reported once.
         *seen = stamp(path);
-        let list = AccessList::load(self.mode, path)?;
+        let list = AccessList::load(self.mode, path).inspect_err(|_| {
+            self.failures.fetch_add(1, Ordering::AcqRel);
+        })?;
         let n = list.len();
         self.current.store(Arc::new(list));
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -293,6 +304,7 @@ mod tests {
         std::fs::write(&path, "0303\n").unwrap();
         assert!(src.reload().is_err());
         assert_eq!(src.generation(), 2);
+        assert_eq!(src.failed_reloads(), 1);
         assert!(cache.load().allows(&h(2)), "previous list stays in force");
         // Unchanged file: no reload attempted.
         assert!(!src.reload_if_changed());

@@ -327,6 +327,11 @@ impl RunningServer {
         self.shared.access.reload()
     }
 
+    /// The access-list source (list in force, reload counts).
+    pub fn access_list(&self) -> &Arc<AccessListSource> {
+        &self.shared.access
+    }
+
     /// Successful access-list loads so far (1 after start).
     pub fn access_list_generation(&self) -> u64 {
         self.shared.access.generation()

@@ -307,6 +307,8 @@ fn access_list_reloads_on_request_and_on_file_change() {
     std::fs::write(&path, format!("{}\nxyz\n", "03".repeat(20))).unwrap();
     let e = server.reload_access_list().unwrap_err().to_string();
     assert!(e.contains("line 2"), "{e}");
+    assert_eq!(server.access_list().failed_reloads(), 1);
+    assert_eq!(server.access_list().current().len(), 1);
     assert_eq!(u32_at(&c.announce([2; 20], 1, 1), 0), 1);
 
     // The file-watch path (maintenance thread polls the mtime every 10 ms).
