@@ -205,7 +205,11 @@ done
       if (n["fjord"] && n["aquatic_udp"])
         printf "ratio fjord / aquatic_udp (responses/s): %.2f\n", (rps["fjord"] / n["fjord"]) / (rps["aquatic_udp"] / n["aquatic_udp"])
     }' "$WORK/fjord-bench.rows"
+  echo "## raw rows: tracker responses/s loss p99_us server_cpu_s peak_rss_bytes responses/s-per-fjord-bench-core"
+  sed 's/^/  /' "$WORK/fjord-bench.rows"
   if [ -f "$WORK/loadtest.rows" ]; then
+    echo "## raw rows: tracker responses/s-of-aquatic_udp_load_test per-core"
+    sed 's/^/  /' "$WORK/loadtest.rows"
     echo "## load generators on the same tracker (mean of rounds; per core = responses/s / cores the generator used)"
     awk 'FNR == NR { n[$1]++; rps[$1] += $2; pc[$1] += $7; next }
       { m[$1]++; lrps[$1] += $2; lpc[$1] += $3 }
