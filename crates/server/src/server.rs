@@ -317,6 +317,11 @@ impl RunningServer {
         total
     }
 
+    /// Each worker's counters as last published, in worker order.
+    pub fn worker_counters(&self) -> Vec<CountersSnapshot> {
+        self.slots.iter().map(|s| s.lock().clone()).collect()
+    }
+
     /// The peer store.
     pub fn store(&self) -> &Arc<PeerStore> {
         &self.shared.store

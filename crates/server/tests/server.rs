@@ -238,6 +238,30 @@ fn counters_are_published_while_running() {
 }
 
 #[test]
+fn so_reuseport_spreads_clients_over_workers() {
+    let mut config = Config::for_tests(vec!["127.0.0.1:0".parse().unwrap()]);
+    config.workers = 2;
+    let server = start(config).unwrap();
+    // 32 source ports: the kernel hashes the 4-tuple, so all landing on one worker has
+    // probability 2^-31.
+    for _ in 0..32 {
+        Client::new("127.0.0.1:0", server.local_addrs()[0]).connect();
+    }
+    let per_worker = |s: &fjord_server::RunningServer| -> Vec<u64> {
+        s.worker_counters()
+            .iter()
+            .map(|c| c.responses(Action::Connect, IpVersion::V4))
+            .collect()
+    };
+    eventually("all counted", || {
+        per_worker(&server).iter().sum::<u64>() == 32
+    });
+    let counts = per_worker(&server);
+    assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+    server.shutdown().unwrap();
+}
+
+#[test]
 fn reply_leaves_from_the_address_the_request_was_sent_to() {
     let server = start(Config::for_tests(vec!["0.0.0.0:0".parse().unwrap()])).unwrap();
     let port = server.local_addrs()[0].port();
