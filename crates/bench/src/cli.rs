@@ -21,7 +21,7 @@ use crate::population::{EventModel, SwarmDistribution};
 #[derive(Debug, Parser, Clone, PartialEq)]
 #[command(name = "fjord-bench", version, about, long_about)]
 pub struct Cli {
-    /// Tracker address, HOST:PORT (IPv4 or IPv6, e.g. 127.0.0.1:6969 or [::1]:6969).
+    /// Tracker address, HOST:PORT (IPv4 or IPv6, e.g. `127.0.0.1:6969` or `[::1]:6969`).
     pub target: String,
 
     /// Preset population and request mix. "fjord": Zipf swarms and a client-like mix (the

@@ -529,6 +529,27 @@ mod tests {
     use crate::config::LoadMode;
 
     #[test]
+    fn progress_line_shows_rates_since_the_last_line() {
+        let prev = LiveTotals {
+            sent: 100,
+            responses: [10, 80, 5],
+            ..Default::default()
+        };
+        let now = LiveTotals {
+            sent: 300,
+            responses: [20, 260, 15],
+            errors: 1,
+            malformed: 2,
+            timeouts: 3,
+        };
+        let line = now.progress_line(&prev, 3.0, 2.0);
+        assert!(line.contains("100 resp/s"), "{line}");
+        assert!(line.contains("announce 90"), "{line}");
+        assert!(line.contains("sent 100/s"), "{line}");
+        assert!(line.contains("errors 1 malformed 2 timeouts 3"), "{line}");
+    }
+
+    #[test]
     fn merge_and_report_add_up() {
         let mut a = ThreadStats {
             sent: [2, 10, 1],

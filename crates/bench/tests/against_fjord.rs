@@ -92,6 +92,21 @@ fn ipv4_request_limited_run_matches_server_counts() {
 }
 
 #[test]
+fn two_threads_share_the_request_limit() {
+    let server = start("127.0.0.1:0");
+    let mut cfg = config(server.local_addrs()[0]);
+    cfg.threads = 2;
+    cfg.sockets_per_thread = 3;
+    cfg.requests = Some(2_001);
+    cfg.duration = Some(Duration::from_secs(30));
+    let report = fjord_bench::run(&cfg).unwrap();
+    let counts = server.shutdown().unwrap();
+    assert_eq!(report.sent_total, 2_001);
+    assert_eq!(report.sockets, 6);
+    assert_matches_server(&report, &counts, IpVersion::V4);
+}
+
+#[test]
 fn ipv6_request_limited_run_matches_server_counts() {
     let server = start("[::1]:0");
     let mut cfg = config(server.local_addrs()[0]);
