@@ -5,6 +5,26 @@
 //! (`fjord-store`). The request logic lives in [`handler::RequestHandler::handle`], which takes
 //! bytes, an address and a time and writes a reply into a caller-owned buffer, so every protocol
 //! behaviour is tested without sockets.
+//!
+//! ```
+//! use fjord_server::{Config, start};
+//! use fjord_server::counters::{Action, IpVersion};
+//!
+//! let server = start(Config::for_tests(vec!["127.0.0.1:0".parse().unwrap()])).unwrap();
+//! let addr = server.local_addrs()[0]; // port 0 resolved; bound before `start` returns
+//! let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+//! let mut connect = [0u8; 16];
+//! connect[..8].copy_from_slice(&0x41727101980u64.to_be_bytes());
+//! client.send_to(&connect, addr).unwrap();
+//! let mut reply = [0u8; 64];
+//! assert_eq!(client.recv(&mut reply).unwrap(), 16);
+//! let counts = server.shutdown().unwrap(); // exact: workers are joined
+//! assert_eq!(counts.responses(Action::Connect, IpVersion::V4), 1);
+//! ```
+//!
+//! Modules: [`handler`] (protocol decisions), [`server`] (threads, sockets, event loop),
+//! [`sys`] (the only platform system calls), [`connection_id`], [`access_list`], [`config`],
+//! [`counters`].
 
 pub mod access_list;
 pub mod config;
