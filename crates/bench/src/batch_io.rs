@@ -86,8 +86,8 @@ mod linux {
     /// Calls a libc function and turns a `-1` result into the thread's `errno` as `io::Error`.
     macro_rules! syscall {
         ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-            // SAFETY: the caller of the macro upholds the contract of `libc::$fn`; see the
-            // SAFETY comment at each use.
+            // SAFETY: every use states, in the comment just before it, why the pointers and
+            // lengths it passes satisfy the contract of `libc::$fn`.
             let res = unsafe { libc::$fn($($arg),*) };
             if res == -1 {
                 Err(io::Error::last_os_error())
@@ -118,16 +118,16 @@ mod linux {
             msgs[i].msg_hdr.msg_iov = &mut iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
         }
+        // Contract of this sendmmsg call: `msgs[..n]` are initialised headers whose single
+        // iovec points into `bufs[i]`, valid for `lens[i].min(N)` bytes; the kernel only reads
+        // them (and writes `msg_len`) during the call, while `bufs`, `iov` and `msgs` are
+        // borrowed or owned by this frame. The fd stays open because `sock` is borrowed.
         let sent = syscall!(sendmmsg(
             sock.as_raw_fd(),
             msgs.as_mut_ptr(),
             n as libc::c_uint,
             libc::MSG_DONTWAIT,
         ))?;
-        // SAFETY (of the call above): `msgs[..n]` are initialised headers whose single iovec
-        // points into `bufs[i]`, valid for `lens[i].min(N)` bytes; the kernel only reads them
-        // (and writes `msg_len`) during the call, while `bufs`, `iov` and `msgs` are borrowed
-        // or owned by this frame. The fd stays open because `sock` is borrowed.
         Ok(sent as usize)
     }
 
@@ -146,6 +146,11 @@ mod linux {
             msgs[i].msg_hdr.msg_iov = &mut iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
         }
+        // Contract of this recvmmsg call: each header's iovec points at `bufs[i]`, writable
+        // for `N` bytes and exclusively borrowed by this function; no source address or
+        // control buffer is requested (null, length 0); a null timeout is allowed. The kernel
+        // writes at most `N` bytes per datagram and fills `msg_len` / `msg_flags` of the
+        // first `got` headers only.
         let got = syscall!(recvmmsg(
             sock.as_raw_fd(),
             msgs.as_mut_ptr(),
@@ -153,11 +158,6 @@ mod linux {
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
         ))?;
-        // SAFETY (of the call above): each header's iovec points at `bufs[i]`, writable for
-        // `N` bytes and exclusively borrowed by this function; no source address or control
-        // buffer is requested (null, length 0); a null timeout is allowed. The kernel writes
-        // at most `N` bytes per datagram and fills `msg_len` / `msg_flags` of the first
-        // `got` headers only.
         let got = got as usize;
         for i in 0..got {
             lens[i] = (msgs[i].msg_len as usize).min(N);
