@@ -91,6 +91,19 @@ fn bind_socket(addr: SocketAddr, net: &NetworkConfig) -> io::Result<Bound> {
     Ok((socket.into(), rcv, snd))
 }
 
+/// Whether the kernel granted less than `requested` bytes of socket buffer, given what
+/// `getsockopt` reports; returns the usable size granted. Linux doubles the value it stores
+/// (half is bookkeeping overhead) and reports the doubled value, so a full grant reads back as
+/// twice the request.
+fn buffer_capped(requested: usize, reported: usize) -> Option<usize> {
+    let granted = if cfg!(target_os = "linux") {
+        reported / 2
+    } else {
+        reported
+    };
+    (granted < requested).then_some(granted)
+}
+
 /// Binds `workers` sockets for every listen address. An IPv6 address that cannot be bound is
 /// skipped with a warning when the listen list is the default one; otherwise it is an error.
 fn bind_all(
@@ -121,16 +134,15 @@ fn bind_all_with(
             }
             Err(e) => return Err(e).with_context(|| format!("cannot bind UDP {requested}")),
         };
-        // Linux reports twice the requested size when it is granted in full.
-        if rcv < net.socket_recv_buffer {
+        if let Some(granted) = buffer_capped(net.socket_recv_buffer, rcv) {
             tracing::warn!(
-                "{requested}: receive buffer is {rcv} bytes, {} requested; raise net.core.rmem_max",
+                "{requested}: receive buffer capped at {granted} bytes ({} requested); raise net.core.rmem_max",
                 net.socket_recv_buffer
             );
         }
-        if snd < net.socket_send_buffer {
+        if let Some(granted) = buffer_capped(net.socket_send_buffer, snd) {
             tracing::warn!(
-                "{requested}: send buffer is {snd} bytes, {} requested; raise net.core.wmem_max",
+                "{requested}: send buffer capped at {granted} bytes ({} requested); raise net.core.wmem_max",
                 net.socket_send_buffer
             );
         }
@@ -539,6 +551,14 @@ mod tests {
             addr
         };
         bind_socket(local, net)
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn capped_buffers_are_detected() {
+        // rmem_max = 4 MiB, 8 MiB requested: Linux reports 8 MiB (2 x 4 MiB), which is capped.
+        assert_eq!(buffer_capped(8 << 20, 8 << 20), Some(4 << 20));
+        assert_eq!(buffer_capped(1 << 20, 2 << 20), None);
     }
 
     #[test]
