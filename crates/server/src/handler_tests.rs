@@ -661,3 +661,40 @@ fn captured_real_client_announces_are_answered() {
         assert_eq!(call(&mut h, src, captured), None);
     }
 }
+
+/// Authenticated garbage (a valid connection id, then random bytes and lengths) never panics,
+/// and every reply is a well-formed announce, scrape or short error echoing the transaction id.
+#[test]
+fn authenticated_random_requests_get_well_formed_replies() {
+    let mut h = handler();
+    let src = v4([192, 0, 2, 9], 4000);
+    let id = connect(&mut h, src);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..5_000u32 {
+        let len = 16 + (next() % 400) as usize;
+        let mut b: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        b[..8].copy_from_slice(&id.to_be_bytes());
+        b[8..12].copy_from_slice(&(1 + round % 2).to_be_bytes());
+        b[12..16].copy_from_slice(&round.to_be_bytes());
+        let Some(r) = call(&mut h, src, &b) else {
+            continue;
+        };
+        assert!(r.len() <= MAX_REPLY);
+        assert_eq!(u32_at(&r, 4), round, "transaction id echoed");
+        match u32_at(&r, 0) {
+            1 => assert_eq!((r.len() - 20) % 6, 0),
+            2 => assert_eq!((r.len() - 8) % 12, 0),
+            3 => assert!(r.len() < 40 && r[8] != 0),
+            a => panic!("action {a}"),
+        }
+    }
+    assert!(h.counters.responses(Action::Announce, IpVersion::V4) > 1000);
+    assert!(h.counters.responses(Action::Scrape, IpVersion::V4) > 100);
+    assert!(h.counters.errors_sent(ErrorReason::Malformed) > 100);
+}
