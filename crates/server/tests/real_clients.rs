@@ -795,10 +795,12 @@ fn transmission_announces_to_fjord() {
         peers, 1,
         "Transmission got {peers} peers from fjord, expected exactly the fake seeder:\n{info}"
     );
-    assert_eq!(
-        scrape,
-        (1, 1),
-        "Transmission's scrape of fjord, expected 1 seeder (fake) and 1 leecher (itself):\n{info}"
+    // Transmission schedules its first scrape and its `started` announce independently, so its
+    // scrape may count itself (1 leecher) or not yet (0).
+    assert!(
+        scrape.0 == 1 && scrape.1 <= 1,
+        "Transmission's scrape of fjord: expected 1 seeder (the fake one) and at most 1 leecher \
+         (Transmission itself), got {scrape:?}:\n{info}"
     );
 
     // fjord's own view: the fake seeder sees Transmission as a leecher on its peer port.
