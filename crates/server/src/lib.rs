@@ -31,6 +31,7 @@ pub mod config;
 pub mod connection_id;
 pub mod counters;
 pub mod handler;
+pub mod metrics;
 pub mod server;
 pub mod sys;
 

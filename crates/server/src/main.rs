@@ -106,12 +106,6 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    if config.metrics.enabled {
-        tracing::info!(
-            "metrics.enabled is set ({}), but the Prometheus exporter is not implemented yet",
-            config.metrics.listen
-        );
-    }
 
     let term = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
@@ -136,6 +130,9 @@ fn main() -> ExitCode {
     // One line per bound address on stdout, for scripts and tests (`--listen 127.0.0.1:0`).
     for a in server.local_addrs() {
         println!("fjord listening on udp {a}");
+    }
+    if let Some(a) = server.metrics_addr() {
+        println!("fjord metrics on http://{a}/metrics");
     }
     loop {
         if let Some(failure) = server.wait_failure(Duration::from_millis(100)) {

@@ -24,6 +24,7 @@ use crate::config::{Config, NetworkConfig, default_listen};
 use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Counters, CountersSnapshot, DropReason};
 use crate::handler::{HandlerSettings, RequestHandler, Shared};
+use crate::metrics::{Exposition, MetricsEndpoint, MetricsInput};
 use crate::sys::{self, RecvBatch, SendBatch};
 
 /// Counters are published by each worker at least this often.
@@ -55,6 +56,8 @@ pub struct RunningServer {
     failures: crossbeam_channel::Receiver<String>,
     /// Every failure ever reported (the channel only notifies).
     failed: Arc<Mutex<Vec<String>>>,
+    /// The Prometheus endpoint, when `metrics.enabled`.
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -226,6 +229,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         maintenance_stop: None,
         failures,
         failed,
+        metrics: None,
     };
     for (index, socks) in sockets.into_iter().enumerate() {
         let poll = Poll::new().context("cannot create a poll instance")?;
@@ -275,10 +279,45 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
             .context("cannot spawn the maintenance thread")?,
     );
     server.maintenance_stop = Some(mstop_tx);
+    if config.metrics.enabled {
+        server.metrics = Some(
+            start_metrics(&config, &server)
+                .with_context(|| format!("cannot serve metrics on {}", config.metrics.listen))?,
+        );
+    }
     for a in &server.local_addrs {
         tracing::info!("listening on udp {a} ({workers} workers)");
     }
     Ok(server)
+}
+
+/// Serves `/metrics` and `/health`. A scrape sums the workers' published counter slots and reads
+/// the store's and the access list's counts: nothing on the packet path is touched.
+fn start_metrics(config: &Config, server: &RunningServer) -> io::Result<MetricsEndpoint> {
+    let exposition = Exposition::new();
+    let slots = Arc::clone(&server.slots);
+    let shared = Arc::clone(&server.shared);
+    let workers = server.wakers.len() as u64;
+    let failed = Arc::clone(&server.failed);
+    MetricsEndpoint::start(
+        config.metrics.listen,
+        move || {
+            let mut counters = Counters::default();
+            for slot in slots.iter() {
+                counters.merge(&slot.lock());
+            }
+            let access = &shared.access;
+            exposition.render(&MetricsInput {
+                counters,
+                store: shared.store.stats(),
+                access_list_entries: access.current().len() as u64,
+                access_list_reloads_ok: access.generation(),
+                access_list_reloads_failed: access.failed_reloads(),
+                workers,
+            })
+        },
+        move || failed.lock().is_empty(),
+    )
 }
 
 /// Where threads report their death.
@@ -334,6 +373,11 @@ impl RunningServer {
         self.slots.iter().map(|s| s.lock().clone()).collect()
     }
 
+    /// The address of the Prometheus endpoint (`/metrics`, `/health`), when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::local_addr)
+    }
+
     /// The peer store.
     pub fn store(&self) -> &Arc<PeerStore> {
         &self.shared.store
@@ -368,6 +412,7 @@ impl RunningServer {
     }
 
     fn stop_threads(&mut self) -> Vec<String> {
+        self.metrics.take();
         self.stop.store(true, Ordering::SeqCst);
         for w in &self.wakers {
             let _ = w.wake();
