@@ -53,7 +53,7 @@ pub struct Cli {
 
     /// Distinct loopback source addresses (127.0.0.1 to 127.0.0.N) when the target is on
     /// 127.0.0.0/8; ignored otherwise (IPv6 loopback has only ::1, remote targets use the
-    /// unspecified address).
+    /// unspecified address). Use 1 where only 127.0.0.1 is configured (e.g. macOS).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=254))]
     pub sources: u8,
 
