@@ -373,21 +373,30 @@ impl Counters {
         for r in ErrorReason::ALL {
             let l = [("reason", r.name())];
             f(Metric::Counter(
-                "fjord_error_replies_total",
+                "fjord_errors_sent_total",
                 &l,
                 self.errors_sent(r),
             ));
         }
-        for r in NotStoredReason::ALL {
+        for r in [
+            NotStoredReason::StoreFull,
+            NotStoredReason::SwarmLimit,
+            NotStoredReason::InvalidPort,
+        ] {
             let l = [("reason", r.name())];
             f(Metric::Counter(
-                "fjord_peers_not_stored_total",
+                "fjord_peers_rejected_total",
                 &l,
                 self.peers_not_stored(r),
             ));
         }
         f(Metric::Counter(
-            "fjord_completed_total",
+            "fjord_unknown_peer_stops_total",
+            &[],
+            self.peers_not_stored(NotStoredReason::UnknownPeerStopped),
+        ));
+        f(Metric::Counter(
+            "fjord_completed_events_total",
             &[],
             self.completed,
         ));
@@ -409,9 +418,9 @@ impl Counters {
             self.rx_errors,
         ));
         for (name, h) in [
-            ("fjord_recv_batch_size", &self.recv_batch),
-            ("fjord_send_batch_size", &self.send_batch),
-            ("fjord_announce_peers", &self.announce_peers),
+            ("fjord_recv_batch_datagrams", &self.recv_batch),
+            ("fjord_send_batch_datagrams", &self.send_batch),
+            ("fjord_announce_response_peers", &self.announce_peers),
         ] {
             f(Metric::Histogram(name, &h.cumulative(), h.sum, h.count));
         }
@@ -452,6 +461,6 @@ mod tests {
         }
         let mut n = 0;
         Counters::default().visit(|_| n += 1);
-        assert_eq!(n, 6 + 8 + 8 + 2 + 4 + 6 + 3);
+        assert_eq!(n, 6 + 8 + 8 + 2 + 3 + 1 + 6 + 3);
     }
 }

@@ -128,24 +128,6 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
-/// Exported name of a counter from [`Counters::visit`], and whether it is exported at all
-/// under that name. Keeps the counters' internal names decoupled from the exposition.
-fn exported_name(name: &'static str, labels: &[(&'static str, &'static str)]) -> &'static str {
-    match name {
-        "fjord_peers_not_stored_total" => {
-            if labels.contains(&("reason", "unknown_peer_stopped")) {
-                "fjord_unknown_peer_stops_total"
-            } else {
-                "fjord_peers_rejected_total"
-            }
-        }
-        "fjord_error_replies_total" => "fjord_errors_sent_total",
-        // The swarms' own count is exported as `fjord_completed_total`.
-        "fjord_completed_total" => "fjord_completed_events_total",
-        other => other,
-    }
-}
-
 fn help(name: &str) -> &'static str {
     HELP.iter()
         .find(|(n, _)| *n == name)
@@ -153,11 +135,7 @@ fn help(name: &str) -> &'static str {
 }
 
 fn owned_labels(labels: &[(&'static str, &'static str)]) -> Vec<Label> {
-    labels
-        .iter()
-        .filter(|(k, v)| !(*k == "reason" && *v == "unknown_peer_stopped"))
-        .map(|&(k, v)| Label::new(k, v))
-        .collect()
+    labels.iter().map(|&(k, v)| Label::new(k, v)).collect()
 }
 
 impl Default for Exposition {
@@ -197,21 +175,12 @@ impl Exposition {
             access_list_reloads_failed,
             workers,
         } = input;
-        let mut rejected_or_stops: Vec<(&'static str, Vec<Label>, u64)> = Vec::new();
         metrics::with_local_recorder(&self.recorder, || {
             counters.visit(|m| {
                 if let Metric::Counter(name, labels, value) = m {
-                    let exported = exported_name(name, labels);
-                    if name == "fjord_peers_not_stored_total" {
-                        rejected_or_stops.push((exported, owned_labels(labels), value));
-                        return;
-                    }
-                    metrics::counter!(exported, owned_labels(labels)).absolute(value);
+                    metrics::counter!(name, owned_labels(labels)).absolute(value);
                 }
             });
-            for (name, labels, value) in rejected_or_stops {
-                metrics::counter!(name, labels).absolute(value);
-            }
             metrics::counter!("fjord_completed_total")
                 .absolute(store.v4.completed + store.v6.completed);
             for (v, fam) in [("4", &store.v4), ("6", &store.v6)] {
@@ -232,19 +201,10 @@ impl Exposition {
         let mut out = self.handle.render();
         counters.visit(|m| {
             if let Metric::Histogram(name, buckets, sum, count) = m {
-                render_histogram(&mut out, exported_histogram_name(name), buckets, sum, count);
+                render_histogram(&mut out, name, buckets, sum, count);
             }
         });
         out
-    }
-}
-
-fn exported_histogram_name(name: &'static str) -> &'static str {
-    match name {
-        "fjord_recv_batch_size" => "fjord_recv_batch_datagrams",
-        "fjord_send_batch_size" => "fjord_send_batch_datagrams",
-        "fjord_announce_peers" => "fjord_announce_response_peers",
-        other => other,
     }
 }
 
