@@ -134,7 +134,8 @@ pub struct Cli {
 
     /// Announce events. "lifecycle": a peer's first announce is "started", later ones
     /// regular, a leecher sends "completed" with --p-complete and a peer "stopped" (with
-    /// num_want 0) with --p-stop, then rejoins with "started". "aquatic": every announce is
+    /// num_want 0) with --p-stop, then rejoins with "started" (as a seeder with the probability
+    /// that keeps the seeder fraction at --seeder-ratio). "aquatic": every announce is
     /// "completed" (left 0) with the seeder ratio, else "started" (left 50)
     /// [default: lifecycle; aquatic profile: aquatic].
     #[arg(long, value_enum)]

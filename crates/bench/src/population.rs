@@ -101,8 +101,8 @@ pub enum EventModel {
     /// Each peer lives a session: its first announce is `started`; later announces are
     /// regular, except that with probability `p_complete` a leecher sends `completed` and
     /// becomes a seeder, and with probability `p_stop` the peer sends `stopped` and leaves.
-    /// A stopped peer rejoins with `started` (re-drawing whether it seeds), so the seeder
-    /// ratio stays near its configured value.
+    /// A stopped peer rejoins with `started`, seeding with the probability that keeps the
+    /// seeder fraction at the configured ratio ([`rejoin_seeder_probability`]).
     Lifecycle {
         /// Chance per regular announce that a leecher completes.
         p_complete: f64,
@@ -167,9 +167,14 @@ impl PeerState {
                     let r: f64 = rng.random();
                     if r < p_stop {
                         self.active = false;
-                        // Rejoining later, it seeds with the configured probability.
+                        // Whether it seeds when it rejoins: chosen to keep the expected seeder
+                        // fraction at the configured ratio (see `rejoin_seeder_probability`).
                         let seeder = self.seeder;
-                        self.seeder = rng.random_bool(seeder_ratio);
+                        self.seeder = rng.random_bool(rejoin_seeder_probability(
+                            seeder_ratio,
+                            p_complete,
+                            p_stop,
+                        ));
                         return (Event::Stopped, if seeder { 0 } else { LEFT_LEECHER });
                     } else if !self.seeder && r < p_stop + p_complete {
                         self.seeder = true;
@@ -182,6 +187,22 @@ impl PeerState {
             }
         }
     }
+}
+
+/// The probability that a peer rejoining after `stopped` seeds, chosen so that the seeder
+/// fraction `ratio` is stationary in the lifecycle model.
+///
+/// Per announce, a leecher becomes a seeder with probability `p_complete`, and any peer stops
+/// with probability `p_stop` and rejoins seeding with probability `q`. The seeder fraction `s`
+/// is stationary when `(1 - s) p_complete = s p_stop - q p_stop`, i.e. for
+/// `q = (s (p_complete + p_stop) - p_complete) / p_stop`. When completions alone exceed the
+/// ratio (`q < 0`), rejoining peers all leech and the fraction settles at
+/// `p_complete / (p_complete + p_stop)` instead.
+pub fn rejoin_seeder_probability(ratio: f64, p_complete: f64, p_stop: f64) -> f64 {
+    if p_stop <= 0.0 {
+        return ratio;
+    }
+    ((ratio * (p_complete + p_stop) - p_complete) / p_stop).clamp(0.0, 1.0)
 }
 
 /// `left` announced by leechers in the lifecycle model.
@@ -395,6 +416,53 @@ mod tests {
             p.next_announce(&mut r, stop, 0.0),
             (Event::Started, LEFT_LEECHER)
         );
+    }
+
+    #[test]
+    fn lifecycle_keeps_the_seeder_ratio() {
+        let s = SwarmSampler::new(SwarmDistribution::Uniform, 10, 1).unwrap();
+        let mut r = rng();
+        for (ratio, p_complete, p_stop) in [(0.5, 0.01, 0.01), (0.5, 0.01, 0.02), (0.2, 0.01, 0.05)]
+        {
+            let model = EventModel::Lifecycle { p_complete, p_stop };
+            let mut peers = peers_for_socket(&mut r, 0, 1, 2_000, &s, ratio);
+            // Long enough for completions and stops to have reshuffled everyone.
+            for _ in 0..600_000 {
+                let i = r.random_range(0..peers.len());
+                peers[i].next_announce(&mut r, model, ratio);
+            }
+            let got = peers.iter().filter(|p| p.seeder).count() as f64 / peers.len() as f64;
+            assert!(
+                (got - ratio).abs() < 0.04,
+                "{ratio} {p_complete} {p_stop}: {got}"
+            );
+        }
+        // Completions alone exceed the ratio: the fraction settles at pc / (pc + ps).
+        assert_eq!(rejoin_seeder_probability(0.1, 0.02, 0.01), 0.0);
+        assert_eq!(rejoin_seeder_probability(0.3, 0.0, 0.0), 0.3);
+        assert!((rejoin_seeder_probability(0.5, 0.01, 0.02) - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn aquatic_sampler_matches_its_weights() {
+        // M = 1000 swarms, N = 2000 peers: w_i = 0.5 + exp(6.5 - i / 2).
+        let w = aquatic_weights(1000, 2000);
+        let total: f64 = w.iter().sum();
+        let s = SwarmSampler::new(SwarmDistribution::Aquatic, 1000, 2000).unwrap();
+        let mut r = rng();
+        let draws = 200_000;
+        let mut counts = [0u32; 3];
+        for _ in 0..draws {
+            let i = s.sample(&mut r) as usize;
+            if i < 3 {
+                counts[i] += 1;
+            }
+        }
+        for (i, c) in counts.iter().enumerate() {
+            let got = f64::from(*c) / f64::from(draws);
+            let want = w[i] / total;
+            assert!((got - want).abs() < 0.005, "swarm {i}: {got} vs {want}");
+        }
     }
 
     #[test]
