@@ -1,0 +1,137 @@
+//! Loom model of the peer store's core races. Run with
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p fjord-store --release --test loom`.
+//!
+//! Under `cfg(loom)` the store uses loom's atomics (the `sync` module), one map shard of two
+//! slots and one counter stripe; crossbeam-epoch is replaced by a shim that leaks retired
+//! memory (loom cannot run crossbeam-epoch), so use-after-free is not modelled here: the
+//! epoch argument is in docs/architecture.md.
+#![cfg(loom)]
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+
+use fjord_store::{Event, PeerAddress, PeerStatus, PeerStore, StoreConfig};
+use loom::sync::Arc;
+use loom::thread;
+
+const H: [u8; 20] = [3; 20];
+const NOW: u32 = 80_000;
+
+fn p4(i: u8) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, i), 6881)
+}
+fn p6(i: u8) -> SocketAddrV6 {
+    SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i)), 6881, 0, 0)
+}
+
+fn store() -> Arc<PeerStore> {
+    Arc::new(PeerStore::new(StoreConfig { peer_timeout_secs: 100, ..StoreConfig::default() }))
+}
+
+fn ann<A: PeerAddress>(s: &PeerStore, p: A, ev: Event, now: u32) -> PeerStatus {
+    let mut out = Vec::new();
+    s.announce(&H, p, 1, ev, 0, now, 0, &mut out).status
+}
+
+fn consistent<A: PeerAddress>(s: &PeerStore, fam: usize) -> usize {
+    let (_, peers, counted) = s.audit::<A>();
+    assert_eq!(peers as i64, counted, "per-swarm counts != stored peers");
+    let r = s.raw_stats(fam);
+    assert_eq!(r.seeders + r.leechers, peers as i64, "global counts != stored peers");
+    peers
+}
+
+/// Two announces of the same new peer, in a swarm that does not exist yet: one swarm, one
+/// peer, one Inserted.
+#[test]
+fn same_new_peer_twice() {
+    loom::model(|| {
+        let s = store();
+        let s2 = s.clone();
+        let t = thread::spawn(move || ann(&s2, p4(1), Event::Started, NOW));
+        let a = ann(&s, p4(1), Event::Started, NOW);
+        let b = t.join().unwrap();
+        let mut st = [a, b];
+        st.sort_by_key(|x| format!("{x:?}"));
+        assert_eq!(st, [PeerStatus::Inserted, PeerStatus::Updated]);
+        assert_eq!(s.peers_of::<SocketAddrV4>(&H).unwrap().len(), 1);
+        assert_eq!(consistent::<SocketAddrV4>(&s, 0), 1);
+        assert_eq!(s.stats().v4.swarms, 1);
+    });
+}
+
+/// The IPv6 variant: reservation, address write and publication race with a second inserter
+/// of the same peer (which waits on the reservation).
+#[test]
+fn same_new_peer_twice_v6() {
+    loom::model(|| {
+        let s = store();
+        ann(&s, p6(9), Event::Started, NOW); // swarm exists, table of 1 is full
+        let s2 = s.clone();
+        let t = thread::spawn(move || ann(&s2, p6(1), Event::Started, NOW));
+        let a = ann(&s, p6(1), Event::Started, NOW);
+        let b = t.join().unwrap();
+        assert!(matches!((a, b), (PeerStatus::Inserted, PeerStatus::Updated) | (PeerStatus::Updated, PeerStatus::Inserted)));
+        assert_eq!(s.peers_of::<SocketAddrV6>(&H).unwrap().len(), 2);
+        assert_eq!(consistent::<SocketAddrV6>(&s, 1), 2);
+    });
+}
+
+/// Two inserts of different peers into a full table of one slot: both need a migration
+/// (1 → 2 → 3 slots); neither peer, nor the old one, may be lost.
+#[test]
+fn inserts_racing_resize() {
+    loom::model(|| {
+        let s = store();
+        ann(&s, p4(1), Event::Started, NOW);
+        let s2 = s.clone();
+        let t = thread::spawn(move || ann(&s2, p4(2), Event::Started, NOW));
+        assert_eq!(ann(&s, p4(3), Event::Started, NOW), PeerStatus::Inserted);
+        assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
+        let mut got: Vec<_> = s.peers_of::<SocketAddrV4>(&H).unwrap().into_iter().map(|p| p.0).collect();
+        got.sort();
+        assert_eq!(got, [p4(1), p4(2), p4(3)]);
+        assert_eq!(consistent::<SocketAddrV4>(&s, 0), 3);
+    });
+}
+
+/// Stop racing a refresh of the same peer: the outcome must match one of the two orders.
+#[test]
+fn stop_racing_refresh() {
+    loom::model(|| {
+        let s = store();
+        ann(&s, p4(1), Event::Started, NOW);
+        ann(&s, p4(2), Event::Started, NOW);
+        let s2 = s.clone();
+        let t = thread::spawn(move || ann(&s2, p4(1), Event::Stopped, NOW));
+        let refresh = ann(&s, p4(1), Event::None, NOW);
+        let stop = t.join().unwrap();
+        assert_eq!(stop, PeerStatus::Removed);
+        let present = s.peers_of::<SocketAddrV4>(&H).unwrap().iter().any(|p| p.0 == p4(1));
+        match refresh {
+            PeerStatus::Inserted => assert!(present, "refresh after stop must re-insert"),
+            PeerStatus::Updated => assert!(!present, "stop after refresh must remove"),
+            other => panic!("unexpected {other:?}"),
+        }
+        consistent::<SocketAddrV4>(&s, 0);
+    });
+}
+
+/// clean() expires the only peer and frees the swarm while a new peer is inserted into it:
+/// the new peer must end up stored (in the old swarm, migrated, or in a fresh one).
+#[test]
+fn clean_freeing_swarm_racing_insert() {
+    loom::model(|| {
+        let s = store();
+        ann(&s, p4(1), Event::Started, NOW - 1_000); // expired at NOW
+        let s2 = s.clone();
+        let t = thread::spawn(move || s2.clean(NOW, 10));
+        assert_eq!(ann(&s, p4(2), Event::Started, NOW), PeerStatus::Inserted);
+        let rep = t.join().unwrap();
+        assert_eq!(rep.peers_expired, 1);
+        let got: Vec<_> = s.peers_of::<SocketAddrV4>(&H).expect("swarm lost").into_iter().map(|p| p.0).collect();
+        assert_eq!(got, [p4(2)]);
+        assert_eq!(consistent::<SocketAddrV4>(&s, 0), 1);
+        assert_eq!(s.stats().v4.swarms, 1);
+        assert_eq!(s.audit::<SocketAddrV4>().0, 1);
+    });
+}

@@ -1,0 +1,238 @@
+//! Stress tests on scoped threads with asserted invariants.
+//!
+//! * `owned_peers_*`: every thread owns its own peers (its own IP) in a few shared swarms with
+//!   tiny tables, so each thread has an exact sequential model of them: every status it gets
+//!   back is checked against the model, and at the end the stored set (address and seeder
+//!   flag) must equal the union of the models: no peer lost, none duplicated.
+//! * `shared_peers_*`: all threads hammer the *same* few peers. Per peer, the statuses seen
+//!   (Inserted / Removed) must alternate in some linearization, so across threads
+//!   `#Inserted - #Removed` is 0 or 1 and equals the peer's final presence.
+//! * Throughout both, a checker thread asserts that no counter (per swarm, global) is ever
+//!   negative, and a cleaner thread runs `clean` (compaction, freeing of empty swarms) against
+//!   the writers. At the end seeders + leechers equal the peers stored, per swarm and globally.
+//!
+//! Default sizes run in well under a second; `cargo test -p fjord-store --release --test
+//! stress -- --ignored` runs the heavy variant (or set FJORD_STRESS_OPS).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use fjord_store::{Event, NotStoredReason, PeerAddress, PeerStatus, PeerStore, StoreConfig};
+
+const NOW: u32 = 50_000;
+
+fn ops(default: usize) -> usize {
+    std::env::var("FJORD_STRESS_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn swarm(k: u8) -> [u8; 20] {
+    let mut h = [0xAB; 20];
+    h[0] = k;
+    h
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+trait Mk: PeerAddress + std::hash::Hash + Eq + std::fmt::Debug {
+    fn mk(owner: u32, port: u16) -> Self;
+    fn fam() -> usize;
+}
+impl Mk for SocketAddrV4 {
+    fn mk(owner: u32, port: u16) -> Self {
+        SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 + owner), port)
+    }
+    fn fam() -> usize {
+        0
+    }
+}
+impl Mk for SocketAddrV6 {
+    fn mk(owner: u32, port: u16) -> Self {
+        SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, owner as u16), port, 0, 0)
+    }
+    fn fam() -> usize {
+        1
+    }
+}
+
+/// Checker + cleaner threads that run until `stop`.
+fn background<'s, A: Mk>(sc: &'s std::thread::Scope<'s, '_>, store: &'s PeerStore, swarms: u8, stop: &'s AtomicBool) {
+    sc.spawn(move || {
+        let mut checks = 0u64;
+        while !stop.load(Ordering::Relaxed) || checks == 0 {
+            let r = store.raw_stats(A::fam());
+            assert!(r.seeders >= 0 && r.leechers >= 0 && r.swarms >= 0, "negative global count {r:?}");
+            for k in 0..swarms {
+                if let Some((s, l, _)) = store.raw_counts::<A>(&swarm(k)) {
+                    assert!(s >= 0 && l >= 0, "negative swarm count {s} {l}");
+                }
+            }
+            checks += 1;
+        }
+    });
+    sc.spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            store.clean(NOW, 16);
+            std::thread::yield_now();
+        }
+    });
+}
+
+fn assert_counts_match<A: Mk>(store: &PeerStore) {
+    let (_, peers, counted) = store.audit::<A>();
+    assert_eq!(peers as i64, counted, "per-swarm seeders+leechers != stored peers");
+    let r = store.raw_stats(A::fam());
+    assert_eq!(r.seeders + r.leechers, peers as i64, "global seeders+leechers != stored peers");
+}
+
+fn owned_peers<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16, swarms: u8) {
+    let store = PeerStore::new(StoreConfig::default());
+    let stop = AtomicBool::new(false);
+    let models: Vec<HashMap<(u8, u16), bool>> = std::thread::scope(|sc| {
+        background::<A>(sc, &store, swarms, &stop);
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let store = &store;
+                sc.spawn(move || {
+                    let mut rng = Rng(0x9e37_79b9 + u64::from(t) * 7919);
+                    let mut model: HashMap<(u8, u16), bool> = HashMap::new();
+                    let mut out = Vec::new();
+                    for _ in 0..ops_per_thread {
+                        let x = rng.next();
+                        let k = (x % u64::from(swarms)) as u8;
+                        let port = 1 + ((x >> 8) % u64::from(ports)) as u16;
+                        let peer = A::mk(t, port);
+                        let seeder = (x >> 24) % 3 == 0;
+                        let stopping = (x >> 32) % 4 == 0;
+                        let ev = if stopping { Event::Stopped } else { Event::None };
+                        let o = store.announce(&swarm(k), peer, if seeder { 0 } else { 7 }, ev, 8, NOW, x, &mut out);
+                        let present = model.contains_key(&(k, port));
+                        let expect = match (stopping, present) {
+                            (true, true) => PeerStatus::Removed,
+                            (true, false) => PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped),
+                            (false, true) => PeerStatus::Updated,
+                            (false, false) => PeerStatus::Inserted,
+                        };
+                        assert_eq!(o.status, expect, "thread {t} peer {peer:?} swarm {k}");
+                        assert!(!out.contains(&peer), "requester handed out");
+                        assert_eq!(out.iter().collect::<HashSet<_>>().len(), out.len(), "duplicate in reply");
+                        if stopping {
+                            model.remove(&(k, port));
+                        } else {
+                            model.insert((k, port), seeder);
+                        }
+                    }
+                    model
+                })
+            })
+            .collect();
+        let models = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        models
+    });
+    for k in 0..swarms {
+        let mut want: HashMap<A, bool> = HashMap::new();
+        for (t, m) in models.iter().enumerate() {
+            for (&(mk, port), &seeder) in m {
+                if mk == k {
+                    want.insert(A::mk(t as u32, port), seeder);
+                }
+            }
+        }
+        let got_list = store.peers_of::<A>(&swarm(k)).unwrap_or_default();
+        let got: HashMap<A, bool> = got_list.iter().copied().collect();
+        assert_eq!(got.len(), got_list.len(), "duplicate peer stored in swarm {k}");
+        assert_eq!(got, want, "stored set != model in swarm {k}");
+        if let Some((s, l, _)) = store.raw_counts::<A>(&swarm(k)) {
+            let seeders = want.values().filter(|s| **s).count() as i32;
+            assert_eq!((s, l), (seeders, want.len() as i32 - seeders), "swarm {k} counts");
+        }
+    }
+    assert_counts_match::<A>(&store);
+}
+
+fn shared_peers<A: Mk>(threads: u32, ops_per_thread: usize, peers: u16, swarms: u8) {
+    let store = PeerStore::new(StoreConfig::default());
+    let stop = AtomicBool::new(false);
+    let n = usize::from(peers) * usize::from(swarms);
+    let balance: Vec<AtomicI64> = (0..n).map(|_| AtomicI64::new(0)).collect();
+    std::thread::scope(|sc| {
+        background::<A>(sc, &store, swarms, &stop);
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (store, balance) = (&store, &balance);
+                sc.spawn(move || {
+                    let mut rng = Rng(0x51_7cc1_b727_220a + u64::from(t) * 104_729);
+                    let mut out = Vec::new();
+                    for _ in 0..ops_per_thread {
+                        let x = rng.next();
+                        let k = (x % u64::from(swarms)) as u8;
+                        let port = 1 + ((x >> 8) % u64::from(peers)) as u16;
+                        let ev = if (x >> 32) % 3 == 0 { Event::Stopped } else { Event::Started };
+                        let o = store.announce(&swarm(k), A::mk(0, port), ((x >> 40) % 2) as i64, ev, 4, NOW, x, &mut out);
+                        let b = &balance[usize::from(k) * usize::from(peers) + usize::from(port - 1)];
+                        match o.status {
+                            PeerStatus::Inserted => {
+                                b.fetch_add(1, Ordering::Relaxed);
+                            }
+                            PeerStatus::Removed => {
+                                b.fetch_sub(1, Ordering::Relaxed);
+                            }
+                            _ => {}
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    for k in 0..swarms {
+        let got_list = store.peers_of::<A>(&swarm(k)).unwrap_or_default();
+        let got: HashSet<A> = got_list.iter().map(|p| p.0).collect();
+        assert_eq!(got.len(), got_list.len(), "duplicate peer stored in swarm {k}");
+        for port in 1..=peers {
+            let b = balance[usize::from(k) * usize::from(peers) + usize::from(port - 1)].load(Ordering::Relaxed);
+            let present = got.contains(&A::mk(0, port));
+            assert_eq!(b, i64::from(present), "swarm {k} port {port}: inserted-removed = {b}, present = {present}");
+        }
+    }
+    assert_counts_match::<A>(&store);
+}
+
+#[test]
+fn owned_peers_v4() {
+    owned_peers::<SocketAddrV4>(4, ops(4_000), 40, 3);
+}
+#[test]
+fn owned_peers_v6() {
+    owned_peers::<SocketAddrV6>(4, ops(3_000), 30, 3);
+}
+#[test]
+fn shared_peers_v4() {
+    shared_peers::<SocketAddrV4>(4, ops(4_000), 12, 2);
+}
+#[test]
+fn shared_peers_v6() {
+    shared_peers::<SocketAddrV6>(4, ops(3_000), 12, 2);
+}
+
+#[test]
+#[ignore = "heavy: run with --release -- --ignored"]
+fn heavy_stress() {
+    let n = ops(300_000);
+    owned_peers::<SocketAddrV4>(8, n, 500, 5);
+    owned_peers::<SocketAddrV6>(8, n / 2, 300, 5);
+    shared_peers::<SocketAddrV4>(8, n, 16, 3);
+    shared_peers::<SocketAddrV6>(8, n / 2, 16, 3);
+}
