@@ -62,6 +62,25 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+forget_pid() { # pid: no longer ours to kill
+  local kept=() p
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && [ "$p" != "$1" ] && kept+=("$p")
+  done
+  PIDS=("${kept[@]:-}")
+}
+
+# Runs a command in the background and waits for it, so that a signal interrupts the wait and
+# the EXIT trap stops the command at once (a foreground command would delay the trap).
+run_waited() {
+  "$@" &
+  local pid=$! rc=0
+  PIDS+=("$pid")
+  wait "$pid" || rc=$?
+  forget_pid "$pid"
+  return "$rc"
+}
+
 # Command prefixes that pin to a CPU list (taskset execs the command, so $! is its pid).
 TRACKER_PIN=()
 BENCH_PIN=()
@@ -108,6 +127,7 @@ start_tracker() { # name -> sets TRACKER_PID and TRACKER_ADDR
 stop_tracker() {
   kill "$TRACKER_PID" 2>/dev/null || true
   wait "$TRACKER_PID" 2>/dev/null || true
+  forget_pid "$TRACKER_PID"
 }
 
 # Top-level number from fjord-bench's pretty JSON (keys at two spaces of indent).
@@ -128,7 +148,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 run_fjord_bench() { # tracker round
   local out="$WORK/$1.$2.json"
   start_tracker "$1"
-  timeout "$STEP_LIMIT" "${BENCH_PIN[@]}" "$BIN/fjord-bench" "$TRACKER_ADDR" --profile "$PROFILE" \
+  run_waited timeout "$STEP_LIMIT" "${BENCH_PIN[@]}" "$BIN/fjord-bench" "$TRACKER_ADDR" --profile "$PROFILE" \
     --threads "$BENCH_THREADS" -d "$DURATION" --server-pid "$TRACKER_PID" --json -q \
     "${EXTRA[@]}" >"$out" || log "fjord-bench against $1 exited with $?"
   stop_tracker
@@ -171,6 +191,7 @@ run_loadtest() { # tracker round
   done
   kill "$lt" 2>/dev/null || true
   wait "$lt" 2>/dev/null || true
+  forget_pid "$lt"
   stop_tracker
   local rps
   rps=$(sed -n 's/^Average responses per second: \([0-9.]*\)$/\1/p' "$out" | tail -n 1)
