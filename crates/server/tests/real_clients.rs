@@ -86,6 +86,11 @@ impl Proc {
             .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.name))
     }
 
+    /// `true` once the process has exited (and is reaped); never panics (used by `drop`).
+    fn try_wait_quiet(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits for the process to exit, at most `limit`; `None` if it is still running.
     fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
@@ -103,6 +108,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Once reaped, the id may be reused by a stranger: never signal it then.
         if self.try_wait_quiet() {
             return;
         }
@@ -115,12 +121,6 @@ impl Drop for Proc {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn try_wait_quiet(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 }
 
