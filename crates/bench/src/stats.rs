@@ -280,6 +280,8 @@ pub struct Report {
     pub sent: ByKind<u64>,
     /// Requests sent in all.
     pub sent_total: u64,
+    /// Requests sent per second (in open loop, compare with `target_rate`).
+    pub sent_per_second_total: f64,
     /// Valid replies by kind.
     pub responses: ByKind<u64>,
     /// Valid replies in all (error replies not included).
@@ -355,6 +357,7 @@ impl Report {
             elapsed_seconds,
             sent: ByKind::from_array(s.sent),
             sent_total,
+            sent_per_second_total: per_sec(sent_total),
             responses: ByKind::from_array(s.responses),
             responses_total,
             responses_per_second: ByKind::from_array(s.responses.map(per_sec)),
@@ -403,8 +406,12 @@ impl Report {
         };
         let _ = writeln!(
             o,
-            "fjord-bench: {} ({rate}), {} threads, {} sockets, {:.2} s",
-            self.target, self.threads, self.sockets, self.elapsed_seconds
+            "fjord-bench: {} ({rate}), {} threads, {} sockets, {:.2} s, {:.0} requests/s sent",
+            self.target,
+            self.threads,
+            self.sockets,
+            self.elapsed_seconds,
+            self.sent_per_second_total
         );
         let _ = writeln!(o);
         let _ = writeln!(
@@ -568,6 +575,7 @@ mod tests {
         a.merge(&b);
         let r = Report::build(&a, "x".into(), &LoadMode::Closed, 2, 8, 2.0, 0.5, None);
         assert_eq!(r.sent_total, 19);
+        assert_eq!(r.sent_per_second_total, 9.5);
         assert_eq!(r.responses.announce, 2);
         assert_eq!(r.responses_total, 3);
         assert_eq!(r.responses_per_second_total, 1.5);
