@@ -256,8 +256,9 @@ pub struct ServerUsage {
     pub rss_bytes: Option<u64>,
     /// Valid replies per server CPU second.
     pub responses_per_cpu_second: Option<f64>,
-    /// Peak RSS divided by the distinct peers announced in this run (includes the server's
-    /// baseline memory and any peers from earlier runs, so it is an upper bound).
+    /// Peak RSS divided by the distinct peers announced in this run: a rough figure. The
+    /// server's baseline memory and peers left from earlier runs inflate it; peers that
+    /// announced `stopped` (no longer stored) deflate it.
     pub bytes_per_peer: Option<f64>,
 }
 
