@@ -30,6 +30,8 @@ const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
 const DEBIAN_PYTHON: &str = "/usr/bin/python3";
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
+/// fjord's configuration for these tests (`-c`); `--listen` and `--workers` are flags.
+const FJORD_CONFIG: &str = "log_level = \"warn\"\n\n[metrics]\nenabled = false\n";
 
 // ---------------------------------------------------------------------------------------------
 // Skipping outside CI, failing in CI.
@@ -400,8 +402,14 @@ impl Tracker {
                 cmd.args(["--seconds", "300"]);
                 cmd
             } else {
+                // No metrics exporter: its fixed default port would collide between the trackers
+                // these tests (and others) run at the same time.
+                let config = dir.join("fjord.toml");
+                fs::write(&config, FJORD_CONFIG).expect("write fjord.toml");
                 let mut cmd = Command::new(FJORD);
-                cmd.arg("--listen")
+                cmd.arg("-c")
+                    .arg(&config)
+                    .arg("--listen")
                     .arg(addr.to_string())
                     .args(["--workers", "1"]);
                 cmd
