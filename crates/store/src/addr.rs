@@ -70,13 +70,21 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 impl PeerKey {
     pub(crate) fn v4(ip: u32, port: u16, seed: u64) -> Self {
         let key = (u64::from(ip) << 32) | (u64::from(port) << 16);
-        PeerKey { hash: mix(key ^ seed), key, addr: [0; 2] }
+        PeerKey {
+            hash: mix(key ^ seed),
+            key,
+            addr: [0; 2],
+        }
     }
     pub(crate) fn v6(hi: u64, lo: u64, port: u16, seed: u64) -> Self {
         let hash = mix(hi ^ seed) ^ mix(lo.wrapping_add(seed) ^ u64::from(port).rotate_left(40));
         let tag = hash >> 34; // 30 bits
         let key = (tag << 34) | V6_PUBLISHED | (u64::from(port) << 16);
-        PeerKey { hash, key, addr: [hi, lo] }
+        PeerKey {
+            hash,
+            key,
+            addr: [hi, lo],
+        }
     }
     /// Rebuilds the key of a stored (published or removed) slot.
     pub(crate) fn from_slot(fam: Fam, meta: u64, addr: [u64; 2], seed: u64) -> Self {
@@ -150,7 +158,10 @@ impl sealed::Sealed for SocketAddrV4 {
         PeerKey::v4(u32::from(*self.ip()), SocketAddrV4::port(self), seed)
     }
     fn decode(meta: u64, _addr: [u64; 2]) -> Self {
-        SocketAddrV4::new(Ipv4Addr::from((meta >> 32) as u32), ((meta >> 16) & 0xFFFF) as u16)
+        SocketAddrV4::new(
+            Ipv4Addr::from((meta >> 32) as u32),
+            ((meta >> 16) & 0xFFFF) as u16,
+        )
     }
 }
 impl PeerAddress for SocketAddrV4 {}

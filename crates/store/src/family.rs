@@ -73,7 +73,7 @@ pub(crate) fn info_hash_hash(ih: &[u8; 20], seed: u64) -> u64 {
 }
 #[inline]
 pub(crate) fn stripe_of(h: u64) -> usize {
-    ((h >> 40) as usize) % STRIPES
+    ((h >> 40) as usize) & (STRIPES - 1)
 }
 #[inline]
 fn tag_of(h: u64) -> u64 {
@@ -98,7 +98,9 @@ pub(crate) enum Remove {
 }
 
 fn counters(n: usize) -> Box<[CachePadded<AtomicI64>]> {
-    (0..n).map(|_| CachePadded::new(AtomicI64::new(0))).collect()
+    (0..n)
+        .map(|_| CachePadded::new(AtomicI64::new(0)))
+        .collect()
 }
 
 pub(crate) struct Family {
@@ -115,7 +117,9 @@ impl Family {
     pub(crate) fn new(fam: Fam) -> Self {
         Family {
             fam,
-            shards: (0..SHARDS).map(|_| AtomicUsize::new(Table::alloc(MAP_MIN_CAP, 1).addr())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| AtomicUsize::new(Table::alloc(MAP_MIN_CAP, 1).addr()))
+                .collect(),
             seeders: counters(STRIPES),
             leechers: counters(STRIPES),
             completed: counters(STRIPES),
@@ -140,7 +144,7 @@ impl Family {
     /// `m` must be a non-empty map slot value read under `_g` (live, or removed/frozen but read
     /// while the guard was held): the swarm it names is then not freed before `_g` is dropped.
     #[inline]
-    pub(crate) unsafe fn swarm_ref<'g>(m: u64, _g: &'g Guard) -> &'g Swarm {
+    pub(crate) unsafe fn swarm_ref(m: u64, _g: &Guard) -> &Swarm {
         // SAFETY: per the contract the pointer is a live `Swarm` for the guard's lifetime.
         unsafe { &*std::ptr::with_exposed_provenance::<Swarm>((m & M_PTR) as usize) }
     }
@@ -153,7 +157,11 @@ impl Family {
     }
 
     fn count(&self, swarm: &Swarm, stripe: usize, seeder: bool, up: bool) {
-        let (c, g) = if seeder { (&swarm.seeders, &self.seeders[stripe]) } else { (&swarm.leechers, &self.leechers[stripe]) };
+        let (c, g) = if seeder {
+            (&swarm.seeders, &self.seeders[stripe])
+        } else {
+            (&swarm.leechers, &self.leechers[stripe])
+        };
         if up {
             c.fetch_add(1, Relaxed);
             g.fetch_add(1, Relaxed);
@@ -173,7 +181,8 @@ impl Family {
     fn matches(&self, t: Table, i: usize, m: u64, pk: &PeerKey) -> bool {
         (m & KEY_MASK) == pk.key
             && (self.fam == Fam::V4
-                || (t.word(i, 1).load(Relaxed) == pk.addr[0] && t.word(i, 2).load(Relaxed) == pk.addr[1]))
+                || (t.word(i, 1).load(Relaxed) == pk.addr[0]
+                    && t.word(i, 2).load(Relaxed) == pk.addr[1]))
     }
     #[inline]
     fn reserved_by(&self, m: u64, pk: &PeerKey) -> bool {
@@ -181,13 +190,23 @@ impl Family {
     }
     #[inline]
     fn addr_words(&self, t: Table, i: usize) -> [u64; 2] {
-        if self.fam == Fam::V6 { [t.word(i, 1).load(Relaxed), t.word(i, 2).load(Relaxed)] } else { [0; 2] }
+        if self.fam == Fam::V6 {
+            [t.word(i, 1).load(Relaxed), t.word(i, 2).load(Relaxed)]
+        } else {
+            [0; 2]
+        }
     }
 
     // ---------------------------------------------------------------- swarm map
 
-    pub(crate) fn lookup<'g>(&self, ih: &[u8; 20], h: u64, ctx: &Ctx, g: &'g Guard) -> Option<&'g Swarm> {
-        let s = (h as usize) % SHARDS;
+    pub(crate) fn lookup<'g>(
+        &self,
+        ih: &[u8; 20],
+        h: u64,
+        ctx: &Ctx,
+        g: &'g Guard,
+    ) -> Option<&'g Swarm> {
+        let s = (h as usize) & (SHARDS - 1);
         'retry: loop {
             let t = self.map_table(s, g);
             let cap = t.cap();
@@ -215,8 +234,14 @@ impl Family {
     }
 
     /// Finds the swarm or creates it; `None` when the swarm limit is reached.
-    pub(crate) fn get_or_insert<'g>(&self, ih: &[u8; 20], h: u64, ctx: &Ctx, g: &'g Guard) -> Option<&'g Swarm> {
-        let s = (h as usize) % SHARDS;
+    pub(crate) fn get_or_insert<'g>(
+        &self,
+        ih: &[u8; 20],
+        h: u64,
+        ctx: &Ctx,
+        g: &'g Guard,
+    ) -> Option<&'g Swarm> {
+        let s = (h as usize) & (SHARDS - 1);
         let mut fresh: usize = 0;
         let found = 'retry: loop {
             let t = self.map_table(s, g);
@@ -237,7 +262,9 @@ impl Family {
                 }
                 if m == 0 {
                     if hd.used.load(Relaxed) as usize >= map_max_used(cap) {
-                        let _ = hd.next.compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
+                        let _ = hd
+                            .next
+                            .compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
                         continue 'retry;
                     }
                     if fresh == 0 {
@@ -245,7 +272,10 @@ impl Family {
                             break 'retry None;
                         }
                         fresh = Swarm::alloc(*ih, self.words()).expose_provenance();
-                        assert!(fresh as u64 & !M_PTR == 0, "swarm pointer does not fit 48 bits");
+                        assert!(
+                            fresh as u64 & !M_PTR == 0,
+                            "swarm pointer does not fit 48 bits"
+                        );
                     }
                     self.swarms.fetch_add(1, Relaxed);
                     let v = fresh as u64 | (tag_of(h) << 48);
@@ -269,7 +299,9 @@ impl Family {
                 i = if i + 1 == cap { 0 } else { i + 1 };
                 probes += 1;
             }
-            let _ = hd.next.compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
+            let _ = hd
+                .next
+                .compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
         };
         if fresh != 0 {
             // SAFETY: `fresh` was never published, so this thread is its only owner.
@@ -281,7 +313,7 @@ impl Family {
 
     /// Tombstones the map slot of swarm `p`; true if this call did it (it must then retire it).
     fn map_remove(&self, h: u64, p: usize, ctx: &Ctx, g: &Guard) -> bool {
-        let s = (h as usize) % SHARDS;
+        let s = (h as usize) & (SHARDS - 1);
         'retry: loop {
             let t = self.map_table(s, g);
             if t.header().next.load(Acquire) != NEXT_NONE {
@@ -320,7 +352,10 @@ impl Family {
     /// Freezes map table `t` of shard `s`, copies its live entries to the successor and
     /// installs it. Lock-free: every helper can finish alone; copying is idempotent.
     fn help_map_migrate(&self, s: usize, t: Table, ctx: &Ctx, g: &Guard) {
-        let _ = t.header().next.compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
+        let _ = t
+            .header()
+            .next
+            .compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
         let cap = t.cap();
         for i in 0..cap {
             t.word(i, 0).fetch_or(M_FROZEN, AcqRel);
@@ -353,7 +388,10 @@ impl Family {
                 self.map_copy(new, v, ctx, g);
             }
         }
-        if self.shards[s].compare_exchange(t.addr(), n, AcqRel, Acquire).is_ok() {
+        if self.shards[s]
+            .compare_exchange(t.addr(), n, AcqRel, Acquire)
+            .is_ok()
+        {
             let a = t.addr();
             // SAFETY: the shard no longer points to `t`; threads that still see it pinned
             // before now. Retired once: only the winner of this CAS gets here.
@@ -444,7 +482,9 @@ impl Family {
                 }
                 if is_empty(m) {
                     if hd.used.load(Relaxed) as usize >= peer_max_used(cap) {
-                        let _ = hd.next.compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
+                        let _ = hd
+                            .next
+                            .compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
                         continue 'retry;
                     }
                     if !ctx.reserve_peer() {
@@ -510,12 +550,21 @@ impl Family {
                 i = if i + 1 == cap { 0 } else { i + 1 };
                 probes += 1;
             }
-            let _ = hd.next.compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
+            let _ = hd
+                .next
+                .compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
         }
     }
 
     /// Removes peer `pk` (event stopped).
-    pub(crate) fn remove(&self, swarm: &Swarm, stripe: usize, pk: &PeerKey, ctx: &Ctx, g: &Guard) -> Remove {
+    pub(crate) fn remove(
+        &self,
+        swarm: &Swarm,
+        stripe: usize,
+        pk: &PeerKey,
+        ctx: &Ctx,
+        g: &Guard,
+    ) -> Remove {
         'retry: loop {
             let t = self.current(swarm, g);
             if t.header().next.load(Acquire) != NEXT_NONE {
@@ -639,7 +688,9 @@ impl Family {
         }
         let mut n = hd.next.load(Acquire);
         if n == NEXT_GROW || n == NEXT_KILL {
-            let live = (0..cap).filter(|&i| is_live(fam, t.word(i, 0).load(Acquire))).count();
+            let live = (0..cap)
+                .filter(|&i| is_live(fam, t.word(i, 0).load(Acquire)))
+                .count();
             let target = if live == 0 && n == NEXT_KILL {
                 NEXT_DEAD
             } else {
@@ -667,7 +718,11 @@ impl Family {
                 self.copy_peer(new, m & !FROZEN, self.addr_words(t, i), ctx);
             }
         }
-        if swarm.table.compare_exchange(t.addr(), n, AcqRel, Acquire).is_ok() {
+        if swarm
+            .table
+            .compare_exchange(t.addr(), n, AcqRel, Acquire)
+            .is_ok()
+        {
             let a = t.addr();
             // SAFETY: `swarm.table` no longer points to `t`; only the CAS winner retires it.
             unsafe { retire(g, move || Table::from_addr(a, words).free()) };
@@ -684,7 +739,11 @@ impl Family {
             let words = self.words();
             // SAFETY: the map no longer holds the swarm and its table is dead (never replaced),
             // so both are unreachable for later pins; only the map-removal winner retires them.
-            unsafe { retire(g, move || Swarm::free(std::ptr::with_exposed_provenance_mut(p), words)) };
+            unsafe {
+                retire(g, move || {
+                    Swarm::free(std::ptr::with_exposed_provenance_mut(p), words)
+                })
+            };
             true
         } else {
             false
@@ -742,7 +801,14 @@ impl Family {
     }
 
     /// Expires old peers of `swarm`; frees it if empty, compacts it if tombstone-heavy.
-    pub(crate) fn clean_swarm(&self, swarm: &Swarm, now_stamp: u64, ctx: &Ctx, g: &Guard, rep: &mut CleanReport) {
+    pub(crate) fn clean_swarm(
+        &self,
+        swarm: &Swarm,
+        now_stamp: u64,
+        ctx: &Ctx,
+        g: &Guard,
+        rep: &mut CleanReport,
+    ) {
         let stripe = stripe_of(info_hash_hash(&swarm.info_hash, ctx.seed));
         let t = self.current(swarm, g);
         let hd = t.header();
@@ -793,7 +859,12 @@ impl Family {
     }
 
     /// Test/debug view: the live peers (address, seeder) of the swarm for `ih`.
-    pub(crate) fn peers_of<A: PeerAddress>(&self, ih: &[u8; 20], ctx: &Ctx, g: &Guard) -> Option<Vec<(A, bool)>> {
+    pub(crate) fn peers_of<A: PeerAddress>(
+        &self,
+        ih: &[u8; 20],
+        ctx: &Ctx,
+        g: &Guard,
+    ) -> Option<Vec<(A, bool)>> {
         let h = info_hash_hash(ih, ctx.seed);
         let sw = self.lookup(ih, h, ctx, g)?;
         let t = self.current(sw, g);
@@ -808,9 +879,18 @@ impl Family {
     }
 
     /// Raw (signed) counters of the swarm for `ih`: (seeders, leechers, completed).
-    pub(crate) fn raw_counts(&self, ih: &[u8; 20], ctx: &Ctx, g: &Guard) -> Option<(i32, i32, u32)> {
+    pub(crate) fn raw_counts(
+        &self,
+        ih: &[u8; 20],
+        ctx: &Ctx,
+        g: &Guard,
+    ) -> Option<(i32, i32, u32)> {
         let sw = self.lookup(ih, info_hash_hash(ih, ctx.seed), ctx, g)?;
-        Some((sw.seeders.load(Relaxed) as i32, sw.leechers.load(Relaxed) as i32, sw.completed.load(Relaxed)))
+        Some((
+            sw.seeders.load(Relaxed) as i32,
+            sw.leechers.load(Relaxed) as i32,
+            sw.completed.load(Relaxed),
+        ))
     }
 
     /// Number of swarms in the map (walks every shard).
@@ -827,8 +907,25 @@ impl Family {
         }
     }
 
+    pub(crate) fn allocated_bytes(&self, g: &Guard) -> (usize, usize, usize) {
+        let (mut sw, mut tb, mut map) = (0, 0, 0);
+        for s in 0..SHARDS {
+            map += crate::table::table_bytes(self.map_table(s, g).cap(), 1);
+        }
+        self.walk_swarms(g, |x| {
+            sw += std::mem::size_of::<Swarm>();
+            tb += crate::table::table_bytes(self.current(x, g).cap(), self.words());
+        });
+        (sw, tb, map)
+    }
+
     /// The swarm at map slot `i` of shard `s`, if live; and the shard table's capacity.
-    pub(crate) fn swarm_at<'g>(&self, s: usize, i: usize, g: &'g Guard) -> (usize, Option<&'g Swarm>) {
+    pub(crate) fn swarm_at<'g>(
+        &self,
+        s: usize,
+        i: usize,
+        g: &'g Guard,
+    ) -> (usize, Option<&'g Swarm>) {
         let t = self.map_table(s, g);
         let cap = t.cap();
         if i >= cap {
@@ -855,7 +952,12 @@ impl Drop for Family {
                 if v != 0 && v & M_REMOVED == 0 {
                     // SAFETY: each live swarm is owned by exactly one live map slot; removed
                     // ones were retired through the epoch instead.
-                    unsafe { Swarm::free(std::ptr::with_exposed_provenance_mut((v & M_PTR) as usize), words) };
+                    unsafe {
+                        Swarm::free(
+                            std::ptr::with_exposed_provenance_mut((v & M_PTR) as usize),
+                            words,
+                        )
+                    };
                 }
             }
             // SAFETY: as above; the current map table is freed once.

@@ -179,7 +179,8 @@ fn random_seed() -> u64 {
 
 impl PeerStore {
     pub fn new(config: StoreConfig) -> Self {
-        let timeout_units = u64::from(config.peer_timeout_secs >> addr::STAMP_SHIFT).clamp(1, (1 << (addr::STAMP_BITS - 1)) - 1);
+        let timeout_units = u64::from(config.peer_timeout_secs >> addr::STAMP_SHIFT)
+            .clamp(1, (1 << (addr::STAMP_BITS - 1)) - 1);
         PeerStore {
             ctx: Ctx {
                 seed: random_seed(),
@@ -245,7 +246,11 @@ impl PeerStore {
             _ if num_want < 0 => self.config.default_num_want.min(cap),
             _ => (num_want as usize).min(cap),
         };
-        let zero = |status| AnnounceOutcome { seeders: 0, leechers: 0, status };
+        let zero = |status| AnnounceOutcome {
+            seeders: 0,
+            leechers: 0,
+            status,
+        };
         loop {
             let status;
             let swarm = if event == Event::Stopped {
@@ -276,15 +281,18 @@ impl PeerStore {
                     return zero(PeerStatus::NotStored(NotStoredReason::SwarmLimit));
                 };
                 let completed = event == Event::Completed;
-                status = match fam.upsert(sw, stripe, &pk, seeder, completed, now_stamp, ctx, &guard) {
-                    Upsert::Inserted => PeerStatus::Inserted,
-                    Upsert::Updated => PeerStatus::Updated,
-                    Upsert::Full => PeerStatus::NotStored(NotStoredReason::StoreFull),
-                    Upsert::Dead => continue,
-                };
+                status =
+                    match fam.upsert(sw, stripe, &pk, seeder, completed, now_stamp, ctx, &guard) {
+                        Upsert::Inserted => PeerStatus::Inserted,
+                        Upsert::Updated => PeerStatus::Updated,
+                        Upsert::Full => PeerStatus::NotStored(NotStoredReason::StoreFull),
+                        Upsert::Dead => continue,
+                    };
                 sw
             };
-            fam.select(swarm, &pk, seeder, want, now_stamp, ctx, random, out, &guard);
+            fam.select(
+                swarm, &pk, seeder, want, now_stamp, ctx, random, out, &guard,
+            );
             return AnnounceOutcome {
                 seeders: swarm.seeders.load(Relaxed),
                 leechers: swarm.leechers.load(Relaxed),
@@ -323,7 +331,7 @@ impl PeerStore {
         let mut units_done = 0;
         while rep.swarms_visited < max_swarms && units_done <= units {
             let fam = &self.fams[unit / SHARDS];
-            let (cap, sw) = fam.swarm_at(unit % SHARDS, slot, &guard);
+            let (cap, sw) = fam.swarm_at(unit & (SHARDS - 1), slot, &guard);
             if slot >= cap {
                 slot = 0;
                 unit += 1;
@@ -340,7 +348,8 @@ impl PeerStore {
                 fam.clean_swarm(sw, now_stamp, &self.ctx, &guard, &mut rep);
             }
         }
-        self.cursor.store(((unit as u64) << 32) | slot as u64, Relaxed);
+        self.cursor
+            .store(((unit as u64) << 32) | slot as u64, Relaxed);
         rep
     }
 
@@ -394,11 +403,20 @@ impl PeerStore {
         let fam = self.family::<A>();
         fam.walk_swarms(&guard, |sw| {
             swarms += 1;
-            counted += i64::from(sw.seeders.load(Relaxed) as i32) + i64::from(sw.leechers.load(Relaxed) as i32);
+            counted += i64::from(sw.seeders.load(Relaxed) as i32)
+                + i64::from(sw.leechers.load(Relaxed) as i32);
             if let Some(p) = fam.peers_of::<A>(&sw.info_hash, &self.ctx, &guard) {
                 peers += p.len();
             }
         });
         (swarms, peers, counted)
+    }
+
+    /// Test/debug: bytes requested from the allocator by live structures of a family
+    /// (swarms, their tables, map tables), by a walk: `(swarm headers, peer tables, map)`.
+    #[doc(hidden)]
+    pub fn allocated_bytes<A: PeerAddress>(&self) -> (usize, usize, usize) {
+        let guard = epoch::pin();
+        self.family::<A>().allocated_bytes(&guard)
     }
 }

@@ -39,6 +39,10 @@ fn layout(cap: usize, words: usize) -> (Layout, usize) {
     (l.pad_to_align(), off)
 }
 
+pub(crate) fn table_bytes(cap: usize, words: usize) -> usize {
+    layout(cap, words).0.size()
+}
+
 impl Table {
     /// Allocates a table of `cap` slots of `words` words, all EMPTY.
     pub(crate) fn alloc(cap: usize, words: usize) -> Table {
@@ -46,7 +50,9 @@ impl Table {
         let (l, off) = layout(cap, words);
         // SAFETY: the layout has non-zero size (it contains the header).
         let raw = unsafe { alloc(l) };
-        let Some(ptr) = NonNull::new(raw.cast::<TableHeader>()) else { handle_alloc_error(l) };
+        let Some(ptr) = NonNull::new(raw.cast::<TableHeader>()) else {
+            handle_alloc_error(l)
+        };
         // SAFETY: `raw` is a fresh allocation of `l`, which holds the header at offset 0 and
         // `cap * words` AtomicU64 at `off`; each is initialised exactly once here before the
         // pointer is shared.
@@ -70,7 +76,8 @@ impl Table {
     #[inline]
     pub(crate) unsafe fn from_addr(addr: usize, words: usize) -> Table {
         // SAFETY: per the contract `addr` is a live, non-null table address.
-        Table { ptr: unsafe { NonNull::new_unchecked(std::ptr::with_exposed_provenance_mut(addr)) }, words }
+        let ptr = unsafe { NonNull::new_unchecked(std::ptr::with_exposed_provenance_mut(addr)) };
+        Table { ptr, words }
     }
 
     #[inline]
@@ -114,10 +121,19 @@ impl Table {
     #[inline]
     pub(crate) fn word(&self, i: usize, k: usize) -> &AtomicU64 {
         debug_assert!(i < self.cap() && k < self.words);
-        let off = std::mem::size_of::<TableHeader>().next_multiple_of(std::mem::align_of::<AtomicU64>());
+        let off =
+            std::mem::size_of::<TableHeader>().next_multiple_of(std::mem::align_of::<AtomicU64>());
         // SAFETY: `i * words + k < cap * words`, so the element lies inside the slot array that
         // `alloc` initialised; the reference lives no longer than `self`'s guard.
-        unsafe { &*self.ptr.as_ptr().cast::<u8>().add(off).cast::<AtomicU64>().add(i * self.words + k) }
+        unsafe {
+            &*self
+                .ptr
+                .as_ptr()
+                .cast::<u8>()
+                .add(off)
+                .cast::<AtomicU64>()
+                .add(i * self.words + k)
+        }
     }
 }
 

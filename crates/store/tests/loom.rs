@@ -20,11 +20,19 @@ fn p4(i: u8) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, i), 6881)
 }
 fn p6(i: u8) -> SocketAddrV6 {
-    SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i)), 6881, 0, 0)
+    SocketAddrV6::new(
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i)),
+        6881,
+        0,
+        0,
+    )
 }
 
 fn store() -> Arc<PeerStore> {
-    Arc::new(PeerStore::new(StoreConfig { peer_timeout_secs: 100, ..StoreConfig::default() }))
+    Arc::new(PeerStore::new(StoreConfig {
+        peer_timeout_secs: 100,
+        ..StoreConfig::default()
+    }))
 }
 
 fn ann<A: PeerAddress>(s: &PeerStore, p: A, ev: Event, now: u32) -> PeerStatus {
@@ -36,7 +44,11 @@ fn consistent<A: PeerAddress>(s: &PeerStore, fam: usize) -> usize {
     let (_, peers, counted) = s.audit::<A>();
     assert_eq!(peers as i64, counted, "per-swarm counts != stored peers");
     let r = s.raw_stats(fam);
-    assert_eq!(r.seeders + r.leechers, peers as i64, "global counts != stored peers");
+    assert_eq!(
+        r.seeders + r.leechers,
+        peers as i64,
+        "global counts != stored peers"
+    );
     peers
 }
 
@@ -70,7 +82,11 @@ fn same_new_peer_twice_v6() {
         let t = thread::spawn(move || ann(&s2, p6(1), Event::Started, NOW));
         let a = ann(&s, p6(1), Event::Started, NOW);
         let b = t.join().unwrap();
-        assert!(matches!((a, b), (PeerStatus::Inserted, PeerStatus::Updated) | (PeerStatus::Updated, PeerStatus::Inserted)));
+        assert!(matches!(
+            (a, b),
+            (PeerStatus::Inserted, PeerStatus::Updated)
+                | (PeerStatus::Updated, PeerStatus::Inserted)
+        ));
         assert_eq!(s.peers_of::<SocketAddrV6>(&H).unwrap().len(), 2);
         assert_eq!(consistent::<SocketAddrV6>(&s, 1), 2);
     });
@@ -87,7 +103,12 @@ fn inserts_racing_resize() {
         let t = thread::spawn(move || ann(&s2, p4(2), Event::Started, NOW));
         assert_eq!(ann(&s, p4(3), Event::Started, NOW), PeerStatus::Inserted);
         assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
-        let mut got: Vec<_> = s.peers_of::<SocketAddrV4>(&H).unwrap().into_iter().map(|p| p.0).collect();
+        let mut got: Vec<_> = s
+            .peers_of::<SocketAddrV4>(&H)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         got.sort();
         assert_eq!(got, [p4(1), p4(2), p4(3)]);
         assert_eq!(consistent::<SocketAddrV4>(&s, 0), 3);
@@ -106,7 +127,11 @@ fn stop_racing_refresh() {
         let refresh = ann(&s, p4(1), Event::None, NOW);
         let stop = t.join().unwrap();
         assert_eq!(stop, PeerStatus::Removed);
-        let present = s.peers_of::<SocketAddrV4>(&H).unwrap().iter().any(|p| p.0 == p4(1));
+        let present = s
+            .peers_of::<SocketAddrV4>(&H)
+            .unwrap()
+            .iter()
+            .any(|p| p.0 == p4(1));
         match refresh {
             PeerStatus::Inserted => assert!(present, "refresh after stop must re-insert"),
             PeerStatus::Updated => assert!(!present, "stop after refresh must remove"),
@@ -128,7 +153,12 @@ fn clean_freeing_swarm_racing_insert() {
         assert_eq!(ann(&s, p4(2), Event::Started, NOW), PeerStatus::Inserted);
         let rep = t.join().unwrap();
         assert_eq!(rep.peers_expired, 1);
-        let got: Vec<_> = s.peers_of::<SocketAddrV4>(&H).expect("swarm lost").into_iter().map(|p| p.0).collect();
+        let got: Vec<_> = s
+            .peers_of::<SocketAddrV4>(&H)
+            .expect("swarm lost")
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         assert_eq!(got, [p4(2)]);
         assert_eq!(consistent::<SocketAddrV4>(&s, 0), 1);
         assert_eq!(s.stats().v4.swarms, 1);

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
-use fjord_store::{CleanReport, Event, NotStoredReason, PeerStatus, PeerStore, StoreConfig, SwarmCounts};
+use fjord_store::{
+    CleanReport, Event, NotStoredReason, PeerStatus, PeerStore, StoreConfig, SwarmCounts,
+};
 
 const H: [u8; 20] = [1; 20];
 const T0: u32 = 10_000;
@@ -13,22 +15,58 @@ fn v4(i: u32) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 + i), 6881)
 }
 fn v6(i: u32) -> SocketAddrV6 {
-    SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16), 6881, 0, 0)
+    SocketAddrV6::new(
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16),
+        6881,
+        0,
+        0,
+    )
 }
 fn store() -> PeerStore {
     PeerStore::new(StoreConfig::default())
 }
-fn ann4(s: &PeerStore, p: SocketAddrV4, left: i64, ev: Event, nw: i32, now: u32, out: &mut Vec<SocketAddrV4>) -> fjord_store::AnnounceOutcome {
-    s.announce(&H, p, left, ev, nw, now, 0x1234_5678_9abc_def0 ^ u64::from(now), out)
+fn ann4(
+    s: &PeerStore,
+    p: SocketAddrV4,
+    left: i64,
+    ev: Event,
+    nw: i32,
+    now: u32,
+    out: &mut Vec<SocketAddrV4>,
+) -> fjord_store::AnnounceOutcome {
+    s.announce(
+        &H,
+        p,
+        left,
+        ev,
+        nw,
+        now,
+        0x1234_5678_9abc_def0 ^ u64::from(now),
+        out,
+    )
 }
 fn assert_consistent(s: &PeerStore) {
     let (_, peers4, counted4) = s.audit::<SocketAddrV4>();
     let (_, peers6, counted6) = s.audit::<SocketAddrV6>();
-    assert_eq!(peers4 as i64, counted4, "v4 per-swarm counts vs stored peers");
-    assert_eq!(peers6 as i64, counted6, "v6 per-swarm counts vs stored peers");
+    assert_eq!(
+        peers4 as i64, counted4,
+        "v4 per-swarm counts vs stored peers"
+    );
+    assert_eq!(
+        peers6 as i64, counted6,
+        "v6 per-swarm counts vs stored peers"
+    );
     let st = s.stats();
-    assert_eq!(st.v4.seeders + st.v4.leechers, peers4 as u64, "v4 global counts");
-    assert_eq!(st.v6.seeders + st.v6.leechers, peers6 as u64, "v6 global counts");
+    assert_eq!(
+        st.v4.seeders + st.v4.leechers,
+        peers4 as u64,
+        "v4 global counts"
+    );
+    assert_eq!(
+        st.v6.seeders + st.v6.leechers,
+        peers6 as u64,
+        "v6 global counts"
+    );
 }
 
 #[test]
@@ -36,11 +74,24 @@ fn insert_update_and_seeder_iff_left_zero() {
     let s = store();
     let mut out = Vec::new();
     let o = ann4(&s, v4(1), 500, Event::Started, 50, T0, &mut out);
-    assert_eq!(o, fjord_store::AnnounceOutcome { seeders: 0, leechers: 1, status: PeerStatus::Inserted });
+    assert_eq!(
+        o,
+        fjord_store::AnnounceOutcome {
+            seeders: 0,
+            leechers: 1,
+            status: PeerStatus::Inserted
+        }
+    );
     let o = ann4(&s, v4(2), 0, Event::Started, 50, T0, &mut out);
-    assert_eq!((o.seeders, o.leechers, o.status), (1, 1, PeerStatus::Inserted));
+    assert_eq!(
+        (o.seeders, o.leechers, o.status),
+        (1, 1, PeerStatus::Inserted)
+    );
     let o = ann4(&s, v4(1), 0, Event::None, 50, T0, &mut out);
-    assert_eq!((o.seeders, o.leechers, o.status), (2, 0, PeerStatus::Updated));
+    assert_eq!(
+        (o.seeders, o.leechers, o.status),
+        (2, 0, PeerStatus::Updated)
+    );
     // Negative left (and huge left) are leechers and never panic.
     let o = ann4(&s, v4(1), -1, Event::None, 50, T0, &mut out);
     assert_eq!((o.seeders, o.leechers), (1, 1));
@@ -82,15 +133,27 @@ fn stopped_removes_and_returns_no_peers() {
     assert_eq!((o.leechers, o.status), (4, PeerStatus::Removed));
     assert!(out.is_empty());
     let o = ann4(&s, v4(3), 5, Event::Stopped, 50, T0, &mut out);
-    assert_eq!((o.leechers, o.status), (4, PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped)));
+    assert_eq!(
+        (o.leechers, o.status),
+        (
+            4,
+            PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped)
+        )
+    );
     // Stop in an unknown swarm creates nothing.
     let o = s.announce(&[9; 20], v4(1), 0, Event::Stopped, 50, T0, 1, &mut out);
-    assert_eq!(o.status, PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped));
+    assert_eq!(
+        o.status,
+        PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped)
+    );
     assert!(s.peers_of::<SocketAddrV4>(&[9; 20]).is_none());
     assert_eq!(s.stats().v4.swarms, 1);
     // Re-announce after stop re-inserts (the keyed tombstone is revived).
     let o = ann4(&s, v4(3), 0, Event::Started, 50, T0, &mut out);
-    assert_eq!((o.seeders, o.leechers, o.status), (1, 4, PeerStatus::Inserted));
+    assert_eq!(
+        (o.seeders, o.leechers, o.status),
+        (1, 4, PeerStatus::Inserted)
+    );
     assert_consistent(&s);
 }
 
@@ -100,27 +163,57 @@ fn port_zero_is_answered_but_never_stored() {
     let mut out = Vec::new();
     let zero = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 99), 0);
     let o = ann4(&s, zero, 5, Event::Started, 50, T0, &mut out);
-    assert_eq!(o.status, PeerStatus::NotStored(NotStoredReason::InvalidPort));
-    assert!(s.peers_of::<SocketAddrV4>(&H).is_none(), "no swarm created for port 0");
+    assert_eq!(
+        o.status,
+        PeerStatus::NotStored(NotStoredReason::InvalidPort)
+    );
+    assert!(
+        s.peers_of::<SocketAddrV4>(&H).is_none(),
+        "no swarm created for port 0"
+    );
     ann4(&s, v4(1), 5, Event::Started, 50, T0, &mut out);
     ann4(&s, v4(2), 0, Event::Started, 50, T0, &mut out);
     let o = ann4(&s, zero, 5, Event::Started, 50, T0, &mut out);
-    assert_eq!((o.seeders, o.leechers, o.status), (1, 1, PeerStatus::NotStored(NotStoredReason::InvalidPort)));
+    assert_eq!(
+        (o.seeders, o.leechers, o.status),
+        (1, 1, PeerStatus::NotStored(NotStoredReason::InvalidPort))
+    );
     assert_eq!(out.len(), 2);
     assert_eq!(s.peers_of::<SocketAddrV4>(&H).unwrap().len(), 2);
 }
 
 #[test]
 fn selection_is_bounded_unique_and_excludes_requester() {
-    let cfg = StoreConfig { default_num_want: 7, max_num_want_v4: 30, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        default_num_want: 7,
+        max_num_want_v4: 30,
+        ..StoreConfig::default()
+    };
     let s = PeerStore::new(cfg);
     let mut out = Vec::new();
     for i in 0..100 {
-        ann4(&s, v4(i), 1 + i64::from(i % 2), Event::Started, 0, T0, &mut out);
+        ann4(
+            &s,
+            v4(i),
+            1 + i64::from(i % 2),
+            Event::Started,
+            0,
+            T0,
+            &mut out,
+        );
     }
     for (nw, expect) in [(10, 10), (-1, 7), (0, 0), (500, 30), (1, 1)] {
         for r in 0..20u64 {
-            let o = s.announce(&H, v4(5), 1, Event::None, nw, T0, r.wrapping_mul(0x9e37_79b9_7f4a_7c15), &mut out);
+            let o = s.announce(
+                &H,
+                v4(5),
+                1,
+                Event::None,
+                nw,
+                T0,
+                r.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                &mut out,
+            );
             assert_eq!(o.status, PeerStatus::Updated);
             assert_eq!(out.len(), expect, "num_want {nw}");
             let set: HashSet<_> = out.iter().collect();
@@ -131,10 +224,23 @@ fn selection_is_bounded_unique_and_excludes_requester() {
     // Different random values give different subsets.
     let mut seen = HashSet::new();
     for r in 0..50u64 {
-        s.announce(&H, v4(5), 1, Event::None, 3, T0, r.wrapping_mul(0x9e37_79b9_7f4a_7c15), &mut out);
+        s.announce(
+            &H,
+            v4(5),
+            1,
+            Event::None,
+            3,
+            T0,
+            r.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            &mut out,
+        );
         seen.extend(out.iter().copied());
     }
-    assert!(seen.len() > 30, "selection not random: {} distinct", seen.len());
+    assert!(
+        seen.len() > 30,
+        "selection not random: {} distinct",
+        seen.len()
+    );
 }
 
 #[test]
@@ -142,7 +248,15 @@ fn seeders_get_leechers_only() {
     let s = store();
     let mut out = Vec::new();
     for i in 0..40 {
-        ann4(&s, v4(i), if i < 30 { 0 } else { 9 }, Event::Started, 0, T0, &mut out);
+        ann4(
+            &s,
+            v4(i),
+            if i < 30 { 0 } else { 9 },
+            Event::Started,
+            0,
+            T0,
+            &mut out,
+        );
     }
     let leechers: HashSet<_> = (30..40).map(v4).collect();
     let o = s.announce(&H, v4(0), 0, Event::None, 50, T0, 77, &mut out);
@@ -156,7 +270,10 @@ fn seeders_get_leechers_only() {
 
 #[test]
 fn expired_peers_are_never_handed_out_and_clean_frees_swarms() {
-    let cfg = StoreConfig { peer_timeout_secs: 100, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        peer_timeout_secs: 100,
+        ..StoreConfig::default()
+    };
     let s = PeerStore::new(cfg);
     let mut out = Vec::new();
     for i in 0..20 {
@@ -182,7 +299,16 @@ fn expired_peers_are_never_handed_out_and_clean_frees_swarms() {
     // Everything expires; the last swarm is freed; a new announce recreates it.
     let rep = s.clean(T0 + 1_000, 1_000_000);
     assert_eq!((rep.peers_expired, rep.swarms_freed), (6, 1));
-    assert_eq!(s.stats(), fjord_store::StoreStats { v4: fjord_store::FamilyStats { completed: 0, ..Default::default() }, ..Default::default() });
+    assert_eq!(
+        s.stats(),
+        fjord_store::StoreStats {
+            v4: fjord_store::FamilyStats {
+                completed: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    );
     let o = ann4(&s, v4(1), 0, Event::Started, 50, T0 + 1_000, &mut out);
     assert_eq!((o.seeders, o.status), (1, PeerStatus::Inserted));
     assert_consistent(&s);
@@ -207,26 +333,43 @@ fn clean_budget_and_cursor() {
         }
         assert!(calls < 100);
     }
-    assert!(visited >= 50 && visited <= 57, "visited {visited}");
+    assert!((50..=57).contains(&visited), "visited {visited}");
     assert_eq!(s.stats().v4.swarms, 50, "nothing expired, nothing freed");
     assert_eq!(s.clean(T0, 0), CleanReport::default());
 }
 
 #[test]
 fn store_full_and_swarm_limit_still_answer() {
-    let cfg = StoreConfig { max_peers: 5, max_swarms: 2, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        max_peers: 5,
+        max_swarms: 2,
+        ..StoreConfig::default()
+    };
     let s = PeerStore::new(cfg);
     let mut out = Vec::new();
     for i in 0..5 {
-        assert_eq!(ann4(&s, v4(i), 1, Event::Started, 0, T0, &mut out).status, PeerStatus::Inserted);
+        assert_eq!(
+            ann4(&s, v4(i), 1, Event::Started, 0, T0, &mut out).status,
+            PeerStatus::Inserted
+        );
     }
     let o = ann4(&s, v4(9), 1, Event::Started, 50, T0, &mut out);
-    assert_eq!((o.leechers, o.status), (5, PeerStatus::NotStored(NotStoredReason::StoreFull)));
+    assert_eq!(
+        (o.leechers, o.status),
+        (5, PeerStatus::NotStored(NotStoredReason::StoreFull))
+    );
     assert_eq!(out.len(), 5, "a refused peer still gets peers");
     // Refresh of a stored peer still works when full.
-    assert_eq!(ann4(&s, v4(1), 0, Event::None, 0, T0, &mut out).status, PeerStatus::Updated);
+    assert_eq!(
+        ann4(&s, v4(1), 0, Event::None, 0, T0, &mut out).status,
+        PeerStatus::Updated
+    );
     ann4(&s, v4(4), 1, Event::Stopped, 0, T0, &mut out);
-    assert_eq!(s.announce(&[3; 20], v4(1), 1, Event::Started, 0, T0, 0, &mut out).status, PeerStatus::Inserted);
+    assert_eq!(
+        s.announce(&[3; 20], v4(1), 1, Event::Started, 0, T0, 0, &mut out)
+            .status,
+        PeerStatus::Inserted
+    );
     let o = s.announce(&[4; 20], v4(1), 1, Event::Started, 0, T0, 0, &mut out);
     assert_eq!(o.status, PeerStatus::NotStored(NotStoredReason::StoreFull));
     ann4(&s, v4(3), 1, Event::Stopped, 0, T0, &mut out);
@@ -254,10 +397,27 @@ fn families_are_kept_apart() {
     let mut rows = Vec::new();
     s.scrape::<SocketAddrV4>(&[H], &mut rows);
     s.scrape::<SocketAddrV6>(&[H], &mut rows);
-    assert_eq!(rows[0], SwarmCounts { seeders: 0, completed: 0, leechers: 10 });
-    assert_eq!(rows[1], SwarmCounts { seeders: 3, completed: 0, leechers: 1 });
+    assert_eq!(
+        rows[0],
+        SwarmCounts {
+            seeders: 0,
+            completed: 0,
+            leechers: 10
+        }
+    );
+    assert_eq!(
+        rows[1],
+        SwarmCounts {
+            seeders: 3,
+            completed: 0,
+            leechers: 1
+        }
+    );
     let st = s.stats();
-    assert_eq!((st.v4.swarms, st.v4.leechers, st.v6.swarms, st.v6.seeders), (1, 10, 1, 3));
+    assert_eq!(
+        (st.v4.swarms, st.v4.leechers, st.v6.swarms, st.v6.seeders),
+        (1, 10, 1, 3)
+    );
 }
 
 #[test]
@@ -267,7 +427,11 @@ fn ipv6_cap_and_growth() {
     for i in 0..500 {
         // Same address, many ports too: the tag must not confuse them.
         let p = SocketAddrV6::new(*v6(i / 4).ip(), 1000 + (i % 4) as u16, 0, 0);
-        assert_eq!(s.announce(&H, p, 1, Event::Started, 0, T0, 0, &mut out).status, PeerStatus::Inserted);
+        assert_eq!(
+            s.announce(&H, p, 1, Event::Started, 0, T0, 0, &mut out)
+                .status,
+            PeerStatus::Inserted
+        );
     }
     let o = s.announce(&H, v6(9999), 1, Event::Started, -1, T0, 1, &mut out);
     assert_eq!(o.leechers, 501);
@@ -278,7 +442,11 @@ fn ipv6_cap_and_growth() {
     assert_eq!(peers.iter().map(|p| p.0).collect::<HashSet<_>>().len(), 501);
     for i in 0..250 {
         let p = SocketAddrV6::new(*v6(i / 4).ip(), 1000 + (i % 4) as u16, 0, 0);
-        assert_eq!(s.announce(&H, p, 1, Event::Stopped, 0, T0, 0, &mut out).status, PeerStatus::Removed);
+        assert_eq!(
+            s.announce(&H, p, 1, Event::Stopped, 0, T0, 0, &mut out)
+                .status,
+            PeerStatus::Removed
+        );
     }
     s.clean(T0, 10);
     assert_eq!(s.peers_of::<SocketAddrV6>(&H).unwrap().len(), 251);
@@ -298,13 +466,16 @@ fn growth_churn_and_compaction_keep_every_peer() {
         x ^= x << 17;
         let sw = [(x % 3) as u8; 20];
         let i = ((x >> 8) % 400) as u32;
-        let stop = (x >> 20) % 3 == 0;
+        let stop = (x >> 20).is_multiple_of(3);
         let ev = if stop { Event::Stopped } else { Event::None };
         let o = s.announce(&sw, v4(i), ((x >> 30) % 2) as i64, ev, 5, T0, x, &mut out);
         let was = model.contains(&(sw[0], i));
         match (stop, was) {
             (true, true) => assert_eq!(o.status, PeerStatus::Removed),
-            (true, false) => assert_eq!(o.status, PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped)),
+            (true, false) => assert_eq!(
+                o.status,
+                PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped)
+            ),
             (false, true) => assert_eq!(o.status, PeerStatus::Updated),
             (false, false) => assert_eq!(o.status, PeerStatus::Inserted),
         }
@@ -318,7 +489,12 @@ fn growth_churn_and_compaction_keep_every_peer() {
         }
     }
     for k in 0..3u8 {
-        let got: HashSet<_> = s.peers_of::<SocketAddrV4>(&[k; 20]).unwrap_or_default().into_iter().map(|p| p.0).collect();
+        let got: HashSet<_> = s
+            .peers_of::<SocketAddrV4>(&[k; 20])
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         let want: HashSet<_> = model.iter().filter(|m| m.0 == k).map(|m| v4(m.1)).collect();
         assert_eq!(got, want, "swarm {k}");
     }
@@ -331,12 +507,28 @@ fn scrape_keeps_order_duplicates_and_zeros() {
     let mut out = Vec::new();
     s.announce(&[5; 20], v4(1), 0, Event::Started, 0, T0, 0, &mut out);
     s.announce(&[6; 20], v4(1), 3, Event::Started, 0, T0, 0, &mut out);
-    let mut rows = vec![SwarmCounts { seeders: 9, completed: 9, leechers: 9 }];
+    let mut rows = vec![SwarmCounts {
+        seeders: 9,
+        completed: 9,
+        leechers: 9,
+    }];
     s.scrape::<SocketAddrV4>(&[[6; 20], [7; 20], [5; 20], [6; 20]], &mut rows);
-    let l = SwarmCounts { seeders: 0, completed: 0, leechers: 1 };
+    let l = SwarmCounts {
+        seeders: 0,
+        completed: 0,
+        leechers: 1,
+    };
     let z = SwarmCounts::default();
-    let sd = SwarmCounts { seeders: 1, completed: 0, leechers: 0 };
-    assert_eq!(rows[1..], [l, z, sd, l], "appended, in order, duplicates kept");
+    let sd = SwarmCounts {
+        seeders: 1,
+        completed: 0,
+        leechers: 0,
+    };
+    assert_eq!(
+        rows[1..],
+        [l, z, sd, l],
+        "appended, in order, duplicates kept"
+    );
     rows.clear();
     s.scrape::<SocketAddrV6>(&[[5; 20]], &mut rows);
     assert_eq!(rows, [z], "other family");

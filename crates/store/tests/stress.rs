@@ -23,7 +23,10 @@ use fjord_store::{Event, NotStoredReason, PeerAddress, PeerStatus, PeerStore, St
 const NOW: u32 = 50_000;
 
 fn ops(default: usize) -> usize {
-    std::env::var("FJORD_STRESS_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var("FJORD_STRESS_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn swarm(k: u8) -> [u8; 20] {
@@ -56,7 +59,12 @@ impl Mk for SocketAddrV4 {
 }
 impl Mk for SocketAddrV6 {
     fn mk(owner: u32, port: u16) -> Self {
-        SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, owner as u16), port, 0, 0)
+        SocketAddrV6::new(
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, owner as u16),
+            port,
+            0,
+            0,
+        )
     }
     fn fam() -> usize {
         1
@@ -64,12 +72,20 @@ impl Mk for SocketAddrV6 {
 }
 
 /// Checker + cleaner threads that run until `stop`.
-fn background<'s, A: Mk>(sc: &'s std::thread::Scope<'s, '_>, store: &'s PeerStore, swarms: u8, stop: &'s AtomicBool) {
+fn background<'s, A: Mk>(
+    sc: &'s std::thread::Scope<'s, '_>,
+    store: &'s PeerStore,
+    swarms: u8,
+    stop: &'s AtomicBool,
+) {
     sc.spawn(move || {
         let mut checks = 0u64;
         while !stop.load(Ordering::Relaxed) || checks == 0 {
             let r = store.raw_stats(A::fam());
-            assert!(r.seeders >= 0 && r.leechers >= 0 && r.swarms >= 0, "negative global count {r:?}");
+            assert!(
+                r.seeders >= 0 && r.leechers >= 0 && r.swarms >= 0,
+                "negative global count {r:?}"
+            );
             for k in 0..swarms {
                 if let Some((s, l, _)) = store.raw_counts::<A>(&swarm(k)) {
                     assert!(s >= 0 && l >= 0, "negative swarm count {s} {l}");
@@ -88,9 +104,16 @@ fn background<'s, A: Mk>(sc: &'s std::thread::Scope<'s, '_>, store: &'s PeerStor
 
 fn assert_counts_match<A: Mk>(store: &PeerStore) {
     let (_, peers, counted) = store.audit::<A>();
-    assert_eq!(peers as i64, counted, "per-swarm seeders+leechers != stored peers");
+    assert_eq!(
+        peers as i64, counted,
+        "per-swarm seeders+leechers != stored peers"
+    );
     let r = store.raw_stats(A::fam());
-    assert_eq!(r.seeders + r.leechers, peers as i64, "global seeders+leechers != stored peers");
+    assert_eq!(
+        r.seeders + r.leechers,
+        peers as i64,
+        "global seeders+leechers != stored peers"
+    );
 }
 
 fn owned_peers<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16, swarms: u8) {
@@ -110,20 +133,39 @@ fn owned_peers<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16, swarms: u
                         let k = (x % u64::from(swarms)) as u8;
                         let port = 1 + ((x >> 8) % u64::from(ports)) as u16;
                         let peer = A::mk(t, port);
-                        let seeder = (x >> 24) % 3 == 0;
-                        let stopping = (x >> 32) % 4 == 0;
-                        let ev = if stopping { Event::Stopped } else { Event::None };
-                        let o = store.announce(&swarm(k), peer, if seeder { 0 } else { 7 }, ev, 8, NOW, x, &mut out);
+                        let seeder = (x >> 24).is_multiple_of(3);
+                        let stopping = (x >> 32).is_multiple_of(4);
+                        let ev = if stopping {
+                            Event::Stopped
+                        } else {
+                            Event::None
+                        };
+                        let o = store.announce(
+                            &swarm(k),
+                            peer,
+                            if seeder { 0 } else { 7 },
+                            ev,
+                            8,
+                            NOW,
+                            x,
+                            &mut out,
+                        );
                         let present = model.contains_key(&(k, port));
                         let expect = match (stopping, present) {
                             (true, true) => PeerStatus::Removed,
-                            (true, false) => PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped),
+                            (true, false) => {
+                                PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped)
+                            }
                             (false, true) => PeerStatus::Updated,
                             (false, false) => PeerStatus::Inserted,
                         };
                         assert_eq!(o.status, expect, "thread {t} peer {peer:?} swarm {k}");
                         assert!(!out.contains(&peer), "requester handed out");
-                        assert_eq!(out.iter().collect::<HashSet<_>>().len(), out.len(), "duplicate in reply");
+                        assert_eq!(
+                            out.iter().collect::<HashSet<_>>().len(),
+                            out.len(),
+                            "duplicate in reply"
+                        );
                         if stopping {
                             model.remove(&(k, port));
                         } else {
@@ -149,11 +191,19 @@ fn owned_peers<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16, swarms: u
         }
         let got_list = store.peers_of::<A>(&swarm(k)).unwrap_or_default();
         let got: HashMap<A, bool> = got_list.iter().copied().collect();
-        assert_eq!(got.len(), got_list.len(), "duplicate peer stored in swarm {k}");
+        assert_eq!(
+            got.len(),
+            got_list.len(),
+            "duplicate peer stored in swarm {k}"
+        );
         assert_eq!(got, want, "stored set != model in swarm {k}");
         if let Some((s, l, _)) = store.raw_counts::<A>(&swarm(k)) {
             let seeders = want.values().filter(|s| **s).count() as i32;
-            assert_eq!((s, l), (seeders, want.len() as i32 - seeders), "swarm {k} counts");
+            assert_eq!(
+                (s, l),
+                (seeders, want.len() as i32 - seeders),
+                "swarm {k} counts"
+            );
         }
     }
     assert_counts_match::<A>(&store);
@@ -176,9 +226,23 @@ fn shared_peers<A: Mk>(threads: u32, ops_per_thread: usize, peers: u16, swarms: 
                         let x = rng.next();
                         let k = (x % u64::from(swarms)) as u8;
                         let port = 1 + ((x >> 8) % u64::from(peers)) as u16;
-                        let ev = if (x >> 32) % 3 == 0 { Event::Stopped } else { Event::Started };
-                        let o = store.announce(&swarm(k), A::mk(0, port), ((x >> 40) % 2) as i64, ev, 4, NOW, x, &mut out);
-                        let b = &balance[usize::from(k) * usize::from(peers) + usize::from(port - 1)];
+                        let ev = if (x >> 32).is_multiple_of(3) {
+                            Event::Stopped
+                        } else {
+                            Event::Started
+                        };
+                        let o = store.announce(
+                            &swarm(k),
+                            A::mk(0, port),
+                            ((x >> 40) % 2) as i64,
+                            ev,
+                            4,
+                            NOW,
+                            x,
+                            &mut out,
+                        );
+                        let b =
+                            &balance[usize::from(k) * usize::from(peers) + usize::from(port - 1)];
                         match o.status {
                             PeerStatus::Inserted => {
                                 b.fetch_add(1, Ordering::Relaxed);
@@ -200,11 +264,20 @@ fn shared_peers<A: Mk>(threads: u32, ops_per_thread: usize, peers: u16, swarms: 
     for k in 0..swarms {
         let got_list = store.peers_of::<A>(&swarm(k)).unwrap_or_default();
         let got: HashSet<A> = got_list.iter().map(|p| p.0).collect();
-        assert_eq!(got.len(), got_list.len(), "duplicate peer stored in swarm {k}");
+        assert_eq!(
+            got.len(),
+            got_list.len(),
+            "duplicate peer stored in swarm {k}"
+        );
         for port in 1..=peers {
-            let b = balance[usize::from(k) * usize::from(peers) + usize::from(port - 1)].load(Ordering::Relaxed);
+            let b = balance[usize::from(k) * usize::from(peers) + usize::from(port - 1)]
+                .load(Ordering::Relaxed);
             let present = got.contains(&A::mk(0, port));
-            assert_eq!(b, i64::from(present), "swarm {k} port {port}: inserted-removed = {b}, present = {present}");
+            assert_eq!(
+                b,
+                i64::from(present),
+                "swarm {k} port {port}: inserted-removed = {b}, present = {present}"
+            );
         }
     }
     assert_counts_match::<A>(&store);
