@@ -165,3 +165,30 @@ fn clean_freeing_swarm_racing_insert() {
         assert_eq!(s.audit::<SocketAddrV4>().0, 1);
     });
 }
+
+/// Two new swarms created concurrently in a swarm map that has to grow (one shard of two
+/// slots under loom, one already used): no swarm and no peer may be lost, none duplicated.
+#[test]
+fn swarm_creation_racing_map_growth() {
+    loom::model(|| {
+        let s = store();
+        let mut out = Vec::new();
+        s.announce(&[1; 20], p4(1), 1, Event::Started, 0, NOW, 0, &mut out);
+        let s2 = s.clone();
+        let t = thread::spawn(move || {
+            let mut out = Vec::new();
+            s2.announce(&[2; 20], p4(2), 1, Event::Started, 0, NOW, 0, &mut out).status
+        });
+        let a = s.announce(&[3; 20], p4(3), 1, Event::Started, 0, NOW, 0, &mut out).status;
+        assert_eq!(a, PeerStatus::Inserted);
+        assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
+        for k in 1..=3u8 {
+            let peers = s.peers_of::<SocketAddrV4>(&[k; 20]).expect("swarm lost");
+            assert_eq!(peers.len(), 1);
+            assert_eq!(peers[0].0, p4(k));
+        }
+        assert_eq!(s.audit::<SocketAddrV4>().0, 3);
+        assert_eq!(s.stats().v4.swarms, 3);
+        consistent::<SocketAddrV4>(&s, 0);
+    });
+}
