@@ -177,9 +177,12 @@ fn swarm_creation_racing_map_growth() {
         let s2 = s.clone();
         let t = thread::spawn(move || {
             let mut out = Vec::new();
-            s2.announce(&[2; 20], p4(2), 1, Event::Started, 0, NOW, 0, &mut out).status
+            s2.announce(&[2; 20], p4(2), 1, Event::Started, 0, NOW, 0, &mut out)
+                .status
         });
-        let a = s.announce(&[3; 20], p4(3), 1, Event::Started, 0, NOW, 0, &mut out).status;
+        let a = s
+            .announce(&[3; 20], p4(3), 1, Event::Started, 0, NOW, 0, &mut out)
+            .status;
         assert_eq!(a, PeerStatus::Inserted);
         assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
         for k in 1..=3u8 {
