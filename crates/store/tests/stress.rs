@@ -283,6 +283,100 @@ fn shared_peers<A: Mk>(threads: u32, ops_per_thread: usize, peers: u16, swarms: 
     assert_counts_match::<A>(&store);
 }
 
+/// Peers expire while they are refreshed: writers advance their clock, the cleaner expires
+/// and frees swarms concurrently (kills racing inserts). At the end no peer is duplicated,
+/// counts match the stored peers, and a final clean far in the future expires everything and
+/// frees every swarm, with every counter back at exactly zero.
+fn expiry_churn<A: Mk>(threads: u32, ops_per_thread: usize, peers: u16, swarms: u8) {
+    let store = PeerStore::new(StoreConfig {
+        peer_timeout_secs: 64,
+        ..StoreConfig::default()
+    });
+    let stop = AtomicBool::new(false);
+    let clock = std::sync::atomic::AtomicU32::new(NOW);
+    std::thread::scope(|sc| {
+        let (store_r, stop_r, clock_r) = (&store, &stop, &clock);
+        sc.spawn(move || {
+            while !stop_r.load(Ordering::Relaxed) {
+                let r = store_r.raw_stats(A::fam());
+                assert!(
+                    r.seeders >= 0 && r.leechers >= 0 && r.swarms >= 0,
+                    "negative global count {r:?}"
+                );
+                store_r.clean(clock_r.load(Ordering::Relaxed), 8);
+            }
+        });
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (store, clock) = (&store, &clock);
+                sc.spawn(move || {
+                    let mut rng = Rng(0x2545_f491_4f6c_dd1d + u64::from(t) * 31);
+                    let mut out = Vec::new();
+                    for i in 0..ops_per_thread {
+                        let now = NOW + (i / 16) as u32;
+                        clock.fetch_max(now, Ordering::Relaxed);
+                        let x = rng.next();
+                        let k = (x % u64::from(swarms)) as u8;
+                        let port = 1 + ((x >> 8) % u64::from(peers)) as u16;
+                        let ev = if (x >> 32).is_multiple_of(5) {
+                            Event::Stopped
+                        } else {
+                            Event::None
+                        };
+                        store.announce(
+                            &swarm(k),
+                            A::mk(t, port),
+                            ((x >> 40) % 2) as i64,
+                            ev,
+                            8,
+                            now,
+                            x,
+                            &mut out,
+                        );
+                        assert_eq!(
+                            out.iter().collect::<HashSet<_>>().len(),
+                            out.len(),
+                            "duplicate in reply"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    for k in 0..swarms {
+        let list = store.peers_of::<A>(&swarm(k)).unwrap_or_default();
+        assert_eq!(
+            list.iter().map(|p| p.0).collect::<HashSet<_>>().len(),
+            list.len(),
+            "duplicate stored"
+        );
+    }
+    assert_counts_match::<A>(&store);
+    let far = clock.load(Ordering::Relaxed) + 1_000;
+    while !store.clean(far, 1_000).cycle_complete {}
+    store.clean(far, 1_000);
+    let r = store.raw_stats(A::fam());
+    assert_eq!(
+        (r.swarms, r.seeders, r.leechers),
+        (0, 0, 0),
+        "everything expired and freed"
+    );
+    assert_eq!(store.audit::<A>(), (0, 0, 0));
+}
+
+#[test]
+fn expiry_churn_v4() {
+    expiry_churn::<SocketAddrV4>(3, ops(4_000), 30, 4);
+}
+#[test]
+fn expiry_churn_v6() {
+    expiry_churn::<SocketAddrV6>(3, ops(3_000), 30, 4);
+}
+
 #[test]
 fn owned_peers_v4() {
     owned_peers::<SocketAddrV4>(4, ops(4_000), 40, 3);
@@ -308,4 +402,6 @@ fn heavy_stress() {
     owned_peers::<SocketAddrV6>(8, n / 2, 300, 5);
     shared_peers::<SocketAddrV4>(8, n, 16, 3);
     shared_peers::<SocketAddrV6>(8, n / 2, 16, 3);
+    expiry_churn::<SocketAddrV4>(8, n, 200, 8);
+    expiry_churn::<SocketAddrV6>(8, n / 2, 200, 8);
 }
