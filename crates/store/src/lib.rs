@@ -163,6 +163,12 @@ pub struct PeerStore {
     cursor: AtomicU64,
 }
 
+// The store is shared by workers through an `Arc`.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<PeerStore>();
+};
+
 fn random_seed() -> u64 {
     #[cfg(loom)]
     {
