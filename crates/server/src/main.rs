@@ -32,9 +32,12 @@ struct Cli {
     /// Worker threads (0 = one per core).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// Prometheus exporter address (metrics.listen).
-    #[arg(long, value_name = "ADDR")]
+    /// Prometheus exporter address (metrics.listen; enables metrics).
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
     metrics_listen: Option<SocketAddr>,
+    /// Do not serve metrics (metrics.enabled = false).
+    #[arg(long)]
+    no_metrics: bool,
     /// Log level (log_level); RUST_LOG overrides it.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -65,6 +68,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(a) = cli.metrics_listen {
         config.metrics.listen = a;
+        config.metrics.enabled = true;
+    }
+    if cli.no_metrics {
+        config.metrics.enabled = false;
     }
     if let Some(l) = &cli.log_level {
         config.log_level = l.clone();
@@ -105,6 +112,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let term = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# What do Prometheus metrics cost? Runs fjord with metrics off and on (scraped every second, as a
+# Prometheus server would) under the same fjord-bench closed-loop load, alternating ROUNDS times,
+# and prints replies per second for each and the ratio on/off.
+#
+#   benches/metrics_cost.sh            # 3 rounds of 10 s each way
+#   ROUNDS=5 SECONDS_PER_RUN=20 benches/metrics_cost.sh
+#
+# fjord gets core 0 and fjord-bench core 1 when taskset exists, so the two do not steal each
+# other's core. Only loopback is used. Every process is stopped on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROUNDS="${ROUNDS:-3}"
+SECONDS_PER_RUN="${SECONDS_PER_RUN:-10}"
+PORT="${PORT:-16969}"
+cargo build --release -q -p fjord-server -p fjord-bench
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+FJORD="$target_dir/release/fjord"
+BENCH="$target_dir/release/fjord-bench"
+pin_server=() pin_bench=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  pin_server=(taskset -c 0) pin_bench=(taskset -c 1)
+fi
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# run_once on|off -> prints replies per second
+run_once() {
+  local mode=$1 out
+  out=$(mktemp)
+  local args=(--listen "127.0.0.1:$PORT" --workers 1 --log-level warn)
+  if [ "$mode" = on ]; then args+=(--metrics-listen 127.0.0.1:0); else args+=(--no-metrics); fi
+  "${pin_server[@]}" "$FJORD" "${args[@]}" >"$out" 2>/dev/null &
+  local fjord_pid=$!
+  pids+=("$fjord_pid")
+  # Wait (bounded) for the "listening" line instead of sleeping.
+  for _ in $(seq 100); do grep -q "listening on udp" "$out" && break; sleep 0.05; done
+  local scraper_pid=""
+  if [ "$mode" = on ]; then
+    local metrics_url
+    metrics_url=$(for _ in $(seq 100); do grep -o 'http://[^ ]*/metrics' "$out" && break; sleep 0.05; done | head -n 1)
+    ( while kill -0 "$fjord_pid" 2>/dev/null; do curl -s -o /dev/null "$metrics_url" || true; sleep 1; done ) &
+    scraper_pid=$!
+    pids+=("$scraper_pid")
+  fi
+  "${pin_bench[@]}" "$BENCH" "127.0.0.1:$PORT" --duration "$SECONDS_PER_RUN" --threads 1 --json --quiet 2>/dev/null \
+    | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["responses_per_second_total"]))'
+  kill "$fjord_pid" 2>/dev/null || true
+  [ -n "$scraper_pid" ] && kill "$scraper_pid" 2>/dev/null || true
+  wait "$fjord_pid" 2>/dev/null || true
+  rm -f "$out"
+}
+
+on=() off=()
+for round in $(seq "$ROUNDS"); do
+  off+=("$(run_once off)")
+  on+=("$(run_once on)")
+  echo "round $round: metrics off ${off[-1]}/s, metrics on ${on[-1]}/s" >&2
+done
+python3 - "${off[*]}" "${on[*]}" <<'EOF'
+import statistics, sys
+off = [int(x) for x in sys.argv[1].split()]
+on = [int(x) for x in sys.argv[2].split()]
+mo, mn = statistics.median(off), statistics.median(on)
+print(f"metrics off: median {mo:,.0f} replies/s  (runs: {', '.join(f'{x:,}' for x in off)})")
+print(f"metrics on:  median {mn:,.0f} replies/s  (runs: {', '.join(f'{x:,}' for x in on)})")
+print(f"on/off = {mn / mo:.3f}  (cost {100 * (1 - mn / mo):+.1f} %)")
+EOF
