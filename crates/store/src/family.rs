@@ -632,7 +632,8 @@ impl Family {
         out: &mut Vec<A>,
         g: &Guard,
     ) {
-        if want == 0 {
+        // A seeder gets leechers only: skip the walk when the swarm has none.
+        if want == 0 || (req_seeder && swarm.leechers.load(Relaxed) == 0) {
             return;
         }
         let t = self.current(swarm, g);
