@@ -137,10 +137,10 @@ fn main() -> ExitCode {
     };
     // One line per bound address on stdout, for scripts and tests (`--listen 127.0.0.1:0`).
     for a in server.local_addrs() {
-        println!("fjord listening on udp {a}");
+        say(&format!("fjord listening on udp {a}"));
     }
     if let Some(a) = server.metrics_addr() {
-        println!("fjord metrics on http://{a}/metrics");
+        say(&format!("fjord metrics on http://{a}/metrics"));
     }
     loop {
         if let Some(failure) = server.wait_failure(Duration::from_millis(100)) {
@@ -174,4 +174,13 @@ fn main() -> ExitCode {
             };
         }
     }
+}
+
+/// One line on stdout for scripts and supervisors. A closed or full stdout is ignored: the
+/// tracker must not die because whoever started it stopped reading (`println!` would panic).
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }

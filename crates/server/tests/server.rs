@@ -431,6 +431,8 @@ impl Drop for Child {
 fn spawn_fjord(args: &[&str]) -> (Child, SocketAddr) {
     let mut child = Command::new(FJORD)
         .args(args)
+        // Never the fixed default metrics port: tests run concurrently.
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
