@@ -106,7 +106,11 @@ fn run<A: Gen>(peers: u64, swarms: u64) {
             work.push(((r as u64) << 32) | u64::from(j));
         }
     }
-    work.shuffle(&mut StdRng::seed_from_u64(7));
+    // FJORD_MEMORY_ORDER=sequential loads swarm by swarm instead (to see how much of the
+    // allocator overhead comes from interleaved growth).
+    if std::env::var("FJORD_MEMORY_ORDER").as_deref() != Ok("sequential") {
+        work.shuffle(&mut StdRng::seed_from_u64(7));
+    }
     let ones = sizes.iter().filter(|&&s| s == 1).count();
     let small = sizes.iter().filter(|&&s| s <= 3).count();
     println!(
