@@ -334,8 +334,10 @@ impl PeerStore {
         let c = self.cursor.load(Relaxed);
         let units = 2 * SHARDS;
         let (mut unit, mut slot) = (((c >> 32) as usize) % units, c as u32 as usize);
+        let start = (unit, slot);
         let mut units_done = 0;
-        while rep.swarms_visited < max_swarms && units_done <= units {
+        // Stop at the budget, or after one full circle back to where this call started.
+        while rep.swarms_visited < max_swarms && !(units_done == units && (unit, slot) >= start) {
             let fam = &self.fams[unit / SHARDS];
             let (cap, sw) = fam.swarm_at(unit & (SHARDS - 1), slot, &guard);
             if slot >= cap {

@@ -336,6 +336,11 @@ fn clean_budget_and_cursor() {
     assert!((50..=57).contains(&visited), "visited {visited}");
     assert_eq!(s.stats().v4.swarms, 50, "nothing expired, nothing freed");
     assert_eq!(s.clean(T0, 0), CleanReport::default());
+    // An unlimited budget visits every swarm exactly once, wherever the cursor is.
+    s.clean(T0, 3);
+    let rep = s.clean(T0, usize::MAX);
+    assert_eq!(rep.swarms_visited, 50);
+    assert!(rep.cycle_complete);
 }
 
 #[test]
