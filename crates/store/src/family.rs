@@ -811,51 +811,66 @@ impl Family {
         rep: &mut CleanReport,
     ) {
         let stripe = stripe_of(info_hash_hash(&swarm.info_hash, ctx.seed));
-        let t = self.current(swarm, g);
-        let hd = t.header();
-        if hd.next.load(Acquire) != NEXT_NONE {
-            self.help_migrate(swarm, t, ctx, g);
-            return;
-        }
-        let cap = t.cap();
-        let mut live = 0usize;
-        for i in 0..cap {
-            let w = t.word(i, 0);
-            let mut m = w.load(Acquire);
-            loop {
-                if m & FROZEN != 0 {
-                    self.help_migrate(swarm, t, ctx, g);
-                    return;
-                }
-                if !is_live(self.fam, m) {
-                    break;
-                }
-                if !is_expired(m, now_stamp, ctx.timeout_units) {
-                    live += 1;
-                    break;
-                }
-                match w.compare_exchange(m, (m & KEY_MASK) | REMOVED, AcqRel, Acquire) {
-                    Ok(_) => {
-                        self.count(swarm, stripe, m & SEEDER != 0, false);
-                        ctx.release_peer();
-                        rep.peers_expired += 1;
-                        break;
+        // A migration met on the way is helped, then the swarm is cleaned again on its new
+        // table (a few times at most; after that it waits for the next cycle).
+        'attempt: for _ in 0..4 {
+            let t = self.current(swarm, g);
+            let hd = t.header();
+            if hd.next.load(Acquire) != NEXT_NONE {
+                match self.help_migrate(swarm, t, ctx, g) {
+                    Migrated::Moved => continue 'attempt,
+                    Migrated::Dead(mine) => {
+                        rep.swarms_freed += usize::from(mine);
+                        return;
                     }
-                    Err(x) => m = x,
                 }
             }
-        }
-        let used = hd.used.load(Relaxed) as usize;
-        let kind = if live == 0 {
-            NEXT_KILL
-        } else if used > live && (cap <= 8 || (used - live) * 4 > cap) {
-            NEXT_GROW
-        } else {
+            let cap = t.cap();
+            let mut live = 0usize;
+            for i in 0..cap {
+                let w = t.word(i, 0);
+                let mut m = w.load(Acquire);
+                loop {
+                    if m & FROZEN != 0 {
+                        match self.help_migrate(swarm, t, ctx, g) {
+                            Migrated::Moved => continue 'attempt,
+                            Migrated::Dead(mine) => {
+                                rep.swarms_freed += usize::from(mine);
+                                return;
+                            }
+                        }
+                    }
+                    if !is_live(self.fam, m) {
+                        break;
+                    }
+                    if !is_expired(m, now_stamp, ctx.timeout_units) {
+                        live += 1;
+                        break;
+                    }
+                    match w.compare_exchange(m, (m & KEY_MASK) | REMOVED, AcqRel, Acquire) {
+                        Ok(_) => {
+                            self.count(swarm, stripe, m & SEEDER != 0, false);
+                            ctx.release_peer();
+                            rep.peers_expired += 1;
+                            break;
+                        }
+                        Err(x) => m = x,
+                    }
+                }
+            }
+            let used = hd.used.load(Relaxed) as usize;
+            let kind = if live == 0 {
+                NEXT_KILL
+            } else if used > live && (cap <= 8 || (used - live) * 4 > cap) {
+                NEXT_GROW
+            } else {
+                return;
+            };
+            let _ = hd.next.compare_exchange(NEXT_NONE, kind, AcqRel, Acquire);
+            if let Migrated::Dead(true) = self.help_migrate(swarm, t, ctx, g) {
+                rep.swarms_freed += 1;
+            }
             return;
-        };
-        let _ = hd.next.compare_exchange(NEXT_NONE, kind, AcqRel, Acquire);
-        if let Migrated::Dead(true) = self.help_migrate(swarm, t, ctx, g) {
-            rep.swarms_freed += 1;
         }
     }
 
