@@ -195,3 +195,33 @@ fn swarm_creation_racing_map_growth() {
         consistent::<SocketAddrV4>(&s, 0);
     });
 }
+
+/// Three threads on a full 1-slot table: two inserts (each forcing a migration) and a stop
+/// of the old peer. A helper may still be copying the old peer after the stop removed it
+/// from the successor: the keyed tombstone must keep it from being resurrected.
+#[test]
+fn late_copier_does_not_resurrect() {
+    // Three threads: bounded to one preemption so the model stays within CI time.
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(1);
+    b.check(|| {
+        let s = store();
+        ann(&s, p4(1), Event::Started, NOW);
+        let (s2, s3) = (s.clone(), s.clone());
+        let t2 = thread::spawn(move || ann(&s2, p4(2), Event::Started, NOW));
+        let t3 = thread::spawn(move || ann(&s3, p4(1), Event::Stopped, NOW));
+        let a = ann(&s, p4(3), Event::Started, NOW);
+        assert_eq!(a, PeerStatus::Inserted);
+        assert_eq!(t2.join().unwrap(), PeerStatus::Inserted);
+        assert_eq!(t3.join().unwrap(), PeerStatus::Removed);
+        let mut got: Vec<_> = s
+            .peers_of::<SocketAddrV4>(&H)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        got.sort();
+        assert_eq!(got, [p4(2), p4(3)]);
+        assert_eq!(consistent::<SocketAddrV4>(&s, 0), 2);
+    });
+}
