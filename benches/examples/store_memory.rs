@@ -10,9 +10,8 @@
 //! store) / peers; the shuffled work list is allocated before the first reading and kept
 //! alive past the second, so it is not counted.
 //!
-//! mimalloc is the global allocator (as in the server). Build with
-//! `RUSTFLAGS="--cfg fjord_system_alloc"` to measure the system allocator instead.
-#![allow(unexpected_cfgs)]
+//! The system allocator is used, as in the `fjord` binary. Build with
+//! `RUSTFLAGS="--cfg fjord_mimalloc"` to measure mimalloc instead.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::time::Instant;
@@ -22,7 +21,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-#[cfg(not(fjord_system_alloc))]
+#[cfg(fjord_mimalloc)]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -154,10 +153,10 @@ fn run<A: Gen>(peers: u64, swarms: u64) {
     assert_eq!(inserted, work.len() as u64, "every peer must be stored");
     assert_eq!(fs.seeders + fs.leechers, inserted);
     assert_eq!(fs.swarms, sizes.len() as u64);
-    let alloc = if cfg!(fjord_system_alloc) {
-        "system allocator"
-    } else {
+    let alloc = if cfg!(fjord_mimalloc) {
         "mimalloc"
+    } else {
+        "system allocator"
     };
     println!(
         "{}: stored {} peers in {} swarms; load {:.2?} ({:.0} ns/announce, 1 thread)",

@@ -11,9 +11,6 @@ use clap::Parser;
 use fjord_server::Config;
 use fjord_server::config::DEFAULT_CONFIG_TOML;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// fjord: a lock-free UDP BitTorrent tracker (BEP 15).
 ///
 /// With no arguments it runs with the embedded defaults (see --print-config).
