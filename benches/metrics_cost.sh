@@ -55,8 +55,14 @@ run_once() {
 
 on=() off=()
 for round in $(seq "$ROUNDS"); do
-  off+=("$(run_once off)")
-  on+=("$(run_once on)")
+  # Alternate which mode goes first, so drift over the run does not favour one.
+  if ((round % 2)); then
+    off+=("$(run_once off)")
+    on+=("$(run_once on)")
+  else
+    on+=("$(run_once on)")
+    off+=("$(run_once off)")
+  fi
   echo "round $round: metrics off ${off[-1]}/s, metrics on ${on[-1]}/s" >&2
 done
 python3 - "${off[*]}" "${on[*]}" <<'EOF'
