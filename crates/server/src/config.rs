@@ -411,6 +411,18 @@ impl Config {
         }
     }
 
+    /// The peer store's settings.
+    pub fn store_config(&self) -> crate::fjord_store::StoreConfig {
+        crate::fjord_store::StoreConfig {
+            max_peers: self.store.max_peers,
+            max_swarms: self.store.max_swarms,
+            peer_timeout_secs: self.store.peer_timeout_secs,
+            default_num_want: self.protocol.default_num_want as usize,
+            max_num_want_v4: self.protocol.max_num_want_v4 as usize,
+            max_num_want_v6: self.protocol.max_num_want_v6 as usize,
+        }
+    }
+
     /// A configuration for tests and embedding: loopback listen addresses with port 0, one worker,
     /// metrics off, otherwise defaults.
     pub fn for_tests(listen: Vec<SocketAddr>) -> Config {

@@ -275,45 +275,26 @@ impl RequestHandler {
         };
         let interval = s.announce_interval;
         // The `ip` field of the request is ignored: the peer is the packet's source address.
+        let reply_header = |o: &fjord_store::AnnounceOutcome| {
+            header(a.transaction_id, interval, o.seeders, o.leechers)
+        };
         let (status, n, peers) = match ip {
-            IpAddr::V4(ip4) => {
-                let want = want.min(s.max_num_want_v4);
-                let peer = SocketAddrV4::new(ip4, a.port);
-                self.peers_v4.clear();
-                let o = store.announce(
-                    &a.info_hash.0,
-                    peer,
-                    a.left,
-                    event,
-                    want,
-                    now,
-                    random,
-                    &mut self.peers_v4,
-                );
-                self.peers_v4.truncate(want.max(0) as usize);
-                let h = header(a.transaction_id, interval, o.seeders, o.leechers);
-                let n = write_announce_response_v4(out, &h, self.peers_v4.iter().copied()).ok()?;
-                (o.status, n, self.peers_v4.len())
-            }
-            IpAddr::V6(ip6) => {
-                let want = want.min(s.max_num_want_v6);
-                let peer = SocketAddrV6::new(ip6, a.port, 0, 0);
-                self.peers_v6.clear();
-                let o = store.announce(
-                    &a.info_hash.0,
-                    peer,
-                    a.left,
-                    event,
-                    want,
-                    now,
-                    random,
-                    &mut self.peers_v6,
-                );
-                self.peers_v6.truncate(want.max(0) as usize);
-                let h = header(a.transaction_id, interval, o.seeders, o.leechers);
-                let n = write_announce_response_v6(out, &h, self.peers_v6.iter().copied()).ok()?;
-                (o.status, n, self.peers_v6.len())
-            }
+            IpAddr::V4(ip4) => announce_in(
+                store,
+                a,
+                SocketAddrV4::new(ip4, a.port),
+                (event, want.min(s.max_num_want_v4), now, random),
+                &mut self.peers_v4,
+                |o, peers| write_announce_response_v4(out, &reply_header(o), peers.iter().copied()),
+            )?,
+            IpAddr::V6(ip6) => announce_in(
+                store,
+                a,
+                SocketAddrV6::new(ip6, a.port, 0, 0),
+                (event, want.min(s.max_num_want_v6), now, random),
+                &mut self.peers_v6,
+                |o, peers| write_announce_response_v6(out, &reply_header(o), peers.iter().copied()),
+            )?,
         };
         if let PeerStatus::NotStored(reason) = status {
             let r = match reason {
@@ -349,6 +330,35 @@ impl RequestHandler {
         });
         write_scrape_response(out, s.transaction_id, rows).ok()
     }
+}
+
+/// One announce in the store for a peer of family `A`, and the reply written by `write`
+/// (which picks the entry size of that family). Returns (status, reply length, peers sent).
+fn announce_in<A: fjord_store::PeerAddress>(
+    store: &PeerStore,
+    a: &AnnounceRequest<'_>,
+    peer: A,
+    (event, want, now, random): (fjord_store::Event, i32, u32, u64),
+    scratch: &mut Vec<A>,
+    write: impl FnOnce(
+        &fjord_store::AnnounceOutcome,
+        &[A],
+    ) -> Result<usize, fjord_protocol::BufferTooSmall>,
+) -> Option<(PeerStatus, usize, usize)> {
+    scratch.clear();
+    let o = store.announce(
+        &a.info_hash.0,
+        peer,
+        a.left,
+        event,
+        want,
+        now,
+        random,
+        scratch,
+    );
+    scratch.truncate(want.max(0) as usize);
+    let n = write(&o, scratch).ok()?;
+    Some((o.status, n, scratch.len()))
 }
 
 fn sat_u32<T: TryInto<u32>>(v: T) -> u32 {

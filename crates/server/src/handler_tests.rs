@@ -14,7 +14,7 @@ use crate::access_list::{AccessList, AccessListSource};
 use crate::config::{AccessListMode, Config};
 use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Action, DropReason, ErrorReason, IpVersion, NotStoredReason};
-use crate::fjord_store::{PeerStore, StoreConfig};
+use crate::fjord_store::PeerStore;
 use crate::handler::{ACCESS_DENIED_MESSAGE, HandlerSettings, RequestHandler, Shared};
 use crate::sys::MAX_REPLY;
 
@@ -22,14 +22,7 @@ const NOW: u32 = 1_800_000_000;
 const KEY: [u8; 16] = [0x5a; 16];
 
 fn handler_with(config: &Config, access: AccessList) -> RequestHandler {
-    let store = Arc::new(PeerStore::new(StoreConfig {
-        max_peers: config.store.max_peers,
-        max_swarms: config.store.max_swarms,
-        peer_timeout_secs: config.store.peer_timeout_secs,
-        default_num_want: config.protocol.default_num_want as usize,
-        max_num_want_v4: config.protocol.max_num_want_v4 as usize,
-        max_num_want_v6: config.protocol.max_num_want_v6 as usize,
-    }));
+    let store = Arc::new(PeerStore::new(config.store_config()));
     let shared = Arc::new(Shared {
         store,
         validator: ConnectionIdValidator::new(KEY, config.connection_id.grace_secs),

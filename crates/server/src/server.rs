@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::fjord_store::{PeerStore, StoreConfig};
+use crate::fjord_store::PeerStore;
 use anyhow::Context;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
@@ -173,14 +173,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         Some(key) => ConnectionIdValidator::new(key, config.connection_id.grace_secs),
         None => ConnectionIdValidator::random(config.connection_id.grace_secs),
     };
-    let store = Arc::new(PeerStore::new(StoreConfig {
-        max_peers: config.store.max_peers,
-        max_swarms: config.store.max_swarms,
-        peer_timeout_secs: config.store.peer_timeout_secs,
-        default_num_want: config.protocol.default_num_want as usize,
-        max_num_want_v4: config.protocol.max_num_want_v4 as usize,
-        max_num_want_v6: config.protocol.max_num_want_v6 as usize,
-    }));
+    let store = Arc::new(PeerStore::new(config.store_config()));
     let access = Arc::new(
         AccessListSource::new(config.access_list.mode, config.access_list.path.clone())
             .context("cannot load the access list")?,
