@@ -67,18 +67,25 @@ impl Default for StoreConfig {
 /// The announce event, as the store sees it (independent of the wire codec).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Event {
+    /// A regular announce (or an event code the codec did not know).
     #[default]
     None,
+    /// The client started the torrent.
     Started,
+    /// The download finished: a stored leecher (or an unknown peer) counts once in `completed`.
     Completed,
+    /// The client left: the peer is removed and no peers are returned.
     Stopped,
 }
 
 /// What an announce did, and the swarm's counts after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AnnounceOutcome {
+    /// Seeders in the swarm after the announce (expired peers count until `clean` removes them).
     pub seeders: u32,
+    /// Leechers in the swarm after the announce.
     pub leechers: u32,
+    /// What happened to the announcing peer.
     pub status: PeerStatus,
 }
 
@@ -111,16 +118,22 @@ pub enum NotStoredReason {
 /// One scrape row (BEP 15 order: seeders, completed, leechers).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SwarmCounts {
+    /// Peers with `left == 0`.
     pub seeders: u32,
+    /// Downloads completed in this swarm since it was created.
     pub completed: u32,
+    /// Peers still downloading.
     pub leechers: u32,
 }
 
 /// What one [`PeerStore::clean`] call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CleanReport {
+    /// Swarms examined by this call.
     pub swarms_visited: usize,
+    /// Peers removed because they had not announced within the peer timeout.
     pub peers_expired: usize,
+    /// Empty swarms freed.
     pub swarms_freed: usize,
     /// The cursor went past the end of the last shard: every swarm was visited since the
     /// cycle started.
@@ -130,16 +143,22 @@ pub struct CleanReport {
 /// Counts of one address family.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FamilyStats {
+    /// Swarms of this family.
     pub swarms: u64,
+    /// Seeders stored.
     pub seeders: u64,
+    /// Leechers stored.
     pub leechers: u64,
+    /// Completions counted by the swarms since start; never decreases (freeing a swarm keeps it).
     pub completed: u64,
 }
 
 /// Counts of both families, from striped counters (no walk over swarms).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
+    /// IPv4 swarms and peers.
     pub v4: FamilyStats,
+    /// IPv6 swarms and peers.
     pub v6: FamilyStats,
 }
 
@@ -184,6 +203,7 @@ fn random_seed() -> u64 {
 }
 
 impl PeerStore {
+    /// An empty store with these limits. The swarm maps start small and grow on demand.
     pub fn new(config: StoreConfig) -> Self {
         let timeout_units = u64::from(config.peer_timeout_secs >> addr::STAMP_SHIFT)
             .clamp(1, (1 << (addr::STAMP_BITS - 1)) - 1);
@@ -202,6 +222,7 @@ impl PeerStore {
         }
     }
 
+    /// The limits and defaults this store was created with.
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }
