@@ -224,6 +224,14 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         failed,
         metrics: None,
     };
+    // Bound before any worker runs: a metrics address that cannot be bound fails the start
+    // before a single packet has been answered.
+    if config.metrics.enabled {
+        server.metrics = Some(
+            start_metrics(&config, &server, workers)
+                .with_context(|| format!("cannot serve metrics on {}", config.metrics.listen))?,
+        );
+    }
     for (index, socks) in sockets.into_iter().enumerate() {
         let poll = Poll::new().context("cannot create a poll instance")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -272,12 +280,6 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
             .context("cannot spawn the maintenance thread")?,
     );
     server.maintenance_stop = Some(mstop_tx);
-    if config.metrics.enabled {
-        server.metrics = Some(
-            start_metrics(&config, &server)
-                .with_context(|| format!("cannot serve metrics on {}", config.metrics.listen))?,
-        );
-    }
     for a in &server.local_addrs {
         tracing::info!("listening on udp {a} ({workers} workers)");
     }
@@ -286,11 +288,15 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
 
 /// Serves `/metrics` and `/health`. A scrape sums the workers' published counter slots and reads
 /// the store's and the access list's counts: nothing on the packet path is touched.
-fn start_metrics(config: &Config, server: &RunningServer) -> io::Result<MetricsEndpoint> {
+fn start_metrics(
+    config: &Config,
+    server: &RunningServer,
+    workers: usize,
+) -> io::Result<MetricsEndpoint> {
     let exposition = Exposition::new();
     let slots = Arc::clone(&server.slots);
     let shared = Arc::clone(&server.shared);
-    let workers = server.wakers.len() as u64;
+    let workers = workers as u64;
     let failed = Arc::clone(&server.failed);
     MetricsEndpoint::start(
         config.metrics.listen,

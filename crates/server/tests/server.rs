@@ -531,3 +531,44 @@ fn binary_drops_privileges_when_run_as_root() {
     );
     let _ = IpAddr::V4(Ipv4Addr::LOCALHOST);
 }
+
+#[test]
+fn metrics_address_in_use_fails_the_start_before_serving() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = Config::for_tests(vec!["127.0.0.1:0".parse().unwrap()]);
+    config.metrics.enabled = true;
+    config.metrics.listen = taken.local_addr().unwrap();
+    let err = start(config).expect_err("metrics address is taken");
+    assert!(
+        format!("{err:#}").contains("cannot serve metrics"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn metrics_endpoint_serves_the_running_server_and_health_follows_workers() {
+    let mut config = Config::for_tests(vec!["127.0.0.1:0".parse().unwrap()]);
+    config.metrics.enabled = true;
+    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    let server = start(config).unwrap();
+    let c = Client::new("127.0.0.1:0", server.local_addrs()[0]);
+    assert_eq!(u32_at(&c.announce([9; 20], 1, 1), 0), 1);
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.metrics_addr().unwrap()).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get("/health").starts_with("HTTP/1.1 200 OK"));
+    eventually("announce visible in /metrics", || {
+        get("/metrics").contains("fjord_requests_total{action=\"announce\",ip_version=\"4\"} 1")
+    });
+    assert!(get("/metrics").contains("fjord_torrents{ip_version=\"4\"} 1"));
+    // A dead worker turns the health check red.
+    server.inject_worker_panic_for_tests(0);
+    assert!(server.wait_failure(TIMEOUT).is_some());
+    assert!(get("/health").starts_with("HTTP/1.1 503"));
+    assert!(server.shutdown().is_err());
+}
