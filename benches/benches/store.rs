@@ -27,9 +27,6 @@ use parking_lot::RwLock;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const SWARMS: u64 = 100_000;
 const PEERS: u64 = 1_000_000;
 const NOW: u32 = 10_000;
