@@ -303,6 +303,15 @@ mod tests {
         v
     }
 
+    /// `r` is a malformed-reply outcome for exactly `want`.
+    #[track_caller]
+    fn assert_malformed(r: Outcome, want: Malformed) {
+        assert!(
+            matches!(r, Outcome::Malformed { reason, .. } if reason == want),
+            "{r:?}, wanted Malformed::{want:?}"
+        );
+    }
+
     #[test]
     fn table_issues_unique_ids_and_refuses_when_full() {
         let mut t = Outstanding::new(2);
@@ -372,55 +381,19 @@ mod tests {
         let mut t = Outstanding::new(8);
         let tid = t.issue(issued(Kind::Connect, 0)).unwrap();
         let r = classify(&mut t, &reply(0, tid, 9), false, PeerFamily::V4);
-        assert!(
-            matches!(
-                r,
-                Outcome::Malformed {
-                    reason: Malformed::WrongLength,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert_malformed(r, Malformed::WrongLength);
 
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
         let r = classify(&mut t, &reply(1, tid, 8), false, PeerFamily::V4);
-        assert!(
-            matches!(
-                r,
-                Outcome::Malformed {
-                    reason: Malformed::WrongLength,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert_malformed(r, Malformed::WrongLength);
 
         let tid = t.issue(issued(Kind::Scrape, 2)).unwrap();
         let r = classify(&mut t, &reply(2, tid, 24 + 5), false, PeerFamily::V4);
-        assert!(
-            matches!(
-                r,
-                Outcome::Malformed {
-                    reason: Malformed::WrongLength,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert_malformed(r, Malformed::WrongLength);
 
         let tid = t.issue(issued(Kind::Scrape, 2)).unwrap();
         let r = classify(&mut t, &reply(2, tid, 12), false, PeerFamily::V4);
-        assert!(
-            matches!(
-                r,
-                Outcome::Malformed {
-                    reason: Malformed::WrongRowCount,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert_malformed(r, Malformed::WrongRowCount);
 
         let tid = t.issue(issued(Kind::Scrape, 2)).unwrap();
         let r = classify(&mut t, &reply(2, tid, 24), false, PeerFamily::V4);
@@ -428,16 +401,7 @@ mod tests {
 
         let tid = t.issue(issued(Kind::Connect, 0)).unwrap();
         let r = classify(&mut t, &reply(0, tid, 8), true, PeerFamily::V4);
-        assert!(
-            matches!(
-                r,
-                Outcome::Malformed {
-                    reason: Malformed::WrongLength,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert_malformed(r, Malformed::WrongLength);
     }
 
     #[test]
@@ -446,29 +410,11 @@ mod tests {
         // IPv4 entries (6 bytes) in a reply on an IPv6 socket.
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
         let r = classify(&mut t, &reply(1, tid, 12 + 6 * 2), false, PeerFamily::V6);
-        assert!(
-            matches!(
-                r,
-                Outcome::Malformed {
-                    reason: Malformed::WrongEntrySize,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert_malformed(r, Malformed::WrongEntrySize);
         // A partial IPv4 entry.
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
         let r = classify(&mut t, &reply(1, tid, 12 + 7), false, PeerFamily::V4);
-        assert!(
-            matches!(
-                r,
-                Outcome::Malformed {
-                    reason: Malformed::WrongEntrySize,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert_malformed(r, Malformed::WrongEntrySize);
         // Whole entries pass and are counted.
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
         let r = classify(&mut t, &reply(1, tid, 12 + 18 * 3), false, PeerFamily::V6);
@@ -483,16 +429,7 @@ mod tests {
         let mut t = Outstanding::new(8);
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
         let r = classify(&mut t, &reply(2, tid, 12), false, PeerFamily::V4);
-        assert!(
-            matches!(
-                r,
-                Outcome::Malformed {
-                    reason: Malformed::WrongAction,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert_malformed(r, Malformed::WrongAction);
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
         let mut e = reply(3, tid, 0);
         e.extend_from_slice(b"invalid connection id");
