@@ -600,19 +600,39 @@ pub fn drop_privileges(user: &str, group: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Looks `name` up with a reentrant `getpwnam_r`/`getgrnam_r`-style function `get` and
+/// returns `read(entry)`, called while the string buffer the entry points into is alive.
+///
+/// # Safety
+/// `get` must be a `get*nam_r` function for entries of type `T`: it fills `entry` (whose
+/// pointers refer into the buffer), sets `*result` to `entry` or null, and returns an error
+/// number. `T` must be a plain C struct for which all-zero bytes are valid (null pointers).
 #[cfg(unix)]
-fn lookup_user(name: &str) -> io::Result<(libc::uid_t, libc::gid_t)> {
+unsafe fn lookup_entry<T, R>(
+    name: &str,
+    what: &str,
+    buf_len: usize,
+    get: unsafe extern "C" fn(
+        *const libc::c_char,
+        *mut T,
+        *mut libc::c_char,
+        libc::size_t,
+        *mut *mut T,
+    ) -> libc::c_int,
+    read: impl FnOnce(&T) -> R,
+) -> io::Result<R> {
     let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: all-zero bytes are a valid passwd (null pointers).
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer refers to a live local; `buf.len()` is the buffer's real size.
-    // getpwnam_r returns an error number (not -1), so it does not go through syscall!.
+    let mut buf = vec![0 as libc::c_char; buf_len];
+    // SAFETY: per the contract, all-zero bytes are a valid `T`.
+    let mut entry: T = unsafe { std::mem::zeroed() };
+    let mut result: *mut T = std::ptr::null_mut();
+    // SAFETY: every pointer refers to a live local; `buf.len()` is the buffer's real size; `get`
+    // is a `get*nam_r` function per the contract. It returns an error number (not -1), so it
+    // does not go through syscall!.
     let rc = unsafe {
-        libc::getpwnam_r(
+        get(
             cname.as_ptr(),
-            &mut pwd,
+            &mut entry,
             buf.as_mut_ptr(),
             buf.len(),
             &mut result,
@@ -624,45 +644,57 @@ fn lookup_user(name: &str) -> io::Result<(libc::uid_t, libc::gid_t)> {
     if result.is_null() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("no user named {name:?}"),
+            format!("no {what} named {name:?}"),
         ));
     }
-    Ok((pwd.pw_uid, pwd.pw_gid))
+    Ok(read(&entry))
+}
+
+#[cfg(unix)]
+fn lookup_user(name: &str) -> io::Result<(libc::uid_t, libc::gid_t)> {
+    // SAFETY: getpwnam_r fills a `passwd`, for which all-zero bytes are valid.
+    unsafe {
+        lookup_entry(
+            name,
+            "user",
+            16 * 1024,
+            libc::getpwnam_r,
+            |p: &libc::passwd| (p.pw_uid, p.pw_gid),
+        )
+    }
 }
 
 #[cfg(unix)]
 fn lookup_group(name: &str) -> io::Result<libc::gid_t> {
-    let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
-    let mut buf = vec![0 as libc::c_char; 64 * 1024];
-    // SAFETY: all-zero bytes are a valid group (null pointers).
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: as in lookup_user.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            cname.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
+    // SAFETY: getgrnam_r fills a `group`, for which all-zero bytes are valid.
+    unsafe {
+        lookup_entry(
+            name,
+            "group",
+            64 * 1024,
+            libc::getgrnam_r,
+            |g: &libc::group| g.gr_gid,
         )
-    };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
     }
-    if result.is_null() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no group named {name:?}"),
-        ));
-    }
-    Ok(grp.gr_gid)
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::net::UdpSocket;
+
+    #[test]
+    fn user_and_group_lookups() {
+        assert_eq!(lookup_user("root").unwrap(), (0, 0));
+        assert_eq!(lookup_group("root").unwrap(), 0);
+        for e in [
+            lookup_user("no-such-user-fjord").unwrap_err(),
+            lookup_group("no-such-group-fjord").unwrap_err(),
+        ] {
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        }
+        assert!(lookup_user("nul\0inside").is_err());
+    }
 
     #[test]
     fn batch_round_trip_with_packet_info() {
