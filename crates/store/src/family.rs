@@ -149,6 +149,18 @@ impl Family {
         unsafe { &*std::ptr::with_exposed_provenance::<Swarm>((m & M_PTR) as usize) }
     }
 
+    /// The swarm for `ih` if the non-empty, non-frozen map slot value `m` (read under `g`)
+    /// names it: live, the tag of `h` matches, and the full info hash compares equal.
+    #[inline]
+    fn matching_swarm<'g>(m: u64, h: u64, ih: &[u8; 20], g: &'g Guard) -> Option<&'g Swarm> {
+        if m & M_REMOVED != 0 || m >> 48 != tag_of(h) {
+            return None;
+        }
+        // SAFETY: a live slot value read under `g` (callers pass only non-empty values).
+        let sw = unsafe { Self::swarm_ref(m, g) };
+        (&sw.info_hash == ih).then_some(sw)
+    }
+
     #[inline]
     fn current(&self, swarm: &Swarm, _g: &Guard) -> Table {
         // SAFETY: `swarm.table` always holds a live table of this family; replaced tables are
@@ -220,12 +232,8 @@ impl Family {
                 if m == 0 {
                     return None;
                 }
-                if m & M_REMOVED == 0 && m >> 48 == tag_of(h) {
-                    // SAFETY: a live slot read under `g`.
-                    let sw = unsafe { Self::swarm_ref(m, g) };
-                    if &sw.info_hash == ih {
-                        return Some(sw);
-                    }
+                if let Some(sw) = Self::matching_swarm(m, h, ih, g) {
+                    return Some(sw);
                 }
                 i = if i + 1 == cap { 0 } else { i + 1 };
             }
@@ -289,12 +297,8 @@ impl Family {
                     self.swarms.fetch_sub(1, Relaxed);
                     continue; // re-examine slot i
                 }
-                if m & M_REMOVED == 0 && m >> 48 == tag_of(h) {
-                    // SAFETY: a live slot read under `g`.
-                    let sw = unsafe { Self::swarm_ref(m, g) };
-                    if &sw.info_hash == ih {
-                        break 'retry Some(sw);
-                    }
+                if let Some(sw) = Self::matching_swarm(m, h, ih, g) {
+                    break 'retry Some(sw);
                 }
                 i = if i + 1 == cap { 0 } else { i + 1 };
                 probes += 1;
