@@ -175,7 +175,7 @@ fn run<A: Gen>(peers: u64, swarms: u64) {
     );
     let (sw, tb, map) = store.allocated_bytes::<A>();
     println!(
-        "{}: requested from the allocator: swarm headers {:.2} + peer tables {:.2} + map {:.2} = {:.2} bytes per peer",
+        "{}: requested from the allocator: block headers {:.2} + peer slots {:.2} + map {:.2} = {:.2} bytes per peer",
         A::NAME,
         sw as f64 / inserted as f64,
         tb as f64 / inserted as f64,

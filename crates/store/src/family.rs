@@ -1,5 +1,5 @@
-//! One address family: its swarm map (sharded open-addressing tables of swarm pointers), its
-//! striped counters, and every operation on swarms and peer tables, including migration
+//! One address family: its swarm map (sharded open-addressing tables of block pointers), its
+//! striped counters, and every operation on swarms and their blocks, including migration
 //! (freeze-and-copy growth, compaction and the freeing of empty swarms).
 
 use crossbeam_utils::CachePadded;
@@ -9,11 +9,14 @@ use crate::addr::{
     FROZEN, Fam, KEY_MASK, PeerAddress, PeerKey, REMOVED, SEEDER, is_empty, is_expired, is_live,
     is_reserved, live_value, mix,
 };
+use crate::block::{
+    Block, COMPLETED_FROZEN, NEXT_GROW, NEXT_KILL, NEXT_NONE, SMALL_MAX, block_bytes, peer_cap_for,
+    peer_max_used,
+};
 use crate::sync::epoch::{Guard, retire};
 use crate::sync::{AtomicI64, AtomicUsize, Ordering::*, spin_wait};
 use crate::table::{
-    NEXT_DEAD, NEXT_GROW, NEXT_KILL, NEXT_NONE, Swarm, Table, index, map_cap_for, map_max_used,
-    peer_cap_for, peer_max_used,
+    NEXT_GROW as MAP_GROW, NEXT_NONE as MAP_NONE, Table, index, map_cap_for, map_max_used,
 };
 
 #[cfg(not(loom))]
@@ -30,6 +33,8 @@ pub(crate) const STRIPES: usize = 64;
 pub(crate) const STRIPES: usize = 1;
 
 /// Map slot word: `ptr` (8-aligned, < 2^48) | tag << 48 | REMOVED | FROZEN. 0 = EMPTY.
+/// A live slot names the newest block of a swarm; a REMOVED slot names the corpse of a freed
+/// swarm, which lives (and keeps its info hash readable) as long as that map table.
 const M_FROZEN: u64 = 1;
 const M_REMOVED: u64 = 2;
 const M_PTR: u64 = 0x0000_FFFF_FFFF_FFF8;
@@ -81,7 +86,8 @@ fn tag_of(h: u64) -> u64 {
 }
 
 pub(crate) enum Migrated {
-    Moved,
+    /// The block was replaced by this successor.
+    Moved(Block),
     /// The swarm is dead and no longer in the map; `true` if this call removed it.
     Dead(bool),
 }
@@ -101,6 +107,23 @@ fn counters(n: usize) -> Box<[CachePadded<AtomicI64>]> {
     (0..n)
         .map(|_| CachePadded::new(AtomicI64::new(0)))
         .collect()
+}
+
+/// Frees a map table and the corpses its REMOVED slots own.
+///
+/// # Safety
+/// The table must be unreachable for every thread, and freed at most once.
+unsafe fn free_map_table(t: Table, words: usize) {
+    for i in 0..t.cap() {
+        let v = t.word(i, 0).load(Relaxed) & !M_FROZEN;
+        if v & M_REMOVED != 0 {
+            // SAFETY: a corpse is owned by the one REMOVED slot that names it (REMOVED slots
+            // are never copied), and that slot's table is being freed.
+            unsafe { Block::from_addr((v & M_PTR) as usize, words).free() };
+        }
+    }
+    // SAFETY: per the contract.
+    unsafe { t.free() };
 }
 
 pub(crate) struct Family {
@@ -140,70 +163,120 @@ impl Family {
         unsafe { Table::from_addr(self.shards[s].load(Acquire), 1) }
     }
 
+    /// The block a non-empty map slot value names.
+    ///
     /// # Safety
-    /// `m` must be a non-empty map slot value read under `_g` (live, or removed/frozen but read
-    /// while the guard was held): the swarm it names is then not freed before `_g` is dropped.
+    /// `m` must have been read under `_g` from a map table reachable under `_g`: a live slot's
+    /// block is retired only after the slot stops naming it, a corpse only with its table.
     #[inline]
-    pub(crate) unsafe fn swarm_ref(m: u64, _g: &Guard) -> &Swarm {
-        // SAFETY: per the contract the pointer is a live `Swarm` for the guard's lifetime.
-        unsafe { &*std::ptr::with_exposed_provenance::<Swarm>((m & M_PTR) as usize) }
+    unsafe fn block_of(&self, m: u64, _g: &Guard) -> Block {
+        // SAFETY: per the contract the block is live for the guard's lifetime.
+        unsafe { Block::from_addr((m & M_PTR) as usize, self.words()) }
     }
 
-    /// The swarm for `ih` if the non-empty, non-frozen map slot value `m` (read under `g`)
+    /// The swarm's block if the non-empty, non-frozen map slot value `m` (read under `g`)
     /// names it: live, the tag of `h` matches, and the full info hash compares equal.
     #[inline]
-    fn matching_swarm<'g>(m: u64, h: u64, ih: &[u8; 20], g: &'g Guard) -> Option<&'g Swarm> {
+    fn matching(&self, m: u64, h: u64, ih: &[u8; 20], g: &Guard) -> Option<Block> {
         if m & M_REMOVED != 0 || m >> 48 != tag_of(h) {
             return None;
         }
-        // SAFETY: a live slot value read under `g` (callers pass only non-empty values).
-        let sw = unsafe { Self::swarm_ref(m, g) };
-        (&sw.info_hash == ih).then_some(sw)
+        // SAFETY: a slot value read under `g` (callers pass only non-empty values).
+        let b = unsafe { self.block_of(m, g) };
+        (b.info_hash() == ih).then_some(b)
     }
 
+    /// The successor a block's state names.
     #[inline]
-    fn current(&self, swarm: &Swarm, _g: &Guard) -> Table {
-        // SAFETY: `swarm.table` always holds a live table of this family; replaced tables are
-        // retired through the epoch and `_g` pins us.
-        unsafe { Table::from_addr(swarm.table.load(Acquire), self.words()) }
+    fn successor(&self, addr: u64, _g: &Guard) -> Block {
+        // SAFETY: published in `next` (read with Acquire) of a block we may read under `_g`;
+        // a successor is retired only after it was replaced in the map, after its predecessor
+        // was, so it outlives every guard that can still reach the predecessor.
+        unsafe { Block::from_addr(addr as usize, self.words()) }
     }
 
-    fn count(&self, swarm: &Swarm, stripe: usize, seeder: bool, up: bool) {
-        let (c, g) = if seeder {
-            (&swarm.seeders, &self.seeders[stripe])
+    fn count(&self, b: Block, stripe: usize, seeder: bool, up: bool) {
+        let g = if seeder {
+            &self.seeders[stripe]
         } else {
-            (&swarm.leechers, &self.leechers[stripe])
+            &self.leechers[stripe]
         };
+        let c = b
+            .big()
+            .map(|x| if seeder { &x.seeders } else { &x.leechers });
         if up {
-            c.fetch_add(1, Relaxed);
+            if let Some(c) = c {
+                c.fetch_add(1, Relaxed);
+            }
             g.fetch_add(1, Relaxed);
         } else {
-            c.fetch_sub(1, Relaxed);
+            if let Some(c) = c {
+                c.fetch_sub(1, Relaxed);
+            }
             g.fetch_sub(1, Relaxed);
         }
     }
 
-    fn add_completed(&self, swarm: &Swarm, stripe: usize) {
-        swarm.completed.fetch_add(1, Relaxed);
+    /// (seeders, leechers) of a block: its counters, or a scan of a small block's slots.
+    pub(crate) fn counts(&self, b: Block) -> (u32, u32) {
+        if let Some(x) = b.big() {
+            return (x.seeders.load(Relaxed), x.leechers.load(Relaxed));
+        }
+        let (mut s, mut l) = (0, 0);
+        for i in 0..b.cap() {
+            let m = b.word(i, 0).load(Acquire);
+            if is_live(self.fam, m) {
+                if m & SEEDER != 0 { s += 1 } else { l += 1 }
+            }
+        }
+        (s, l)
+    }
+
+    /// Downloads completed in the swarm of block `b`.
+    pub(crate) fn completed_of(b: Block) -> u32 {
+        b.head().completed.load(Relaxed) & !COMPLETED_FROZEN
+    }
+
+    /// Counts one completion in the swarm (after the peer's slot turned seeder). A frozen
+    /// counter belongs to a block being migrated: the completion goes to the successor, whose
+    /// counter starts from the frozen value, so it is counted exactly once.
+    fn add_completed(&self, mut b: Block, stripe: usize, ctx: &Ctx, g: &Guard) {
         self.completed[stripe].fetch_add(1, Relaxed);
+        loop {
+            let c = &b.head().completed;
+            let mut v = c.load(Relaxed);
+            while v & COMPLETED_FROZEN == 0 {
+                if v + 1 == COMPLETED_FROZEN {
+                    return; // saturated
+                }
+                match c.compare_exchange_weak(v, v + 1, Relaxed, Relaxed) {
+                    Ok(_) => return,
+                    Err(x) => v = x,
+                }
+            }
+            match self.help_migrate(b, ctx, g) {
+                Migrated::Moved(n) => b = n,
+                Migrated::Dead(_) => return,
+            }
+        }
     }
 
     /// True if meta `m` (published or removed, read with Acquire) at slot `i` is peer `pk`.
     #[inline]
-    fn matches(&self, t: Table, i: usize, m: u64, pk: &PeerKey) -> bool {
+    fn matches(&self, b: Block, i: usize, m: u64, pk: &PeerKey) -> bool {
         (m & KEY_MASK) == pk.key
             && (self.fam == Fam::V4
-                || (t.word(i, 1).load(Relaxed) == pk.addr[0]
-                    && t.word(i, 2).load(Relaxed) == pk.addr[1]))
+                || (b.word(i, 1).load(Relaxed) == pk.addr[0]
+                    && b.word(i, 2).load(Relaxed) == pk.addr[1]))
     }
     #[inline]
     fn reserved_by(&self, m: u64, pk: &PeerKey) -> bool {
         is_reserved(self.fam, m) && (m & KEY_MASK) == (pk.reserved_meta() & KEY_MASK)
     }
     #[inline]
-    fn addr_words(&self, t: Table, i: usize) -> [u64; 2] {
+    fn addr_words(&self, b: Block, i: usize) -> [u64; 2] {
         if self.fam == Fam::V6 {
-            [t.word(i, 1).load(Relaxed), t.word(i, 2).load(Relaxed)]
+            [b.word(i, 1).load(Relaxed), b.word(i, 2).load(Relaxed)]
         } else {
             [0; 2]
         }
@@ -211,13 +284,7 @@ impl Family {
 
     // ---------------------------------------------------------------- swarm map
 
-    pub(crate) fn lookup<'g>(
-        &self,
-        ih: &[u8; 20],
-        h: u64,
-        ctx: &Ctx,
-        g: &'g Guard,
-    ) -> Option<&'g Swarm> {
+    pub(crate) fn lookup(&self, ih: &[u8; 20], h: u64, ctx: &Ctx, g: &Guard) -> Option<Block> {
         let s = (h as usize) & (SHARDS - 1);
         'retry: loop {
             let t = self.map_table(s, g);
@@ -232,8 +299,8 @@ impl Family {
                 if m == 0 {
                     return None;
                 }
-                if let Some(sw) = Self::matching_swarm(m, h, ih, g) {
-                    return Some(sw);
+                if let Some(b) = self.matching(m, h, ih, g) {
+                    return Some(b);
                 }
                 i = if i + 1 == cap { 0 } else { i + 1 };
             }
@@ -242,19 +309,19 @@ impl Family {
     }
 
     /// Finds the swarm or creates it; `None` when the swarm limit is reached.
-    pub(crate) fn get_or_insert<'g>(
+    pub(crate) fn get_or_insert(
         &self,
         ih: &[u8; 20],
         h: u64,
         ctx: &Ctx,
-        g: &'g Guard,
-    ) -> Option<&'g Swarm> {
+        g: &Guard,
+    ) -> Option<Block> {
         let s = (h as usize) & (SHARDS - 1);
-        let mut fresh: usize = 0;
+        let mut fresh: Option<Block> = None;
         let found = 'retry: loop {
             let t = self.map_table(s, g);
             let hd = t.header();
-            if hd.next.load(Acquire) != NEXT_NONE {
+            if hd.next.load(Acquire) != MAP_NONE {
                 self.help_map_migrate(s, t, ctx, g);
                 continue;
             }
@@ -272,55 +339,55 @@ impl Family {
                     if hd.used.load(Relaxed) as usize >= map_max_used(cap) {
                         let _ = hd
                             .next
-                            .compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
+                            .compare_exchange(MAP_NONE, MAP_GROW, AcqRel, Acquire);
                         continue 'retry;
                     }
-                    if fresh == 0 {
-                        if !Ctx::reserve(&ctx.swarms, ctx.max_swarms) {
-                            break 'retry None;
+                    let b = match fresh {
+                        Some(b) => b,
+                        None => {
+                            if !Ctx::reserve(&ctx.swarms, ctx.max_swarms) {
+                                break 'retry None;
+                            }
+                            let cap = peer_cap_for(1, self.words());
+                            *fresh.insert(Block::alloc(*ih, cap, self.words(), 0, 0, 0))
                         }
-                        fresh = Swarm::alloc(*ih, self.words()).expose_provenance();
-                        assert!(
-                            fresh as u64 & !M_PTR == 0,
-                            "swarm pointer does not fit 48 bits"
-                        );
-                    }
+                    };
                     self.swarms.fetch_add(1, Relaxed);
-                    let v = fresh as u64 | (tag_of(h) << 48);
+                    let v = b.addr() as u64 | (tag_of(h) << 48);
                     if w.compare_exchange(0, v, AcqRel, Acquire).is_ok() {
                         hd.used.fetch_add(1, Relaxed);
-                        // SAFETY: just published under `g`; only freed after removal + epoch.
-                        let sw = unsafe { Self::swarm_ref(v, g) };
-                        fresh = 0;
-                        break 'retry Some(sw);
+                        fresh = None;
+                        break 'retry Some(b);
                     }
                     self.swarms.fetch_sub(1, Relaxed);
                     continue; // re-examine slot i
                 }
-                if let Some(sw) = Self::matching_swarm(m, h, ih, g) {
-                    break 'retry Some(sw);
+                if let Some(b) = self.matching(m, h, ih, g) {
+                    break 'retry Some(b);
                 }
                 i = if i + 1 == cap { 0 } else { i + 1 };
                 probes += 1;
             }
             let _ = hd
                 .next
-                .compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
+                .compare_exchange(MAP_NONE, MAP_GROW, AcqRel, Acquire);
         };
-        if fresh != 0 {
-            // SAFETY: `fresh` was never published, so this thread is its only owner.
-            unsafe { Swarm::free(std::ptr::with_exposed_provenance_mut(fresh), self.words()) };
+        if let Some(b) = fresh {
+            // SAFETY: `b` was never published, so this thread is its only owner.
+            unsafe { b.free() };
             ctx.swarms.fetch_sub(1, Relaxed);
         }
         found
     }
 
-    /// Tombstones the map slot of swarm `p`; true if this call did it (it must then retire it).
-    fn map_remove(&self, h: u64, p: usize, ctx: &Ctx, g: &Guard) -> bool {
+    /// Replaces the live map slot naming block `old` with `new` (an address, with `M_REMOVED`
+    /// for a corpse), keeping its tag. True if this call did it: the caller then retires
+    /// `old`. False if no live slot names `old` any more (another helper replaced it).
+    fn map_replace(&self, h: u64, old: usize, new: u64, ctx: &Ctx, g: &Guard) -> bool {
         let s = (h as usize) & (SHARDS - 1);
         'retry: loop {
             let t = self.map_table(s, g);
-            if t.header().next.load(Acquire) != NEXT_NONE {
+            if t.header().next.load(Acquire) != MAP_NONE {
                 self.help_map_migrate(s, t, ctx, g);
                 continue;
             }
@@ -337,12 +404,12 @@ impl Family {
                     if m == 0 {
                         return false;
                     }
-                    // Removed slots are skipped even with an equal pointer: that address may
-                    // have been freed and reused by the swarm we are removing now.
-                    if m & M_REMOVED != 0 || (m & M_PTR) as usize != p {
+                    // `old` is live under our guard, so no other slot (a corpse's included)
+                    // can hold its address.
+                    if m & M_REMOVED != 0 || (m & M_PTR) as usize != old {
                         break;
                     }
-                    match w.compare_exchange(m, (m & M_PTR) | M_REMOVED, AcqRel, Acquire) {
+                    match w.compare_exchange(m, (m & !M_PTR) | new, AcqRel, Acquire) {
                         Ok(_) => return true,
                         Err(x) => m = x,
                     }
@@ -359,14 +426,14 @@ impl Family {
         let _ = t
             .header()
             .next
-            .compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
+            .compare_exchange(MAP_NONE, MAP_GROW, AcqRel, Acquire);
         let cap = t.cap();
         for i in 0..cap {
             t.word(i, 0).fetch_or(M_FROZEN, AcqRel);
         }
         let hd = t.header();
         let mut n = hd.next.load(Acquire);
-        if n == NEXT_GROW {
+        if n == MAP_GROW {
             let live = (0..cap)
                 .filter(|&i| {
                     let v = t.word(i, 0).load(Acquire) & !M_FROZEN;
@@ -374,7 +441,7 @@ impl Family {
                 })
                 .count();
             let new = Table::alloc(map_cap_for(live + 1, MAP_MIN_CAP), 1).addr();
-            match hd.next.compare_exchange(NEXT_GROW, new, AcqRel, Acquire) {
+            match hd.next.compare_exchange(MAP_GROW, new, AcqRel, Acquire) {
                 Ok(_) => n = new,
                 Err(cur) => {
                     // SAFETY: `new` was never published.
@@ -397,18 +464,22 @@ impl Family {
             .is_ok()
         {
             let a = t.addr();
+            let words = self.words();
             // SAFETY: the shard no longer points to `t`; threads that still see it pinned
-            // before now. Retired once: only the winner of this CAS gets here.
-            unsafe { retire(g, move || Table::from_addr(a, 1).free()) };
+            // before now. Retired once: only the winner of this CAS gets here. Its corpses go
+            // with it (they were not copied).
+            unsafe { retire(g, move || free_map_table(Table::from_addr(a, 1), words)) };
         }
     }
 
-    /// Inserts live map value `v` into successor `new` unless present (by pointer, live or
-    /// removed, or by info hash). Stops if `new` is frozen: its copy was then complete.
+    /// Inserts live map value `v` into successor `new` unless its swarm is already there: any
+    /// slot, live or a corpse's tombstone, whose block has the same info hash (a late copier
+    /// must not resurrect a block that was since replaced or freed). Stops if `new` is
+    /// frozen: its copy was then complete.
     fn map_copy(&self, new: Table, v: u64, ctx: &Ctx, g: &Guard) {
         // SAFETY: `v` is a live value of a frozen table read under `g`.
-        let sw = unsafe { Self::swarm_ref(v, g) };
-        let h = info_hash_hash(&sw.info_hash, ctx.seed);
+        let b = unsafe { self.block_of(v, g) };
+        let h = info_hash_hash(b.info_hash(), ctx.seed);
         let cap = new.cap();
         let mut i = index(h, cap);
         for _ in 0..cap {
@@ -433,9 +504,10 @@ impl Family {
                 if x & M_PTR == v & M_PTR {
                     return;
                 }
-                if x & M_REMOVED == 0 && x >> 48 == v >> 48 {
-                    // SAFETY: live slot read under `g`.
-                    if unsafe { Self::swarm_ref(x, g) }.info_hash == sw.info_hash {
+                if x >> 48 == v >> 48 {
+                    // SAFETY: a slot of `new`, which is reachable under `g`: a live block or a
+                    // corpse owned by `new`, both readable while `g` lives.
+                    if unsafe { self.block_of(x, g) }.info_hash() == b.info_hash() {
                         return;
                     }
                 }
@@ -446,13 +518,13 @@ impl Family {
         debug_assert!(false, "map successor full during copy");
     }
 
-    // ---------------------------------------------------------------- peer tables
+    // ---------------------------------------------------------------- peer blocks
 
-    /// Stores or refreshes peer `pk` in `swarm`.
+    /// Stores or refreshes peer `pk` in the swarm of block `b`; returns the block it acted on.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn upsert(
         &self,
-        swarm: &Swarm,
+        mut b: Block,
         stripe: usize,
         pk: &PeerKey,
         seeder: bool,
@@ -460,55 +532,53 @@ impl Family {
         now_stamp: u64,
         ctx: &Ctx,
         g: &Guard,
-    ) -> Upsert {
+    ) -> (Upsert, Block) {
         let v6 = self.fam == Fam::V6;
         let new_val = live_value(pk.key, now_stamp, seeder);
         'retry: loop {
-            let t = self.current(swarm, g);
-            let hd = t.header();
-            if hd.next.load(Acquire) != NEXT_NONE {
-                if let Migrated::Dead(_) = self.help_migrate(swarm, t, ctx, g) {
-                    return Upsert::Dead;
+            if b.state() != NEXT_NONE {
+                match self.help_migrate(b, ctx, g) {
+                    Migrated::Moved(n) => b = n,
+                    Migrated::Dead(_) => return (Upsert::Dead, b),
                 }
                 continue;
             }
-            let cap = t.cap();
+            let cap = b.cap();
             let mut i = index(pk.hash, cap);
             let mut probes = 0;
             while probes < cap {
-                let w = t.word(i, 0);
+                let w = b.word(i, 0);
                 let m = w.load(Acquire);
                 if m & FROZEN != 0 {
-                    if let Migrated::Dead(_) = self.help_migrate(swarm, t, ctx, g) {
-                        return Upsert::Dead;
-                    }
                     continue 'retry;
                 }
                 if is_empty(m) {
-                    if hd.used.load(Relaxed) as usize >= peer_max_used(cap) {
-                        let _ = hd
-                            .next
-                            .compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
+                    if let Some(x) = b.big()
+                        && x.used.load(Relaxed) as usize >= peer_max_used(cap)
+                    {
+                        let _ = b.cas_state(NEXT_NONE, NEXT_GROW);
                         continue 'retry;
                     }
                     if !ctx.reserve_peer() {
-                        return Upsert::Full;
+                        return (Upsert::Full, b);
                     }
-                    self.count(swarm, stripe, seeder, true);
+                    self.count(b, stripe, seeder, true);
                     let first = if v6 { pk.reserved_meta() } else { new_val };
                     if w.compare_exchange(0, first, AcqRel, Acquire).is_ok() {
-                        hd.used.fetch_add(1, Relaxed);
+                        if let Some(x) = b.big() {
+                            x.used.fetch_add(1, Relaxed);
+                        }
                         if v6 {
-                            t.word(i, 1).store(pk.addr[0], Relaxed);
-                            t.word(i, 2).store(pk.addr[1], Relaxed);
+                            b.word(i, 1).store(pk.addr[0], Relaxed);
+                            b.word(i, 2).store(pk.addr[1], Relaxed);
                             w.store(new_val, Release);
                         }
                         if completed_ev {
-                            self.add_completed(swarm, stripe);
+                            self.add_completed(b, stripe, ctx, g);
                         }
-                        return Upsert::Inserted;
+                        return (Upsert::Inserted, b);
                     }
-                    self.count(swarm, stripe, seeder, false);
+                    self.count(b, stripe, seeder, false);
                     ctx.release_peer();
                     continue; // re-examine slot i
                 }
@@ -517,80 +587,75 @@ impl Family {
                         spin_wait();
                         continue;
                     }
-                } else if self.matches(t, i, m, pk) {
+                } else if self.matches(b, i, m, pk) {
                     if m & REMOVED != 0 {
                         if !ctx.reserve_peer() {
-                            return Upsert::Full;
+                            return (Upsert::Full, b);
                         }
-                        self.count(swarm, stripe, seeder, true);
+                        self.count(b, stripe, seeder, true);
                         if w.compare_exchange(m, new_val, AcqRel, Acquire).is_ok() {
                             if completed_ev {
-                                self.add_completed(swarm, stripe);
+                                self.add_completed(b, stripe, ctx, g);
                             }
-                            return Upsert::Inserted;
+                            return (Upsert::Inserted, b);
                         }
-                        self.count(swarm, stripe, seeder, false);
+                        self.count(b, stripe, seeder, false);
                         ctx.release_peer();
                         continue;
                     }
                     let was_seeder = m & SEEDER != 0;
                     if was_seeder != seeder {
-                        self.count(swarm, stripe, seeder, true);
+                        self.count(b, stripe, seeder, true);
                     }
                     if w.compare_exchange(m, new_val, AcqRel, Acquire).is_ok() {
                         if was_seeder != seeder {
-                            self.count(swarm, stripe, was_seeder, false);
+                            self.count(b, stripe, was_seeder, false);
                         }
                         if completed_ev && !was_seeder {
-                            self.add_completed(swarm, stripe);
+                            self.add_completed(b, stripe, ctx, g);
                         }
-                        return Upsert::Updated;
+                        return (Upsert::Updated, b);
                     }
                     if was_seeder != seeder {
-                        self.count(swarm, stripe, seeder, false);
+                        self.count(b, stripe, seeder, false);
                     }
                     continue;
                 }
                 i = if i + 1 == cap { 0 } else { i + 1 };
                 probes += 1;
             }
-            let _ = hd
-                .next
-                .compare_exchange(NEXT_NONE, NEXT_GROW, AcqRel, Acquire);
+            let _ = b.cas_state(NEXT_NONE, NEXT_GROW);
         }
     }
 
-    /// Removes peer `pk` (event stopped).
+    /// Removes peer `pk` (event stopped); returns the block it acted on.
     pub(crate) fn remove(
         &self,
-        swarm: &Swarm,
+        mut b: Block,
         stripe: usize,
         pk: &PeerKey,
         ctx: &Ctx,
         g: &Guard,
-    ) -> Remove {
+    ) -> (Remove, Block) {
         'retry: loop {
-            let t = self.current(swarm, g);
-            if t.header().next.load(Acquire) != NEXT_NONE {
-                if let Migrated::Dead(_) = self.help_migrate(swarm, t, ctx, g) {
-                    return Remove::Dead;
+            if b.state() != NEXT_NONE {
+                match self.help_migrate(b, ctx, g) {
+                    Migrated::Moved(n) => b = n,
+                    Migrated::Dead(_) => return (Remove::Dead, b),
                 }
                 continue;
             }
-            let cap = t.cap();
+            let cap = b.cap();
             let mut i = index(pk.hash, cap);
             for _ in 0..cap {
-                let w = t.word(i, 0);
+                let w = b.word(i, 0);
                 let mut m = w.load(Acquire);
                 loop {
                     if m & FROZEN != 0 {
-                        if let Migrated::Dead(_) = self.help_migrate(swarm, t, ctx, g) {
-                            return Remove::Dead;
-                        }
                         continue 'retry;
                     }
                     if is_empty(m) {
-                        return Remove::NotFound;
+                        return (Remove::NotFound, b);
                     }
                     if is_reserved(self.fam, m) {
                         if self.reserved_by(m, pk) {
@@ -600,24 +665,24 @@ impl Family {
                         }
                         break;
                     }
-                    if !self.matches(t, i, m, pk) {
+                    if !self.matches(b, i, m, pk) {
                         break;
                     }
                     if m & REMOVED != 0 {
-                        return Remove::NotFound;
+                        return (Remove::NotFound, b);
                     }
                     match w.compare_exchange(m, (m & KEY_MASK) | REMOVED, AcqRel, Acquire) {
                         Ok(_) => {
-                            self.count(swarm, stripe, m & SEEDER != 0, false);
+                            self.count(b, stripe, m & SEEDER != 0, false);
                             ctx.release_peer();
-                            return Remove::Removed;
+                            return (Remove::Removed, b);
                         }
                         Err(x) => m = x,
                     }
                 }
                 i = if i + 1 == cap { 0 } else { i + 1 };
             }
-            return Remove::NotFound;
+            return (Remove::NotFound, b);
         }
     }
 
@@ -626,7 +691,7 @@ impl Family {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn select<A: PeerAddress>(
         &self,
-        swarm: &Swarm,
+        b: Block,
         pk: &PeerKey,
         req_seeder: bool,
         want: usize,
@@ -634,23 +699,21 @@ impl Family {
         ctx: &Ctx,
         random: u64,
         out: &mut Vec<A>,
-        g: &Guard,
     ) {
-        // A seeder gets leechers only: skip the walk when the swarm has none.
-        if want == 0 || (req_seeder && swarm.leechers.load(Relaxed) == 0) {
+        // A seeder gets leechers only: skip the walk when a big swarm has none.
+        if want == 0 || (req_seeder && b.big().is_some_and(|x| x.leechers.load(Relaxed) == 0)) {
             return;
         }
-        let t = self.current(swarm, g);
-        let cap = t.cap();
+        let cap = b.cap();
         let limit = cap.min(want.saturating_mul(16).saturating_add(64));
         let mut i = index(random, cap);
         for _ in 0..limit {
-            let m = t.word(i, 0).load(Acquire);
+            let m = b.word(i, 0).load(Acquire);
             if is_live(self.fam, m)
                 && !is_expired(m, now_stamp, ctx.timeout_units)
                 && !(req_seeder && m & SEEDER != 0)
             {
-                let addr = self.addr_words(t, i);
+                let addr = self.addr_words(b, i);
                 let is_self = (m & KEY_MASK) == pk.key && addr == pk.addr;
                 if !is_self {
                     out.push(A::decode(m, addr));
@@ -663,17 +726,17 @@ impl Family {
         }
     }
 
-    /// Freezes peer table `t` of `swarm` (whose migration was started), then either copies its
-    /// live peers into a successor and installs it, or (a kill of an empty table) marks the
-    /// swarm dead and removes it from the map. Every step is idempotent, so any number of
-    /// threads may run this concurrently and each can finish it alone.
-    pub(crate) fn help_migrate(&self, swarm: &Swarm, t: Table, ctx: &Ctx, g: &Guard) -> Migrated {
+    /// Freezes block `b` (whose migration was started), allocates its successor (a block
+    /// holding the live peers, or a corpse if a kill finds none), copies the live peers and
+    /// puts the successor in the map in place of `b`. Every step is idempotent, so any number
+    /// of threads may run this concurrently and each can finish it alone.
+    pub(crate) fn help_migrate(&self, b: Block, ctx: &Ctx, g: &Guard) -> Migrated {
         let fam = self.fam;
         let words = self.words();
-        let cap = t.cap();
-        let hd = t.header();
+        let cap = b.cap();
+        let _ = b.cas_state(NEXT_NONE, NEXT_GROW);
         for i in 0..cap {
-            let w = t.word(i, 0);
+            let w = b.word(i, 0);
             let mut m = w.load(Acquire);
             loop {
                 if m & FROZEN != 0 {
@@ -691,73 +754,74 @@ impl Family {
                 }
             }
         }
-        let mut n = hd.next.load(Acquire);
+        let completed = b.head().completed.fetch_or(COMPLETED_FROZEN, AcqRel) & !COMPLETED_FROZEN;
+        let mut n = b.state();
         if n == NEXT_GROW || n == NEXT_KILL {
-            let live = (0..cap)
-                .filter(|&i| is_live(fam, t.word(i, 0).load(Acquire)))
-                .count();
-            let target = if live == 0 && n == NEXT_KILL {
-                NEXT_DEAD
+            // The slots and `completed` are frozen: every helper computes the same successor.
+            let (mut live, mut seeders) = (0usize, 0usize);
+            for i in 0..cap {
+                let m = b.word(i, 0).load(Acquire);
+                if is_live(fam, m) {
+                    live += 1;
+                    seeders += usize::from(m & SEEDER != 0);
+                }
+            }
+            let succ = if live == 0 && n == NEXT_KILL {
+                Block::corpse(*b.info_hash(), words)
             } else {
-                Table::alloc(peer_cap_for(live + 1), words).addr()
+                let c = peer_cap_for(live + 1, words);
+                Block::alloc(
+                    *b.info_hash(),
+                    c,
+                    words,
+                    completed,
+                    seeders as u32,
+                    (live - seeders) as u32,
+                )
             };
-            match hd.next.compare_exchange(n, target, AcqRel, Acquire) {
-                Ok(_) => n = target,
+            match b.cas_state(n, succ.addr() as u64) {
+                Ok(()) => n = succ.addr() as u64,
                 Err(cur) => {
-                    if target != NEXT_DEAD {
-                        // SAFETY: never published.
-                        unsafe { Table::from_addr(target, words).free() };
-                    }
+                    // SAFETY: never published.
+                    unsafe { succ.free() };
                     n = cur;
                 }
             }
         }
-        if n == NEXT_DEAD {
-            return Migrated::Dead(self.finish_kill(swarm, ctx, g));
+        let succ = self.successor(n, g);
+        let h = info_hash_hash(b.info_hash(), ctx.seed);
+        if succ.is_corpse() {
+            let won = self.map_replace(h, b.addr(), succ.addr() as u64 | M_REMOVED, ctx, g);
+            if won {
+                self.swarms.fetch_sub(1, Relaxed);
+                ctx.swarms.fetch_sub(1, Relaxed);
+                self.retire_block(b, g);
+            }
+            return Migrated::Dead(won);
         }
-        // SAFETY: the published successor; retired only after it is replaced, after we unpin.
-        let new = unsafe { Table::from_addr(n, words) };
         for i in 0..cap {
-            let m = t.word(i, 0).load(Acquire);
+            let m = b.word(i, 0).load(Acquire);
             if is_live(fam, m) {
-                self.copy_peer(new, m & !FROZEN, self.addr_words(t, i), ctx);
+                self.copy_peer(succ, m & !FROZEN, self.addr_words(b, i), ctx);
             }
         }
-        if swarm
-            .table
-            .compare_exchange(t.addr(), n, AcqRel, Acquire)
-            .is_ok()
-        {
-            let a = t.addr();
-            // SAFETY: `swarm.table` no longer points to `t`; only the CAS winner retires it.
-            unsafe { retire(g, move || Table::from_addr(a, words).free()) };
+        if self.map_replace(h, b.addr(), succ.addr() as u64, ctx, g) {
+            self.retire_block(b, g);
         }
-        Migrated::Moved
+        Migrated::Moved(succ)
     }
 
-    fn finish_kill(&self, swarm: &Swarm, ctx: &Ctx, g: &Guard) -> bool {
-        let h = info_hash_hash(&swarm.info_hash, ctx.seed);
-        let p = (swarm as *const Swarm).expose_provenance();
-        if self.map_remove(h, p, ctx, g) {
-            self.swarms.fetch_sub(1, Relaxed);
-            ctx.swarms.fetch_sub(1, Relaxed);
-            let words = self.words();
-            // SAFETY: the map no longer holds the swarm and its table is dead (never replaced),
-            // so both are unreachable for later pins; only the map-removal winner retires them.
-            unsafe {
-                retire(g, move || {
-                    Swarm::free(std::ptr::with_exposed_provenance_mut(p), words)
-                })
-            };
-            true
-        } else {
-            false
-        }
+    fn retire_block(&self, b: Block, g: &Guard) {
+        let (a, words) = (b.addr(), self.words());
+        // SAFETY: the map no longer names `b` (the caller won the replacing CAS, so this runs
+        // once per block) and no late copier can put it back (`map_copy`), so only threads
+        // pinned before now can reach it, through the map or a predecessor's `next`.
+        unsafe { retire(g, move || Block::from_addr(a, words).free()) };
     }
 
     /// Inserts frozen live value `v` into successor `new` unless that peer is already there
     /// (live or as a keyed tombstone). Stops if `new` is frozen: its copy was then complete.
-    fn copy_peer(&self, new: Table, v: u64, addr: [u64; 2], ctx: &Ctx) {
+    fn copy_peer(&self, new: Block, v: u64, addr: [u64; 2], ctx: &Ctx) {
         let v6 = self.fam == Fam::V6;
         let pk = PeerKey::from_slot(self.fam, v, addr, ctx.seed);
         let cap = new.cap();
@@ -773,7 +837,9 @@ impl Family {
                     let first = if v6 { pk.reserved_meta() } else { v };
                     match w.compare_exchange(x, first, AcqRel, Acquire) {
                         Ok(_) => {
-                            new.header().used.fetch_add(1, Relaxed);
+                            if let Some(b) = new.big() {
+                                b.used.fetch_add(1, Relaxed);
+                            }
                             if v6 {
                                 new.word(i, 1).store(addr[0], Relaxed);
                                 new.word(i, 2).store(addr[1], Relaxed);
@@ -805,44 +871,40 @@ impl Family {
         debug_assert!(false, "peer successor full during copy");
     }
 
-    /// Expires old peers of `swarm`; frees it if empty, compacts it if tombstone-heavy.
+    /// Expires old peers of the swarm of block `b`; frees the swarm if empty, compacts its
+    /// block if tombstone-heavy.
     pub(crate) fn clean_swarm(
         &self,
-        swarm: &Swarm,
+        mut b: Block,
         now_stamp: u64,
         ctx: &Ctx,
         g: &Guard,
         rep: &mut CleanReport,
     ) {
-        let stripe = stripe_of(info_hash_hash(&swarm.info_hash, ctx.seed));
+        let stripe = stripe_of(info_hash_hash(b.info_hash(), ctx.seed));
         // A migration met on the way is helped, then the swarm is cleaned again on its new
-        // table (a few times at most; after that it waits for the next cycle).
+        // block (a few times at most; after that it waits for the next cycle).
         'attempt: for _ in 0..4 {
-            let t = self.current(swarm, g);
-            let hd = t.header();
-            if hd.next.load(Acquire) != NEXT_NONE {
-                match self.help_migrate(swarm, t, ctx, g) {
-                    Migrated::Moved => continue 'attempt,
+            if b.state() != NEXT_NONE {
+                match self.help_migrate(b, ctx, g) {
+                    Migrated::Moved(n) => {
+                        b = n;
+                        continue 'attempt;
+                    }
                     Migrated::Dead(mine) => {
                         rep.swarms_freed += usize::from(mine);
                         return;
                     }
                 }
             }
-            let cap = t.cap();
-            let mut live = 0usize;
+            let cap = b.cap();
+            let (mut live, mut used) = (0usize, 0usize);
             for i in 0..cap {
-                let w = t.word(i, 0);
+                let w = b.word(i, 0);
                 let mut m = w.load(Acquire);
                 loop {
                     if m & FROZEN != 0 {
-                        match self.help_migrate(swarm, t, ctx, g) {
-                            Migrated::Moved => continue 'attempt,
-                            Migrated::Dead(mine) => {
-                                rep.swarms_freed += usize::from(mine);
-                                return;
-                            }
-                        }
+                        continue 'attempt;
                     }
                     if !is_live(self.fam, m) {
                         break;
@@ -853,7 +915,7 @@ impl Family {
                     }
                     match w.compare_exchange(m, (m & KEY_MASK) | REMOVED, AcqRel, Acquire) {
                         Ok(_) => {
-                            self.count(swarm, stripe, m & SEEDER != 0, false);
+                            self.count(b, stripe, m & SEEDER != 0, false);
                             ctx.release_peer();
                             rep.peers_expired += 1;
                             break;
@@ -861,17 +923,21 @@ impl Family {
                         Err(x) => m = x,
                     }
                 }
+                // An expired peer just turned into a tombstone: still a used slot.
+                used += usize::from(!is_empty(m));
             }
-            let used = hd.used.load(Relaxed) as usize;
+            if let Some(x) = b.big() {
+                used = x.used.load(Relaxed) as usize;
+            }
             let kind = if live == 0 {
                 NEXT_KILL
-            } else if used > live && (cap <= 8 || (used - live) * 4 > cap) {
+            } else if used > live && (cap <= SMALL_MAX || (used - live) * 4 > cap) {
                 NEXT_GROW
             } else {
                 return;
             };
-            let _ = hd.next.compare_exchange(NEXT_NONE, kind, AcqRel, Acquire);
-            if let Migrated::Dead(true) = self.help_migrate(swarm, t, ctx, g) {
+            let _ = b.cas_state(NEXT_NONE, kind);
+            if let Migrated::Dead(true) = self.help_migrate(b, ctx, g) {
                 rep.swarms_freed += 1;
             }
             return;
@@ -886,66 +952,75 @@ impl Family {
         g: &Guard,
     ) -> Option<Vec<(A, bool)>> {
         let h = info_hash_hash(ih, ctx.seed);
-        let sw = self.lookup(ih, h, ctx, g)?;
-        let t = self.current(sw, g);
-        let mut v = Vec::new();
-        for i in 0..t.cap() {
-            let m = t.word(i, 0).load(Acquire);
-            if is_live(self.fam, m) {
-                v.push((A::decode(m, self.addr_words(t, i)), m & SEEDER != 0));
-            }
-        }
-        Some(v)
+        let b = self.lookup(ih, h, ctx, g)?;
+        Some(self.peers_in(b))
     }
 
-    /// Raw (signed) counters of the swarm for `ih`: (seeders, leechers, completed).
+    fn peers_in<A: PeerAddress>(&self, b: Block) -> Vec<(A, bool)> {
+        let mut v = Vec::new();
+        for i in 0..b.cap() {
+            let m = b.word(i, 0).load(Acquire);
+            if is_live(self.fam, m) {
+                v.push((A::decode(m, self.addr_words(b, i)), m & SEEDER != 0));
+            }
+        }
+        v
+    }
+
+    /// Raw (signed) counts of the swarm for `ih`: (seeders, leechers, completed).
     pub(crate) fn raw_counts(
         &self,
         ih: &[u8; 20],
         ctx: &Ctx,
         g: &Guard,
     ) -> Option<(i32, i32, u32)> {
-        let sw = self.lookup(ih, info_hash_hash(ih, ctx.seed), ctx, g)?;
-        Some((
-            sw.seeders.load(Relaxed) as i32,
-            sw.leechers.load(Relaxed) as i32,
-            sw.completed.load(Relaxed),
-        ))
+        let b = self.lookup(ih, info_hash_hash(ih, ctx.seed), ctx, g)?;
+        let (s, l) = self.counts(b);
+        Some((s as i32, l as i32, Self::completed_of(b)))
     }
 
-    /// Number of swarms in the map (walks every shard).
-    pub(crate) fn walk_swarms(&self, g: &Guard, mut f: impl FnMut(&Swarm)) {
+    /// Test/debug walk over every swarm: (swarms, peers stored, sum of their counts).
+    pub(crate) fn audit<A: PeerAddress>(&self, g: &Guard) -> (usize, usize, i64) {
+        let (mut swarms, mut peers, mut counted) = (0, 0, 0i64);
+        self.walk_swarms(g, |b| {
+            swarms += 1;
+            let (s, l) = self.counts(b);
+            counted += i64::from(s as i32) + i64::from(l as i32);
+            peers += self.peers_in::<A>(b).len();
+        });
+        (swarms, peers, counted)
+    }
+
+    /// Calls `f` on the block of every live swarm (walks every shard).
+    pub(crate) fn walk_swarms(&self, g: &Guard, mut f: impl FnMut(Block)) {
         for s in 0..SHARDS {
             let t = self.map_table(s, g);
             for i in 0..t.cap() {
                 let v = t.word(i, 0).load(Acquire) & !M_FROZEN;
                 if v != 0 && v & M_REMOVED == 0 {
                     // SAFETY: live slot read under `g`.
-                    f(unsafe { Self::swarm_ref(v, g) });
+                    f(unsafe { self.block_of(v, g) });
                 }
             }
         }
     }
 
+    /// Bytes requested by live structures: (block headers, peer slots, map tables).
     pub(crate) fn allocated_bytes(&self, g: &Guard) -> (usize, usize, usize) {
-        let (mut sw, mut tb, mut map) = (0, 0, 0);
+        let (mut hd, mut sl, mut map) = (0, 0, 0);
         for s in 0..SHARDS {
             map += crate::table::table_bytes(self.map_table(s, g).cap(), 1);
         }
-        self.walk_swarms(g, |x| {
-            sw += std::mem::size_of::<Swarm>();
-            tb += crate::table::table_bytes(self.current(x, g).cap(), self.words());
+        self.walk_swarms(g, |b| {
+            let (h, s) = block_bytes(b.cap(), self.words());
+            hd += h;
+            sl += s;
         });
-        (sw, tb, map)
+        (hd, sl, map)
     }
 
-    /// The swarm at map slot `i` of shard `s`, if live; and the shard table's capacity.
-    pub(crate) fn swarm_at<'g>(
-        &self,
-        s: usize,
-        i: usize,
-        g: &'g Guard,
-    ) -> (usize, Option<&'g Swarm>) {
+    /// The swarm block at map slot `i` of shard `s`, if live; and the shard table's capacity.
+    pub(crate) fn swarm_at(&self, s: usize, i: usize, g: &Guard) -> (usize, Option<Block>) {
         let t = self.map_table(s, g);
         let cap = t.cap();
         if i >= cap {
@@ -954,7 +1029,7 @@ impl Family {
         let v = t.word(i, 0).load(Acquire) & !M_FROZEN;
         if v != 0 && v & M_REMOVED == 0 {
             // SAFETY: live slot read under `g`.
-            (cap, Some(unsafe { Self::swarm_ref(v, g) }))
+            (cap, Some(unsafe { self.block_of(v, g) }))
         } else {
             (cap, None)
         }
@@ -970,18 +1045,13 @@ impl Drop for Family {
             for i in 0..t.cap() {
                 let v = t.word(i, 0).load(Relaxed) & !M_FROZEN;
                 if v != 0 && v & M_REMOVED == 0 {
-                    // SAFETY: each live swarm is owned by exactly one live map slot; removed
-                    // ones were retired through the epoch instead.
-                    unsafe {
-                        Swarm::free(
-                            std::ptr::with_exposed_provenance_mut((v & M_PTR) as usize),
-                            words,
-                        )
-                    };
+                    // SAFETY: each live swarm's newest block is owned by exactly one live map
+                    // slot; replaced blocks were retired through the epoch instead.
+                    unsafe { Block::from_addr((v & M_PTR) as usize, words).free() };
                 }
             }
-            // SAFETY: as above; the current map table is freed once.
-            unsafe { t.free() };
+            // SAFETY: as above; the current map table (and its corpses) is freed once.
+            unsafe { free_map_table(t, words) };
         }
     }
 }

@@ -22,6 +22,7 @@
 //! ```
 
 mod addr;
+mod block;
 mod family;
 mod sync;
 mod table;
@@ -280,16 +281,17 @@ impl PeerStore {
         };
         loop {
             let status;
-            let swarm = if event == Event::Stopped {
-                let Some(sw) = fam.lookup(info_hash, h, ctx, &guard) else {
+            let block = if event == Event::Stopped {
+                let Some(b) = fam.lookup(info_hash, h, ctx, &guard) else {
                     return zero(PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped));
                 };
-                status = match fam.remove(sw, stripe, &pk, ctx, &guard) {
+                let (r, b) = fam.remove(b, stripe, &pk, ctx, &guard);
+                status = match r {
                     Remove::Removed => PeerStatus::Removed,
                     Remove::NotFound => PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped),
                     Remove::Dead => continue,
                 };
-                sw
+                b
             } else if peer.port() == 0 {
                 let Some(sw) = fam.lookup(info_hash, h, ctx, &guard) else {
                     return zero(PeerStatus::NotStored(NotStoredReason::InvalidPort));
@@ -308,21 +310,20 @@ impl PeerStore {
                     return zero(PeerStatus::NotStored(NotStoredReason::SwarmLimit));
                 };
                 let completed = event == Event::Completed;
-                status =
-                    match fam.upsert(sw, stripe, &pk, seeder, completed, now_stamp, ctx, &guard) {
-                        Upsert::Inserted => PeerStatus::Inserted,
-                        Upsert::Updated => PeerStatus::Updated,
-                        Upsert::Full => PeerStatus::NotStored(NotStoredReason::StoreFull),
-                        Upsert::Dead => continue,
-                    };
-                sw
+                let (r, b) = fam.upsert(sw, stripe, &pk, seeder, completed, now_stamp, ctx, &guard);
+                status = match r {
+                    Upsert::Inserted => PeerStatus::Inserted,
+                    Upsert::Updated => PeerStatus::Updated,
+                    Upsert::Full => PeerStatus::NotStored(NotStoredReason::StoreFull),
+                    Upsert::Dead => continue,
+                };
+                b
             };
-            fam.select(
-                swarm, &pk, seeder, want, now_stamp, ctx, random, out, &guard,
-            );
+            fam.select(block, &pk, seeder, want, now_stamp, ctx, random, out);
+            let (seeders, leechers) = fam.counts(block);
             return AnnounceOutcome {
-                seeders: swarm.seeders.load(Relaxed),
-                leechers: swarm.leechers.load(Relaxed),
+                seeders,
+                leechers,
                 status,
             };
         }
@@ -334,11 +335,14 @@ impl PeerStore {
         let guard = epoch::pin();
         out.extend(info_hashes.iter().map(|ih| {
             match fam.lookup(ih, info_hash_hash(ih, self.ctx.seed), &self.ctx, &guard) {
-                Some(sw) => SwarmCounts {
-                    seeders: sw.seeders.load(Relaxed),
-                    completed: sw.completed.load(Relaxed),
-                    leechers: sw.leechers.load(Relaxed),
-                },
+                Some(b) => {
+                    let (seeders, leechers) = fam.counts(b);
+                    SwarmCounts {
+                        seeders,
+                        completed: Family::completed_of(b),
+                        leechers,
+                    }
+                }
                 None => SwarmCounts::default(),
             }
         }));
@@ -428,17 +432,7 @@ impl PeerStore {
     #[doc(hidden)]
     pub fn audit<A: PeerAddress>(&self) -> (usize, usize, i64) {
         let guard = epoch::pin();
-        let (mut swarms, mut peers, mut counted) = (0, 0, 0i64);
-        let fam = self.family::<A>();
-        fam.walk_swarms(&guard, |sw| {
-            swarms += 1;
-            counted += i64::from(sw.seeders.load(Relaxed) as i32)
-                + i64::from(sw.leechers.load(Relaxed) as i32);
-            if let Some(p) = fam.peers_of::<A>(&sw.info_hash, &self.ctx, &guard) {
-                peers += p.len();
-            }
-        });
-        (swarms, peers, counted)
+        self.family::<A>().audit::<A>(&guard)
     }
 
     /// Test/debug: bytes requested from the allocator by live structures of a family

@@ -1,5 +1,5 @@
-//! Raw storage: per-swarm slot tables (header + slots in one allocation), the swarm header,
-//! and the swarm-map tables. Only allocation, freeing and slot addressing live here.
+//! Raw storage of the swarm-map tables (header + slots in one allocation): allocation,
+//! freeing and slot addressing.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
@@ -8,16 +8,14 @@ use crate::sync::{AtomicU32, AtomicU64, AtomicUsize};
 
 /// `next` states of a table. Anything else is the address of the successor table.
 pub(crate) const NEXT_NONE: usize = 0;
-pub(crate) const NEXT_DEAD: usize = 1;
 pub(crate) const NEXT_GROW: usize = 2;
-pub(crate) const NEXT_KILL: usize = 3;
 
 /// Header of an open-addressing table of `AtomicU64` slots; `cap * words` slot words follow it
 /// in the same allocation.
 ///
 /// Invariants: `cap` never changes; `used` counts slots that ever left EMPTY (it only grows);
-/// `next` goes `NEXT_NONE` → `NEXT_GROW`/`NEXT_KILL` (a migration was started; slots are being
-/// frozen) → successor address or `NEXT_DEAD`, and never back.
+/// `next` goes `NEXT_NONE` → `NEXT_GROW` (a migration was started; slots are being frozen) →
+/// successor address, and never back.
 #[repr(C)]
 pub(crate) struct TableHeader {
     pub(crate) cap: u32,
@@ -143,56 +141,9 @@ pub(crate) fn index(hash: u64, cap: usize) -> usize {
     (((hash >> 32) * cap as u64) >> 32) as usize
 }
 
-/// Capacity for a table that must hold `n` peers: exact for tiny tables (they run full),
-/// ~0.75 load otherwise.
-pub(crate) fn peer_cap_for(n: usize) -> usize {
-    if n <= 8 { n.max(1) } else { n + n / 3 + 1 }
-}
-/// Slots that may be used (live + tombstones) before an insert migrates to a bigger table.
-pub(crate) fn peer_max_used(cap: usize) -> usize {
-    if cap <= 8 { cap } else { cap - cap / 10 }
-}
 pub(crate) fn map_cap_for(n: usize, min: usize) -> usize {
     (n + n / 2 + 1).max(min)
 }
 pub(crate) fn map_max_used(cap: usize) -> usize {
     cap - cap / 8
-}
-
-/// One swarm: its identity and counters. Stable for its whole life (tables are swapped under
-/// it), so the swarm map only ever inserts and removes swarms, never rewrites them.
-///
-/// Counters obey "increment before publish, decrement after unpublish", so each one is never
-/// negative and equals the stored peers of that kind at quiescence.
-pub(crate) struct Swarm {
-    pub(crate) info_hash: [u8; 20],
-    pub(crate) seeders: AtomicU32,
-    pub(crate) leechers: AtomicU32,
-    pub(crate) completed: AtomicU32,
-    /// Address of the current [`Table`].
-    pub(crate) table: AtomicUsize,
-}
-
-impl Swarm {
-    pub(crate) fn alloc(info_hash: [u8; 20], words: usize) -> *mut Swarm {
-        let t = Table::alloc(1, words);
-        Box::into_raw(Box::new(Swarm {
-            info_hash,
-            seeders: AtomicU32::new(0),
-            leechers: AtomicU32::new(0),
-            completed: AtomicU32::new(0),
-            table: AtomicUsize::new(t.addr()),
-        }))
-    }
-    /// Frees the swarm and its current table.
-    ///
-    /// # Safety
-    /// No thread may access the swarm or its current table afterwards; called at most once.
-    pub(crate) unsafe fn free(p: *mut Swarm, words: usize) {
-        // SAFETY: per the contract we own the swarm; it came from `Box::into_raw`.
-        let s = unsafe { Box::from_raw(p) };
-        let t = s.table.load(crate::sync::Ordering::Relaxed);
-        // SAFETY: the current table is owned by the swarm and unreachable like it.
-        unsafe { Table::from_addr(t, words).free() }
-    }
 }

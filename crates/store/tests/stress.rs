@@ -368,6 +368,197 @@ fn expiry_churn<A: Mk>(threads: u32, ops_per_thread: usize, peers: u16, swarms: 
     assert_eq!(store.audit::<A>(), (0, 0, 0));
 }
 
+fn swarm32(k: u32) -> [u8; 20] {
+    let mut h = [0xCD; 20];
+    h[..4].copy_from_slice(&k.to_le_bytes());
+    h[4..8].copy_from_slice(&k.wrapping_mul(0x9e37_79b9).to_le_bytes());
+    h
+}
+
+/// Many swarms that are created, emptied, freed by a concurrent cleaner and created again,
+/// while the swarm maps grow and a few hot swarms grow into big blocks: every thread owns its
+/// peers, so at the end each swarm must hold exactly the union of the threads' models.
+fn swarm_churn<A: Mk>(threads: u32, ops_per_thread: usize, swarms: u32, ports: u16) {
+    let store = PeerStore::new(StoreConfig::default());
+    let stop = AtomicBool::new(false);
+    let models: Vec<HashMap<(u32, u16), bool>> = std::thread::scope(|sc| {
+        let (st, stp) = (&store, &stop);
+        sc.spawn(move || {
+            while !stp.load(Ordering::Relaxed) {
+                st.clean(NOW, 64);
+                let r = st.raw_stats(A::fam());
+                assert!(
+                    r.seeders >= 0 && r.leechers >= 0 && r.swarms >= 0,
+                    "negative global count {r:?}"
+                );
+                for k in 0..3 {
+                    if let Some((s, l, _)) = st.raw_counts::<A>(&swarm32(k)) {
+                        assert!(s >= 0 && l >= 0, "negative swarm count {s} {l}");
+                    }
+                }
+            }
+        });
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let store = &store;
+                sc.spawn(move || {
+                    let mut rng = Rng(0x51ed_2701 + u64::from(t) * 104_729);
+                    let mut model: HashMap<(u32, u16), bool> = HashMap::new();
+                    let mut out = Vec::new();
+                    for _ in 0..ops_per_thread {
+                        let x = rng.next();
+                        let k = if x.is_multiple_of(4) {
+                            ((x >> 4) % 3) as u32
+                        } else {
+                            ((x >> 4) % u64::from(swarms)) as u32
+                        };
+                        let port = 1 + ((x >> 24) % u64::from(ports)) as u16;
+                        let peer = A::mk(t, port);
+                        let seeder = (x >> 40).is_multiple_of(3);
+                        let stopping = (x >> 44) % 8 < 3;
+                        let ev = if stopping {
+                            Event::Stopped
+                        } else {
+                            Event::None
+                        };
+                        let left = if seeder { 0 } else { 7 };
+                        let o = store.announce(&swarm32(k), peer, left, ev, 4, NOW, x, &mut out);
+                        let present = model.contains_key(&(k, port));
+                        let expect = match (stopping, present) {
+                            (true, true) => PeerStatus::Removed,
+                            (true, false) => {
+                                PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped)
+                            }
+                            (false, true) => PeerStatus::Updated,
+                            (false, false) => PeerStatus::Inserted,
+                        };
+                        assert_eq!(o.status, expect, "thread {t} peer {peer:?} swarm {k}");
+                        assert!(!out.contains(&peer), "requester handed out");
+                        if stopping {
+                            model.remove(&(k, port));
+                        } else {
+                            model.insert((k, port), seeder);
+                        }
+                    }
+                    model
+                })
+            })
+            .collect();
+        let models = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        models
+    });
+    let mut want: HashMap<u32, HashMap<A, bool>> = HashMap::new();
+    for (t, m) in models.iter().enumerate() {
+        for (&(k, port), &seeder) in m {
+            want.entry(k)
+                .or_default()
+                .insert(A::mk(t as u32, port), seeder);
+        }
+    }
+    let mut nonempty = 0;
+    for k in 0..swarms {
+        let w = want.remove(&k).unwrap_or_default();
+        let got_list = store.peers_of::<A>(&swarm32(k)).unwrap_or_default();
+        let got: HashMap<A, bool> = got_list.iter().copied().collect();
+        assert_eq!(got.len(), got_list.len(), "duplicate peer in swarm {k}");
+        assert_eq!(got, w, "stored set != model in swarm {k}");
+        nonempty += usize::from(!w.is_empty());
+    }
+    assert_counts_match::<A>(&store);
+    // Free every empty swarm, then the map must hold exactly the non-empty ones.
+    while !store.clean(NOW, usize::MAX).cycle_complete {}
+    store.clean(NOW, usize::MAX);
+    assert_eq!(
+        store.audit::<A>().0,
+        nonempty,
+        "empty swarms left after a full clean"
+    );
+    assert_eq!(store.raw_stats(A::fam()).swarms, nonempty as i64);
+}
+
+/// `completed` counts each leecher-to-seeder completion exactly once while the swarm's block
+/// is migrated under the completing announces (the swarm never empties: an anchor stays).
+fn completed_exact<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16) {
+    let store = PeerStore::new(StoreConfig::default());
+    let mut out = Vec::new();
+    let anchor = A::mk(9_999, 1);
+    store.announce(&swarm32(7), anchor, 0, Event::None, 0, NOW, 1, &mut out);
+    let counted: u32 = std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let store = &store;
+                sc.spawn(move || {
+                    let mut rng = Rng(0x2545_f491 + u64::from(t) * 31);
+                    // None = absent, Some(seeder)
+                    let mut state: HashMap<u16, bool> = HashMap::new();
+                    let mut counted = 0u32;
+                    let mut out = Vec::new();
+                    for _ in 0..ops_per_thread {
+                        let x = rng.next();
+                        let port = 1 + (x % u64::from(ports)) as u16;
+                        let peer = A::mk(t, port);
+                        let (ev, left) = match (x >> 20) % 4 {
+                            0 => (Event::Stopped, 7),
+                            1 => (Event::Completed, 0),
+                            _ => (Event::None, 7),
+                        };
+                        store.announce(&swarm32(7), peer, left, ev, 0, NOW, x, &mut out);
+                        match ev {
+                            Event::Stopped => {
+                                state.remove(&port);
+                            }
+                            Event::Completed => {
+                                counted += u32::from(state.get(&port) != Some(&true));
+                                state.insert(port, true);
+                            }
+                            _ => {
+                                state.insert(port, false);
+                            }
+                        }
+                    }
+                    counted
+                })
+            })
+            .collect();
+        // Keep migrating the block while the workers run (clean compacts tombstones).
+        let cleaner = sc.spawn(|| {
+            for _ in 0..2_000 {
+                store.clean(NOW, 4);
+            }
+        });
+        cleaner.join().unwrap();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    let rows = {
+        let mut v = Vec::new();
+        store.scrape::<A>(&[swarm32(7)], &mut v);
+        v
+    };
+    assert_eq!(
+        rows[0].completed, counted,
+        "completed counted exactly once each"
+    );
+    assert_counts_match::<A>(&store);
+}
+
+#[test]
+fn swarm_churn_v4() {
+    swarm_churn::<SocketAddrV4>(3, ops(30_000), 20_000, 6);
+}
+#[test]
+fn swarm_churn_v6() {
+    swarm_churn::<SocketAddrV6>(3, ops(20_000), 12_000, 6);
+}
+#[test]
+fn completed_exact_v4() {
+    completed_exact::<SocketAddrV4>(3, ops(20_000), 40);
+}
+#[test]
+fn completed_exact_v6() {
+    completed_exact::<SocketAddrV6>(3, ops(15_000), 40);
+}
+
 #[test]
 fn expiry_churn_v4() {
     expiry_churn::<SocketAddrV4>(3, ops(4_000), 30, 4);
@@ -404,4 +595,8 @@ fn heavy_stress() {
     shared_peers::<SocketAddrV6>(8, n / 2, 16, 3);
     expiry_churn::<SocketAddrV4>(8, n, 200, 8);
     expiry_churn::<SocketAddrV6>(8, n / 2, 200, 8);
+    swarm_churn::<SocketAddrV4>(8, n, 100_000, 8);
+    swarm_churn::<SocketAddrV6>(8, n / 2, 50_000, 8);
+    completed_exact::<SocketAddrV4>(8, n, 200);
+    completed_exact::<SocketAddrV6>(8, n / 2, 200);
 }
