@@ -294,13 +294,8 @@ fn bench_store(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("fjord", threads), |b| {
             b.iter_custom(|iters| {
                 run_split(iters, threads, &|t, i| {
-                    thread_local!(static ROWS: std::cell::RefCell<Vec<SwarmCounts>> = const { std::cell::RefCell::new(Vec::new()) });
                     let (r, _, _) = ops[offset(t, i)];
-                    ROWS.with_borrow_mut(|rows| {
-                        rows.clear();
-                        fjord.scrape::<SocketAddrV4>(std::slice::from_ref(&w.hashes[r as usize]), rows);
-                        black_box(rows[0]);
-                    });
+                    black_box(fjord.scrape_one::<SocketAddrV4>(&w.hashes[r as usize]));
                 })
             })
         });

@@ -70,6 +70,7 @@ impl Ctx {
     }
 }
 
+#[inline]
 pub(crate) fn info_hash_hash(ih: &[u8; 20], seed: u64) -> u64 {
     let a = u64::from_le_bytes(ih[0..8].try_into().expect("8 bytes"));
     let b = u64::from_le_bytes(ih[8..16].try_into().expect("8 bytes"));
@@ -109,6 +110,28 @@ fn counters(n: usize) -> Box<[CachePadded<AtomicI64>]> {
         .collect()
 }
 
+/// A shard word: the map table's address | its capacity << 48 (`SHARD_CAP_HEADER` if it does
+/// not fit: read it from the header). A lookup then reads no table header.
+const SHARD_CAP_HEADER: usize = 0xFFFF;
+fn shard_word(t: Table) -> usize {
+    let a = t.addr();
+    assert!(a >> 48 == 0, "map table address does not fit 48 bits");
+    a | (t.cap().min(SHARD_CAP_HEADER) << 48)
+}
+/// # Safety
+/// `w` must be a shard word naming a live map table.
+#[inline]
+unsafe fn shard_table(w: usize) -> Table {
+    let (a, c) = (w & ((1 << 48) - 1), w >> 48);
+    if c == SHARD_CAP_HEADER {
+        // SAFETY: per the contract.
+        unsafe { Table::from_addr(a, 1) }
+    } else {
+        // SAFETY: per the contract; `c` is the capacity `shard_word` recorded.
+        unsafe { Table::from_addr_cap(a, 1, c) }
+    }
+}
+
 /// Frees a map table and the corpses its REMOVED slots own.
 ///
 /// # Safety
@@ -141,7 +164,7 @@ impl Family {
         Family {
             fam,
             shards: (0..SHARDS)
-                .map(|_| AtomicUsize::new(Table::alloc(MAP_MIN_CAP, 1).addr()))
+                .map(|_| AtomicUsize::new(shard_word(Table::alloc(MAP_MIN_CAP, 1))))
                 .collect(),
             seeders: counters(STRIPES),
             leechers: counters(STRIPES),
@@ -158,9 +181,9 @@ impl Family {
     /// The current map table of shard `s`.
     #[inline]
     pub(crate) fn map_table(&self, s: usize, _g: &Guard) -> Table {
-        // SAFETY: shard pointers always hold a live map table (words = 1); a replaced one is
-        // retired through the epoch, and `_g` pins us.
-        unsafe { Table::from_addr(self.shards[s].load(Acquire), 1) }
+        // SAFETY: shard words always name a live map table (words = 1) and its capacity; a
+        // replaced table is retired through the epoch, and `_g` pins us.
+        unsafe { shard_table(self.shards[s].load(Acquire)) }
     }
 
     /// The block a non-empty map slot value names.
@@ -218,6 +241,7 @@ impl Family {
     }
 
     /// (seeders, leechers) of a block: its counters, or a scan of a small block's slots.
+    #[inline]
     pub(crate) fn counts(&self, b: Block) -> (u32, u32) {
         if let Some(x) = b.big() {
             return (x.seeders.load(Relaxed), x.leechers.load(Relaxed));
@@ -233,6 +257,7 @@ impl Family {
     }
 
     /// Downloads completed in the swarm of block `b`.
+    #[inline]
     pub(crate) fn completed_of(b: Block) -> u32 {
         b.head().completed.load(Relaxed) & !COMPLETED_FROZEN
     }
@@ -284,6 +309,7 @@ impl Family {
 
     // ---------------------------------------------------------------- swarm map
 
+    #[inline]
     pub(crate) fn lookup(&self, ih: &[u8; 20], h: u64, ctx: &Ctx, g: &Guard) -> Option<Block> {
         let s = (h as usize) & (SHARDS - 1);
         'retry: loop {
@@ -460,7 +486,7 @@ impl Family {
             }
         }
         if self.shards[s]
-            .compare_exchange(t.addr(), n, AcqRel, Acquire)
+            .compare_exchange(shard_word(t), shard_word(new), AcqRel, Acquire)
             .is_ok()
         {
             let a = t.addr();
@@ -1041,7 +1067,7 @@ impl Drop for Family {
         let words = self.words();
         for s in self.shards.iter() {
             // SAFETY: `&mut self`: no other thread uses the store any more.
-            let t = unsafe { Table::from_addr(s.load(Relaxed), 1) };
+            let t = unsafe { shard_table(s.load(Relaxed)) };
             for i in 0..t.cap() {
                 let v = t.word(i, 0).load(Relaxed) & !M_FROZEN;
                 if v != 0 && v & M_REMOVED == 0 {

@@ -331,21 +331,29 @@ impl PeerStore {
 
     /// Appends one row per hash, in request order, duplicates kept, zeros for unknown hashes.
     pub fn scrape<A: PeerAddress>(&self, info_hashes: &[[u8; 20]], out: &mut Vec<SwarmCounts>) {
-        let fam = self.family::<A>();
         let guard = epoch::pin();
-        out.extend(info_hashes.iter().map(|ih| {
-            match fam.lookup(ih, info_hash_hash(ih, self.ctx.seed), &self.ctx, &guard) {
-                Some(b) => {
-                    let (seeders, leechers) = fam.counts(b);
-                    SwarmCounts {
-                        seeders,
-                        completed: Family::completed_of(b),
-                        leechers,
-                    }
+        out.extend(info_hashes.iter().map(|ih| self.counts_in::<A>(ih, &guard)));
+    }
+
+    /// The scrape row of one swarm (zeros if unknown).
+    pub fn scrape_one<A: PeerAddress>(&self, info_hash: &[u8; 20]) -> SwarmCounts {
+        self.counts_in::<A>(info_hash, &epoch::pin())
+    }
+
+    #[inline]
+    fn counts_in<A: PeerAddress>(&self, ih: &[u8; 20], guard: &epoch::Guard) -> SwarmCounts {
+        let fam = self.family::<A>();
+        match fam.lookup(ih, info_hash_hash(ih, self.ctx.seed), &self.ctx, guard) {
+            Some(b) => {
+                let (seeders, leechers) = fam.counts(b);
+                SwarmCounts {
+                    seeders,
+                    completed: Family::completed_of(b),
+                    leechers,
                 }
-                None => SwarmCounts::default(),
             }
-        }));
+            None => SwarmCounts::default(),
+        }
     }
 
     /// Incremental expiry: visits at most `max_swarms` swarms from a rotating cursor (IPv4

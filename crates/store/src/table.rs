@@ -28,6 +28,8 @@ pub(crate) struct TableHeader {
 pub(crate) struct Table {
     ptr: NonNull<TableHeader>,
     words: usize,
+    /// Copy of the header's `cap` (immutable), so that a lookup need not touch the header.
+    cap: usize,
 }
 
 fn layout(cap: usize, words: usize) -> (Layout, usize) {
@@ -65,7 +67,7 @@ impl Table {
                 slots.add(i).write(AtomicU64::new(0));
             }
         }
-        Table { ptr, words }
+        Table { ptr, words, cap }
     }
 
     /// # Safety
@@ -74,8 +76,22 @@ impl Table {
     #[inline]
     pub(crate) unsafe fn from_addr(addr: usize, words: usize) -> Table {
         // SAFETY: per the contract `addr` is a live, non-null table address.
+        let ptr: NonNull<TableHeader> =
+            unsafe { NonNull::new_unchecked(std::ptr::with_exposed_provenance_mut(addr)) };
+        // SAFETY: live table (contract); `cap` never changes.
+        let cap = unsafe { ptr.as_ref() }.cap as usize;
+        Table { ptr, words, cap }
+    }
+
+    /// Like [`Table::from_addr`], with the capacity known from elsewhere (no header read).
+    ///
+    /// # Safety
+    /// As for [`Table::from_addr`], and `cap` must be the table's capacity.
+    #[inline]
+    pub(crate) unsafe fn from_addr_cap(addr: usize, words: usize, cap: usize) -> Table {
+        // SAFETY: per the contract `addr` is a live, non-null table address.
         let ptr = unsafe { NonNull::new_unchecked(std::ptr::with_exposed_provenance_mut(addr)) };
-        Table { ptr, words }
+        Table { ptr, words, cap }
     }
 
     #[inline]
@@ -112,7 +128,7 @@ impl Table {
 
     #[inline]
     pub(crate) fn cap(&self) -> usize {
-        self.header().cap as usize
+        self.cap
     }
 
     /// Word `k` of slot `i` (`k < words`, `i < cap`).

@@ -537,6 +537,14 @@ fn scrape_keeps_order_duplicates_and_zeros() {
     rows.clear();
     s.scrape::<SocketAddrV6>(&[[5; 20]], &mut rows);
     assert_eq!(rows, [z], "other family");
+    assert_eq!(
+        s.scrape_one::<SocketAddrV4>(&[6; 20]),
+        l,
+        "one hash, same row"
+    );
+    assert_eq!(s.scrape_one::<SocketAddrV4>(&[5; 20]), sd);
+    assert_eq!(s.scrape_one::<SocketAddrV4>(&[7; 20]), z);
+    assert_eq!(s.scrape_one::<SocketAddrV6>(&[5; 20]), z);
 }
 
 #[test]
