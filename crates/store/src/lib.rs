@@ -1,9 +1,10 @@
 //! fjord-store: the lock-free peer store of the fjord UDP tracker.
 //!
 //! Announces, scrapes and expiry run concurrently from any number of threads without locks:
-//! every peer of an IPv4 swarm is one `AtomicU64` in an open-addressing table, IPv6 peers take
-//! three words, tables grow, shrink and are freed by a cooperative freeze-and-copy migration,
-//! and memory is reclaimed with crossbeam-epoch. See `docs/architecture.md` ("Peer store") for
+//! a swarm is one allocation (a 32- or 48-byte header and an open-addressing table of slots),
+//! every IPv4 peer is one `AtomicU64` slot, IPv6 peers take three words; blocks grow, shrink
+//! and are freed by a cooperative freeze-and-copy migration that replaces the swarm's entry in
+//! a sharded swarm map, and memory is reclaimed with crossbeam-epoch. See `docs/architecture.md` ("Peer store") for
 //! the layout, the memory orderings and the linearizability argument.
 //!
 //! The store is sans-IO: time (`now_secs`) and randomness (`random`) come from the caller.
