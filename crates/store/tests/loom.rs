@@ -1,5 +1,5 @@
 //! Loom model of the peer store's core races. Run with
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p fjord-store --release --test loom`.
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p fjord-store --release --test loom`.
 //!
 //! Under `cfg(loom)` the store uses loom's atomics (the `sync` module), one map shard of two
 //! slots and one counter stripe; crossbeam-epoch is replaced by a shim that leaks retired
