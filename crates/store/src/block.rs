@@ -25,6 +25,7 @@ use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::table::{drop_slots, init_slots, slot_word};
 
 /// Largest capacity of a small block.
 pub(crate) const SMALL_MAX: usize = 8;
@@ -179,10 +180,7 @@ impl Block {
                 #[cfg(loom)]
                 code,
             });
-            let slots = raw.add(off).cast::<AtomicU64>();
-            for i in 0..cap * words {
-                slots.add(i).write(AtomicU64::new(0));
-            }
+            init_slots(raw, off, cap * words);
         }
         Block {
             ptr,
@@ -235,10 +233,7 @@ impl Block {
         // released.
         unsafe {
             let raw = self.ptr.as_ptr().cast::<u8>();
-            let slots = raw.add(off).cast::<AtomicU64>();
-            for i in 0..cap * words {
-                std::ptr::drop_in_place(slots.add(i));
-            }
+            drop_slots(raw, off, cap * words);
             if code == CODE_BIG {
                 std::ptr::drop_in_place(self.big_ptr());
             }
@@ -316,15 +311,7 @@ impl Block {
         };
         // SAFETY: `i * words + k < cap * words`, so the element lies inside the slot array that
         // `raw` initialised; the reference lives no longer than `self`'s guard.
-        unsafe {
-            &*self
-                .ptr
-                .as_ptr()
-                .cast::<u8>()
-                .add(off)
-                .cast::<AtomicU64>()
-                .add(i * words + k)
-        }
+        unsafe { slot_word(self.ptr.as_ptr().cast(), off, i * words + k) }
     }
 }
 

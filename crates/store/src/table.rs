@@ -62,10 +62,7 @@ impl Table {
                 used: AtomicU32::new(0),
                 next: AtomicUsize::new(NEXT_NONE),
             });
-            let slots = raw.add(off).cast::<AtomicU64>();
-            for i in 0..cap * words {
-                slots.add(i).write(AtomicU64::new(0));
-            }
+            init_slots(raw, off, cap * words);
         }
         Table { ptr, words, cap }
     }
@@ -110,10 +107,7 @@ impl Table {
         // by `alloc` and is dropped once here, then the allocation of layout `l` is released.
         unsafe {
             let raw = self.ptr.as_ptr().cast::<u8>();
-            let slots = raw.add(off).cast::<AtomicU64>();
-            for i in 0..cap * self.words {
-                std::ptr::drop_in_place(slots.add(i));
-            }
+            drop_slots(raw, off, cap * self.words);
             std::ptr::drop_in_place(self.ptr.as_ptr());
             dealloc(raw, l);
         }
@@ -139,15 +133,7 @@ impl Table {
             std::mem::size_of::<TableHeader>().next_multiple_of(std::mem::align_of::<AtomicU64>());
         // SAFETY: `i * words + k < cap * words`, so the element lies inside the slot array that
         // `alloc` initialised; the reference lives no longer than `self`'s guard.
-        unsafe {
-            &*self
-                .ptr
-                .as_ptr()
-                .cast::<u8>()
-                .add(off)
-                .cast::<AtomicU64>()
-                .add(i * self.words + k)
-        }
+        unsafe { slot_word(self.ptr.as_ptr().cast(), off, i * self.words + k) }
     }
 }
 
@@ -162,4 +148,43 @@ pub(crate) fn map_cap_for(n: usize, min: usize) -> usize {
 }
 pub(crate) fn map_max_used(cap: usize) -> usize {
     cap - cap / 8
+}
+
+/// Writes `n` EMPTY slot words `off` bytes into the fresh allocation at `raw`.
+///
+/// # Safety
+/// `raw + off .. raw + off + n * size_of::<AtomicU64>()` must lie inside one allocation that
+/// nothing else uses yet, aligned for `AtomicU64`.
+pub(crate) unsafe fn init_slots(raw: *mut u8, off: usize, n: usize) {
+    // SAFETY: per the contract the range is ours and aligned.
+    unsafe {
+        let slots = raw.add(off).cast::<AtomicU64>();
+        for i in 0..n {
+            slots.add(i).write(AtomicU64::new(0));
+        }
+    }
+}
+
+/// Drops the `n` slot words `off` bytes into the allocation at `raw`.
+///
+/// # Safety
+/// They were written by [`init_slots`], are dropped once, and nothing uses them afterwards.
+pub(crate) unsafe fn drop_slots(raw: *mut u8, off: usize, n: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        let slots = raw.add(off).cast::<AtomicU64>();
+        for i in 0..n {
+            std::ptr::drop_in_place(slots.add(i));
+        }
+    }
+}
+
+/// Slot word `k` of the slot array `off` bytes into the allocation at `raw`.
+///
+/// # Safety
+/// Word `k` must lie in a slot array written by [`init_slots`] that outlives `'a`.
+#[inline]
+pub(crate) unsafe fn slot_word<'a>(raw: *mut u8, off: usize, k: usize) -> &'a AtomicU64 {
+    // SAFETY: per the contract the word is initialised and outlives `'a`.
+    unsafe { &*raw.add(off).cast::<AtomicU64>().add(k) }
 }

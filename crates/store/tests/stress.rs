@@ -18,7 +18,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use fjord_store::{Event, NotStoredReason, PeerAddress, PeerStatus, PeerStore, StoreConfig};
+use fjord_store::{
+    AnnounceOutcome, Event, NotStoredReason, PeerAddress, PeerStatus, PeerStore, StoreConfig,
+};
 
 const NOW: u32 = 50_000;
 
@@ -116,6 +118,58 @@ fn assert_counts_match<A: Mk>(store: &PeerStore) {
     );
 }
 
+/// Checks one announce of a thread-owned peer against the thread's model (status, reply
+/// without the requester or duplicates), then updates the model.
+fn check_owned<A: Mk, K: Copy + Eq + std::hash::Hash + std::fmt::Debug>(
+    model: &mut HashMap<(K, u16), bool>,
+    key: (K, u16),
+    peer: A,
+    stopping: bool,
+    seeder: bool,
+    o: &AnnounceOutcome,
+    out: &[A],
+) {
+    let expect = match (stopping, model.contains_key(&key)) {
+        (true, true) => PeerStatus::Removed,
+        (true, false) => PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped),
+        (false, true) => PeerStatus::Updated,
+        (false, false) => PeerStatus::Inserted,
+    };
+    assert_eq!(o.status, expect, "peer {peer:?} swarm {:?}", key.0);
+    assert!(!out.contains(&peer), "requester handed out");
+    assert_eq!(
+        out.iter().collect::<HashSet<_>>().len(),
+        out.len(),
+        "duplicate in reply"
+    );
+    if stopping {
+        model.remove(&key);
+    } else {
+        model.insert(key, seeder);
+    }
+}
+
+/// Asserts that swarm `ih` stores exactly `want` (address → seeder), once each, and that its
+/// counts agree.
+fn check_swarm<A: Mk>(store: &PeerStore, ih: &[u8; 20], want: &HashMap<A, bool>) {
+    let got_list = store.peers_of::<A>(ih).unwrap_or_default();
+    let got: HashMap<A, bool> = got_list.iter().copied().collect();
+    assert_eq!(
+        got.len(),
+        got_list.len(),
+        "duplicate peer stored in swarm {ih:?}"
+    );
+    assert_eq!(&got, want, "stored set != model in swarm {ih:?}");
+    if let Some((s, l, _)) = store.raw_counts::<A>(ih) {
+        let seeders = want.values().filter(|s| **s).count() as i32;
+        assert_eq!(
+            (s, l),
+            (seeders, want.len() as i32 - seeders),
+            "swarm {ih:?} counts"
+        );
+    }
+}
+
 fn owned_peers<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16, swarms: u8) {
     let store = PeerStore::new(StoreConfig::default());
     let stop = AtomicBool::new(false);
@@ -150,27 +204,7 @@ fn owned_peers<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16, swarms: u
                             x,
                             &mut out,
                         );
-                        let present = model.contains_key(&(k, port));
-                        let expect = match (stopping, present) {
-                            (true, true) => PeerStatus::Removed,
-                            (true, false) => {
-                                PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped)
-                            }
-                            (false, true) => PeerStatus::Updated,
-                            (false, false) => PeerStatus::Inserted,
-                        };
-                        assert_eq!(o.status, expect, "thread {t} peer {peer:?} swarm {k}");
-                        assert!(!out.contains(&peer), "requester handed out");
-                        assert_eq!(
-                            out.iter().collect::<HashSet<_>>().len(),
-                            out.len(),
-                            "duplicate in reply"
-                        );
-                        if stopping {
-                            model.remove(&(k, port));
-                        } else {
-                            model.insert((k, port), seeder);
-                        }
+                        check_owned(&mut model, (k, port), peer, stopping, seeder, &o, &out);
                     }
                     model
                 })
@@ -189,22 +223,7 @@ fn owned_peers<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16, swarms: u
                 }
             }
         }
-        let got_list = store.peers_of::<A>(&swarm(k)).unwrap_or_default();
-        let got: HashMap<A, bool> = got_list.iter().copied().collect();
-        assert_eq!(
-            got.len(),
-            got_list.len(),
-            "duplicate peer stored in swarm {k}"
-        );
-        assert_eq!(got, want, "stored set != model in swarm {k}");
-        if let Some((s, l, _)) = store.raw_counts::<A>(&swarm(k)) {
-            let seeders = want.values().filter(|s| **s).count() as i32;
-            assert_eq!(
-                (s, l),
-                (seeders, want.len() as i32 - seeders),
-                "swarm {k} counts"
-            );
-        }
+        check_swarm(&store, &swarm(k), &want);
     }
     assert_counts_match::<A>(&store);
 }
@@ -423,22 +442,7 @@ fn swarm_churn<A: Mk>(threads: u32, ops_per_thread: usize, swarms: u32, ports: u
                         };
                         let left = if seeder { 0 } else { 7 };
                         let o = store.announce(&swarm32(k), peer, left, ev, 4, NOW, x, &mut out);
-                        let present = model.contains_key(&(k, port));
-                        let expect = match (stopping, present) {
-                            (true, true) => PeerStatus::Removed,
-                            (true, false) => {
-                                PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped)
-                            }
-                            (false, true) => PeerStatus::Updated,
-                            (false, false) => PeerStatus::Inserted,
-                        };
-                        assert_eq!(o.status, expect, "thread {t} peer {peer:?} swarm {k}");
-                        assert!(!out.contains(&peer), "requester handed out");
-                        if stopping {
-                            model.remove(&(k, port));
-                        } else {
-                            model.insert((k, port), seeder);
-                        }
+                        check_owned(&mut model, (k, port), peer, stopping, seeder, &o, &out);
                     }
                     model
                 })
@@ -459,10 +463,7 @@ fn swarm_churn<A: Mk>(threads: u32, ops_per_thread: usize, swarms: u32, ports: u
     let mut nonempty = 0;
     for k in 0..swarms {
         let w = want.remove(&k).unwrap_or_default();
-        let got_list = store.peers_of::<A>(&swarm32(k)).unwrap_or_default();
-        let got: HashMap<A, bool> = got_list.iter().copied().collect();
-        assert_eq!(got.len(), got_list.len(), "duplicate peer in swarm {k}");
-        assert_eq!(got, w, "stored set != model in swarm {k}");
+        check_swarm(&store, &swarm32(k), &w);
         nonempty += usize::from(!w.is_empty());
     }
     assert_counts_match::<A>(&store);
