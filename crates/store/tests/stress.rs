@@ -4,6 +4,10 @@
 //!   tiny tables, so each thread has an exact sequential model of them: every status it gets
 //!   back is checked against the model, and at the end the stored set (address and seeder
 //!   flag) must equal the union of the models: no peer lost, none duplicated.
+//! * `swarm_churn_*`: the same with many swarms (12k–20k) that are emptied, freed by the
+//!   cleaner and created again while the swarm maps grow, and 3 hot swarms that grow into big
+//!   blocks; after a full clean only the non-empty swarms may remain.
+//! * `completed_exact_*`: completions counted exactly once while the swarm's block migrates.
 //! * `shared_peers_*`: all threads hammer the *same* few peers. Per peer, the statuses seen
 //!   (Inserted / Removed) must alternate in some linearization, so across threads
 //!   `#Inserted - #Removed` is 0 or 1 and equals the peer's final presence.
@@ -73,11 +77,11 @@ impl Mk for SocketAddrV6 {
     }
 }
 
-/// Checker + cleaner threads that run until `stop`.
+/// Checker + cleaner threads that run until `stop`; the checker watches the swarms `watch`.
 fn background<'s, A: Mk>(
     sc: &'s std::thread::Scope<'s, '_>,
     store: &'s PeerStore,
-    swarms: u8,
+    watch: Vec<[u8; 20]>,
     stop: &'s AtomicBool,
 ) {
     sc.spawn(move || {
@@ -88,8 +92,8 @@ fn background<'s, A: Mk>(
                 r.seeders >= 0 && r.leechers >= 0 && r.swarms >= 0,
                 "negative global count {r:?}"
             );
-            for k in 0..swarms {
-                if let Some((s, l, _)) = store.raw_counts::<A>(&swarm(k)) {
+            for ih in &watch {
+                if let Some((s, l, _)) = store.raw_counts::<A>(ih) {
                     assert!(s >= 0 && l >= 0, "negative swarm count {s} {l}");
                 }
             }
@@ -170,71 +174,13 @@ fn check_swarm<A: Mk>(store: &PeerStore, ih: &[u8; 20], want: &HashMap<A, bool>)
     }
 }
 
-fn owned_peers<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16, swarms: u8) {
-    let store = PeerStore::new(StoreConfig::default());
-    let stop = AtomicBool::new(false);
-    let models: Vec<HashMap<(u8, u16), bool>> = std::thread::scope(|sc| {
-        background::<A>(sc, &store, swarms, &stop);
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let store = &store;
-                sc.spawn(move || {
-                    let mut rng = Rng(0x9e37_79b9 + u64::from(t) * 7919);
-                    let mut model: HashMap<(u8, u16), bool> = HashMap::new();
-                    let mut out = Vec::new();
-                    for _ in 0..ops_per_thread {
-                        let x = rng.next();
-                        let k = (x % u64::from(swarms)) as u8;
-                        let port = 1 + ((x >> 8) % u64::from(ports)) as u16;
-                        let peer = A::mk(t, port);
-                        let seeder = (x >> 24).is_multiple_of(3);
-                        let stopping = (x >> 32).is_multiple_of(4);
-                        let ev = if stopping {
-                            Event::Stopped
-                        } else {
-                            Event::None
-                        };
-                        let o = store.announce(
-                            &swarm(k),
-                            peer,
-                            if seeder { 0 } else { 7 },
-                            ev,
-                            8,
-                            NOW,
-                            x,
-                            &mut out,
-                        );
-                        check_owned(&mut model, (k, port), peer, stopping, seeder, &o, &out);
-                    }
-                    model
-                })
-            })
-            .collect();
-        let models = workers.into_iter().map(|w| w.join().unwrap()).collect();
-        stop.store(true, Ordering::Relaxed);
-        models
-    });
-    for k in 0..swarms {
-        let mut want: HashMap<A, bool> = HashMap::new();
-        for (t, m) in models.iter().enumerate() {
-            for (&(mk, port), &seeder) in m {
-                if mk == k {
-                    want.insert(A::mk(t as u32, port), seeder);
-                }
-            }
-        }
-        check_swarm(&store, &swarm(k), &want);
-    }
-    assert_counts_match::<A>(&store);
-}
-
 fn shared_peers<A: Mk>(threads: u32, ops_per_thread: usize, peers: u16, swarms: u8) {
     let store = PeerStore::new(StoreConfig::default());
     let stop = AtomicBool::new(false);
     let n = usize::from(peers) * usize::from(swarms);
     let balance: Vec<AtomicI64> = (0..n).map(|_| AtomicI64::new(0)).collect();
     std::thread::scope(|sc| {
-        background::<A>(sc, &store, swarms, &stop);
+        background::<A>(sc, &store, (0..swarms).map(swarm).collect(), &stop);
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let (store, balance) = (&store, &balance);
@@ -394,29 +340,17 @@ fn swarm32(k: u32) -> [u8; 20] {
     h
 }
 
-/// Many swarms that are created, emptied, freed by a concurrent cleaner and created again,
-/// while the swarm maps grow and a few hot swarms grow into big blocks: every thread owns its
-/// peers, so at the end each swarm must hold exactly the union of the threads' models.
-fn swarm_churn<A: Mk>(threads: u32, ops_per_thread: usize, swarms: u32, ports: u16) {
+/// Every thread owns its peers (its own address) and keeps a model of them, so each announce's
+/// status is known, and at the end each swarm must hold exactly the union of the models.
+/// With `churn`, swarms are many, often emptied (3 in 8 announces stop), freed by the
+/// concurrent cleaner and created again while the swarm maps grow, and a quarter of the
+/// announces go to 3 hot swarms that grow into big blocks.
+fn owned_peers<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16, swarms: u32, churn: bool) {
     let store = PeerStore::new(StoreConfig::default());
     let stop = AtomicBool::new(false);
+    let watch = (0..swarms.min(3)).map(swarm32).collect();
     let models: Vec<HashMap<(u32, u16), bool>> = std::thread::scope(|sc| {
-        let (st, stp) = (&store, &stop);
-        sc.spawn(move || {
-            while !stp.load(Ordering::Relaxed) {
-                st.clean(NOW, 64);
-                let r = st.raw_stats(A::fam());
-                assert!(
-                    r.seeders >= 0 && r.leechers >= 0 && r.swarms >= 0,
-                    "negative global count {r:?}"
-                );
-                for k in 0..3 {
-                    if let Some((s, l, _)) = st.raw_counts::<A>(&swarm32(k)) {
-                        assert!(s >= 0 && l >= 0, "negative swarm count {s} {l}");
-                    }
-                }
-            }
-        });
+        background::<A>(sc, &store, watch, &stop);
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let store = &store;
@@ -426,7 +360,7 @@ fn swarm_churn<A: Mk>(threads: u32, ops_per_thread: usize, swarms: u32, ports: u
                     let mut out = Vec::new();
                     for _ in 0..ops_per_thread {
                         let x = rng.next();
-                        let k = if x.is_multiple_of(4) {
+                        let k = if churn && x.is_multiple_of(4) {
                             ((x >> 4) % 3) as u32
                         } else {
                             ((x >> 4) % u64::from(swarms)) as u32
@@ -434,14 +368,14 @@ fn swarm_churn<A: Mk>(threads: u32, ops_per_thread: usize, swarms: u32, ports: u
                         let port = 1 + ((x >> 24) % u64::from(ports)) as u16;
                         let peer = A::mk(t, port);
                         let seeder = (x >> 40).is_multiple_of(3);
-                        let stopping = (x >> 44) % 8 < 3;
+                        let stopping = (x >> 44) % 8 < if churn { 3 } else { 2 };
                         let ev = if stopping {
                             Event::Stopped
                         } else {
                             Event::None
                         };
                         let left = if seeder { 0 } else { 7 };
-                        let o = store.announce(&swarm32(k), peer, left, ev, 4, NOW, x, &mut out);
+                        let o = store.announce(&swarm32(k), peer, left, ev, 8, NOW, x, &mut out);
                         check_owned(&mut model, (k, port), peer, stopping, seeder, &o, &out);
                     }
                     model
@@ -545,11 +479,11 @@ fn completed_exact<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16) {
 
 #[test]
 fn swarm_churn_v4() {
-    swarm_churn::<SocketAddrV4>(3, ops(30_000), 20_000, 6);
+    owned_peers::<SocketAddrV4>(3, ops(30_000), 6, 20_000, true);
 }
 #[test]
 fn swarm_churn_v6() {
-    swarm_churn::<SocketAddrV6>(3, ops(20_000), 12_000, 6);
+    owned_peers::<SocketAddrV6>(3, ops(20_000), 6, 12_000, true);
 }
 #[test]
 fn completed_exact_v4() {
@@ -571,11 +505,11 @@ fn expiry_churn_v6() {
 
 #[test]
 fn owned_peers_v4() {
-    owned_peers::<SocketAddrV4>(4, ops(4_000), 40, 3);
+    owned_peers::<SocketAddrV4>(4, ops(4_000), 40, 3, false);
 }
 #[test]
 fn owned_peers_v6() {
-    owned_peers::<SocketAddrV6>(4, ops(3_000), 30, 3);
+    owned_peers::<SocketAddrV6>(4, ops(3_000), 30, 3, false);
 }
 #[test]
 fn shared_peers_v4() {
@@ -590,14 +524,14 @@ fn shared_peers_v6() {
 #[ignore = "heavy: run with --release -- --ignored"]
 fn heavy_stress() {
     let n = ops(300_000);
-    owned_peers::<SocketAddrV4>(8, n, 500, 5);
-    owned_peers::<SocketAddrV6>(8, n / 2, 300, 5);
+    owned_peers::<SocketAddrV4>(8, n, 500, 5, false);
+    owned_peers::<SocketAddrV6>(8, n / 2, 300, 5, false);
     shared_peers::<SocketAddrV4>(8, n, 16, 3);
     shared_peers::<SocketAddrV6>(8, n / 2, 16, 3);
     expiry_churn::<SocketAddrV4>(8, n, 200, 8);
     expiry_churn::<SocketAddrV6>(8, n / 2, 200, 8);
-    swarm_churn::<SocketAddrV4>(8, n, 100_000, 8);
-    swarm_churn::<SocketAddrV6>(8, n / 2, 50_000, 8);
+    owned_peers::<SocketAddrV4>(8, n, 8, 100_000, true);
+    owned_peers::<SocketAddrV6>(8, n / 2, 8, 50_000, true);
     completed_exact::<SocketAddrV4>(8, n, 200);
     completed_exact::<SocketAddrV6>(8, n / 2, 200);
 }
