@@ -546,6 +546,18 @@ impl Family {
 
     // ---------------------------------------------------------------- peer blocks
 
+    /// The swarm's block that is not being migrated, following (and helping) migrations from
+    /// `b`; `None` if the swarm was freed on the way.
+    fn settled(&self, mut b: Block, ctx: &Ctx, g: &Guard) -> Option<Block> {
+        while b.state() != NEXT_NONE {
+            match self.help_migrate(b, ctx, g) {
+                Migrated::Moved(n) => b = n,
+                Migrated::Dead(_) => return None,
+            }
+        }
+        Some(b)
+    }
+
     /// Stores or refreshes peer `pk` in the swarm of block `b`; returns the block it acted on.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn upsert(
@@ -562,13 +574,10 @@ impl Family {
         let v6 = self.fam == Fam::V6;
         let new_val = live_value(pk.key, now_stamp, seeder);
         'retry: loop {
-            if b.state() != NEXT_NONE {
-                match self.help_migrate(b, ctx, g) {
-                    Migrated::Moved(n) => b = n,
-                    Migrated::Dead(_) => return (Upsert::Dead, b),
-                }
-                continue;
-            }
+            let Some(cur) = self.settled(b, ctx, g) else {
+                return (Upsert::Dead, b);
+            };
+            b = cur;
             let cap = b.cap();
             let mut i = index(pk.hash, cap);
             let mut probes = 0;
@@ -664,13 +673,10 @@ impl Family {
         g: &Guard,
     ) -> (Remove, Block) {
         'retry: loop {
-            if b.state() != NEXT_NONE {
-                match self.help_migrate(b, ctx, g) {
-                    Migrated::Moved(n) => b = n,
-                    Migrated::Dead(_) => return (Remove::Dead, b),
-                }
-                continue;
-            }
+            let Some(cur) = self.settled(b, ctx, g) else {
+                return (Remove::Dead, b);
+            };
+            b = cur;
             let cap = b.cap();
             let mut i = index(pk.hash, cap);
             for _ in 0..cap {
