@@ -36,8 +36,13 @@ fn store() -> Arc<PeerStore> {
 }
 
 fn ann<A: PeerAddress>(s: &PeerStore, p: A, ev: Event, now: u32) -> PeerStatus {
+    ann_in(s, &H, p, ev, now)
+}
+
+/// A leecher's announce (num_want 0) to swarm `ih`; its status.
+fn ann_in<A: PeerAddress>(s: &PeerStore, ih: &[u8; 20], p: A, ev: Event, now: u32) -> PeerStatus {
     let mut out = Vec::new();
-    s.announce(&H, p, 1, ev, 0, now, 0, &mut out).status
+    s.announce(ih, p, 1, ev, 0, now, 0, &mut out).status
 }
 
 fn consistent<A: PeerAddress>(s: &PeerStore, fam: usize) -> usize {
@@ -172,17 +177,10 @@ fn clean_freeing_swarm_racing_insert() {
 fn swarm_creation_racing_map_growth() {
     loom::model(|| {
         let s = store();
-        let mut out = Vec::new();
-        s.announce(&[1; 20], p4(1), 1, Event::Started, 0, NOW, 0, &mut out);
+        ann_in(&s, &[1; 20], p4(1), Event::Started, NOW);
         let s2 = s.clone();
-        let t = thread::spawn(move || {
-            let mut out = Vec::new();
-            s2.announce(&[2; 20], p4(2), 1, Event::Started, 0, NOW, 0, &mut out)
-                .status
-        });
-        let a = s
-            .announce(&[3; 20], p4(3), 1, Event::Started, 0, NOW, 0, &mut out)
-            .status;
+        let t = thread::spawn(move || ann_in(&s2, &[2; 20], p4(2), Event::Started, NOW));
+        let a = ann_in(&s, &[3; 20], p4(3), Event::Started, NOW);
         assert_eq!(a, PeerStatus::Inserted);
         assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
         for k in 1..=3u8 {
@@ -251,18 +249,11 @@ fn completed_racing_migration() {
 fn block_move_racing_map_growth() {
     loom::model(|| {
         let s = store();
-        let mut out = Vec::new();
-        s.announce(&[1; 20], p4(1), 1, Event::Started, 0, NOW, 0, &mut out);
-        s.announce(&[2; 20], p4(2), 1, Event::Started, 0, NOW, 0, &mut out);
+        ann_in(&s, &[1; 20], p4(1), Event::Started, NOW);
+        ann_in(&s, &[2; 20], p4(2), Event::Started, NOW);
         let s2 = s.clone();
-        let t = thread::spawn(move || {
-            let mut out = Vec::new();
-            s2.announce(&[1; 20], p4(9), 1, Event::Started, 0, NOW, 0, &mut out)
-                .status
-        });
-        let a = s
-            .announce(&[3; 20], p4(3), 1, Event::Started, 0, NOW, 0, &mut out)
-            .status;
+        let t = thread::spawn(move || ann_in(&s2, &[1; 20], p4(9), Event::Started, NOW));
+        let a = ann_in(&s, &[3; 20], p4(3), Event::Started, NOW);
         assert_eq!(a, PeerStatus::Inserted);
         assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
         let mut one: Vec<_> = s
@@ -287,23 +278,11 @@ fn block_move_racing_map_growth() {
 fn swarm_free_racing_map_growth() {
     loom::model(|| {
         let s = store();
-        let mut out = Vec::new();
-        s.announce(
-            &[1; 20],
-            p4(1),
-            1,
-            Event::Started,
-            0,
-            NOW - 1_000,
-            0,
-            &mut out,
-        );
-        s.announce(&[2; 20], p4(2), 1, Event::Started, 0, NOW, 0, &mut out);
+        ann_in(&s, &[1; 20], p4(1), Event::Started, NOW - 1_000);
+        ann_in(&s, &[2; 20], p4(2), Event::Started, NOW);
         let s2 = s.clone();
         let t = thread::spawn(move || s2.clean(NOW, 10));
-        let a = s
-            .announce(&[3; 20], p4(3), 1, Event::Started, 0, NOW, 0, &mut out)
-            .status;
+        let a = ann_in(&s, &[3; 20], p4(3), Event::Started, NOW);
         assert_eq!(a, PeerStatus::Inserted);
         let rep = t.join().unwrap();
         assert_eq!(rep.peers_expired, 1);
@@ -316,8 +295,8 @@ fn swarm_free_racing_map_growth() {
         );
         assert_eq!(s.audit::<SocketAddrV4>().0, 2);
         assert_eq!(s.stats().v4.swarms, 2);
-        let o = s.announce(&[1; 20], p4(5), 1, Event::Started, 0, NOW, 0, &mut out);
-        assert_eq!(o.status, PeerStatus::Inserted);
+        let o = ann_in(&s, &[1; 20], p4(5), Event::Started, NOW);
+        assert_eq!(o, PeerStatus::Inserted);
         assert_eq!(s.audit::<SocketAddrV4>().0, 3);
         assert_eq!(consistent::<SocketAddrV4>(&s, 0), 3);
     });
