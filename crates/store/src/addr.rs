@@ -119,12 +119,20 @@ pub(crate) fn is_live(fam: Fam, m: u64) -> bool {
 pub(crate) fn stamp_of(now_secs: u32) -> u64 {
     u64::from(now_secs >> STAMP_SHIFT) & STAMP_MASK
 }
-/// Expired iff older than `timeout_units` stamps; ages in the upper half of the stamp range
-/// are "from the future" (a caller whose clock is slightly behind) and count as fresh.
+/// Stamps at most this many units ahead of `now` are "from the future" (a worker whose clock
+/// reading is slightly newer than the reader's, or a `clean` call that read its clock before a
+/// long walk) and count as fresh: 16 units = 128 s.
+pub(crate) const FUTURE_UNITS: u64 = 16;
+/// Number of distinct stamps (the stamp clock wraps every `STAMP_RANGE` units, 18.2 h).
+pub(crate) const STAMP_RANGE: u64 = 1 << STAMP_BITS;
+
+/// Expired iff older than `timeout_units` stamps. Ages are taken modulo [`STAMP_RANGE`], so a
+/// peer must be removed before its age wraps: `clean` bounds its cycle for that (see
+/// `PeerStore::clean`), and the largest timeout leaves that cycle ~9 h.
 #[inline]
 pub(crate) fn is_expired(m: u64, now_stamp: u64, timeout_units: u64) -> bool {
     let age = now_stamp.wrapping_sub((m >> STAMP_SHIFT) & STAMP_MASK) & STAMP_MASK;
-    age > timeout_units && age < (1 << (STAMP_BITS - 1))
+    age > timeout_units && age < STAMP_RANGE - FUTURE_UNITS
 }
 #[inline]
 pub(crate) fn live_value(key: u64, now_stamp: u64, seeder: bool) -> u64 {

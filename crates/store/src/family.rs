@@ -14,7 +14,7 @@ use crate::block::{
     peer_max_used,
 };
 use crate::sync::epoch::{Guard, retire};
-use crate::sync::{AtomicI64, AtomicUsize, Ordering::*, spin_wait};
+use crate::sync::{AtomicI64, AtomicUsize, Backoff, Ordering::*};
 use crate::table::{
     NEXT_GROW as MAP_GROW, NEXT_NONE as MAP_NONE, Table, index, map_cap_for, map_max_used,
 };
@@ -573,6 +573,7 @@ impl Family {
     ) -> (Upsert, Block) {
         let v6 = self.fam == Fam::V6;
         let new_val = live_value(pk.key, now_stamp, seeder);
+        let mut backoff = Backoff::new();
         'retry: loop {
             let Some(cur) = self.settled(b, ctx, g) else {
                 return (Upsert::Dead, b);
@@ -603,10 +604,12 @@ impl Family {
                         if let Some(x) = b.big() {
                             x.used.fetch_add(1, Relaxed);
                         }
-                        if v6 {
-                            b.word(i, 1).store(pk.addr[0], Relaxed);
-                            b.word(i, 2).store(pk.addr[1], Relaxed);
-                            w.store(new_val, Release);
+                        if v6 && !self.publish(Publisher::Inserter, b, i, first, pk.addr, new_val) {
+                            // A migration froze the reservation (it does not wait for us): the
+                            // peer is not in this block. Undo, and insert it in the successor.
+                            self.count(b, stripe, seeder, false);
+                            ctx.release_peer();
+                            continue 'retry;
                         }
                         if completed_ev {
                             self.add_completed(b, stripe, ctx, g);
@@ -619,7 +622,18 @@ impl Family {
                 }
                 if is_reserved(self.fam, m) {
                     if self.reserved_by(m, pk) {
-                        spin_wait();
+                        // Another inserter of this peer (or of one with the same tag and port)
+                        // is between its reservation and its publication: two stores away if
+                        // it runs. Wait a few microseconds; if it is still there, that thread is
+                        // not running, so do not wait for it: migrate the block (the freeze
+                        // cancels the reservation) and insert in the successor. The stalled
+                        // thread's publication then fails and it retries there.
+                        if backoff.is_completed() {
+                            let _ = b.cas_state(NEXT_NONE, NEXT_GROW);
+                            backoff = Backoff::new();
+                            continue 'retry;
+                        }
+                        backoff.snooze();
                         continue;
                     }
                 } else if self.matches(b, i, m, pk) {
@@ -690,11 +704,10 @@ impl Family {
                         return (Remove::NotFound, b);
                     }
                     if is_reserved(self.fam, m) {
-                        if self.reserved_by(m, pk) {
-                            spin_wait();
-                            m = w.load(Acquire);
-                            continue;
-                        }
+                        // Not published, so not (yet) a stored peer: the stop linearizes before
+                        // that insert. If the reservation is this very peer, no slot further on
+                        // holds it (it was claimed as the first EMPTY on its path), so the
+                        // probe ends in NotFound; otherwise the peer may be further on.
                         break;
                     }
                     if !self.matches(b, i, m, pk) {
@@ -774,12 +787,9 @@ impl Family {
                 if m & FROZEN != 0 {
                     break;
                 }
-                if is_reserved(fam, m) {
-                    // A v6 inserter is between its reservation and its publication (two stores).
-                    spin_wait();
-                    m = w.load(Acquire);
-                    continue;
-                }
+                // A v6 reservation is frozen as it is, without waiting for its publication:
+                // it holds no peer (it is not live, so it is not copied), and its inserter's
+                // publishing CAS fails and retries in the successor.
                 match w.compare_exchange_weak(m, m | FROZEN, AcqRel, Acquire) {
                     Ok(_) => break,
                     Err(x) => m = x,
@@ -834,7 +844,7 @@ impl Family {
         for i in 0..cap {
             let m = b.word(i, 0).load(Acquire);
             if is_live(fam, m) {
-                self.copy_peer(succ, m & !FROZEN, self.addr_words(b, i), ctx);
+                self.copy_peer(b, succ, m & !FROZEN, self.addr_words(b, i), ctx);
             }
         }
         if self.map_replace(h, b.addr(), succ.addr() as u64, ctx, g) {
@@ -851,13 +861,56 @@ impl Family {
         unsafe { retire(g, move || Block::from_addr(a, words).free()) };
     }
 
-    /// Inserts frozen live value `v` into successor `new` unless that peer is already there
-    /// (live or as a keyed tombstone). Stops if `new` is frozen: its copy was then complete.
-    fn copy_peer(&self, new: Block, v: u64, addr: [u64; 2], ctx: &Ctx) {
+    /// Writes the address words of v6 slot `i` of `b`, reserved with value `reserved`, and
+    /// publishes `v` there (Release: the address words are visible to whoever reads `v`).
+    /// False if the slot no longer holds the reservation: a migration froze it, or (in a
+    /// successor being filled) a fellow copier published the same value first.
+    fn publish(
+        &self,
+        who: Publisher,
+        b: Block,
+        i: usize,
+        reserved: u64,
+        addr: [u64; 2],
+        v: u64,
+    ) -> bool {
+        #[cfg(test)]
+        crate::test_hooks::before_publish(who);
+        let _ = who;
+        b.word(i, 1).store(addr[0], Relaxed);
+        b.word(i, 2).store(addr[1], Relaxed);
+        b.word(i, 0)
+            .compare_exchange(reserved, v, Release, Relaxed)
+            .is_ok()
+    }
+
+    /// True if frozen block `old` holds no live peer other than the one with meta `v` and
+    /// address `addr` whose key bits (tag and port) equal `v`'s.
+    fn key_bits_unique(&self, old: Block, v: u64, addr: [u64; 2]) -> bool {
+        (0..old.cap()).all(|i| {
+            let m = old.word(i, 0).load(Acquire);
+            !is_live(self.fam, m)
+                || (m & KEY_MASK) != (v & KEY_MASK)
+                || self.addr_words(old, i) == addr
+        })
+    }
+
+    /// Inserts frozen live value `v` (of frozen block `old`) into successor `new` unless that
+    /// peer is already there (live or as a keyed tombstone). Stops if `new` is frozen: its copy
+    /// was then complete.
+    ///
+    /// Until one copy pass is complete only copiers write to `new`, and a late copier never
+    /// meets a reservation before its peer's slot (every slot before it was taken when the
+    /// peer was first copied), so a reservation with this peer's tag and port is a fellow
+    /// copier's. If no other peer of `old` has that tag and port, it is this very peer: help
+    /// by publishing it (the same value and address the other copier writes). Only in the
+    /// ~2^-30 case of a second such peer does a copier wait for the other one's publication.
+    fn copy_peer(&self, old: Block, new: Block, v: u64, addr: [u64; 2], ctx: &Ctx) {
         let v6 = self.fam == Fam::V6;
         let pk = PeerKey::from_slot(self.fam, v, addr, ctx.seed);
         let cap = new.cap();
         let mut i = index(pk.hash, cap);
+        let mut backoff = Backoff::new();
         for _ in 0..cap {
             let w = new.word(i, 0);
             let mut x = w.load(Acquire);
@@ -873,9 +926,8 @@ impl Family {
                                 b.used.fetch_add(1, Relaxed);
                             }
                             if v6 {
-                                new.word(i, 1).store(addr[0], Relaxed);
-                                new.word(i, 2).store(addr[1], Relaxed);
-                                w.store(v, Release);
+                                // Fails only if a fellow copier published `v` for us.
+                                self.publish(Publisher::Copier, new, i, first, addr, v);
                             }
                             return;
                         }
@@ -887,7 +939,11 @@ impl Family {
                 }
                 if is_reserved(self.fam, x) {
                     if self.reserved_by(x, &pk) {
-                        spin_wait();
+                        if self.key_bits_unique(old, v, addr) {
+                            self.publish(Publisher::Copier, new, i, x, addr, v);
+                            return;
+                        }
+                        backoff.snooze();
                         x = w.load(Acquire);
                         continue;
                     }
@@ -1051,21 +1107,72 @@ impl Family {
         (hd, sl, map)
     }
 
-    /// The swarm block at map slot `i` of shard `s`, if live; and the shard table's capacity.
-    pub(crate) fn swarm_at(&self, s: usize, i: usize, g: &Guard) -> (usize, Option<Block>) {
+    /// What map slot `i` of shard `s` holds, and the shard table's capacity.
+    pub(crate) fn swarm_at(&self, s: usize, i: usize, g: &Guard) -> (usize, MapSlot) {
         let t = self.map_table(s, g);
         let cap = t.cap();
         if i >= cap {
-            return (cap, None);
+            return (cap, MapSlot::Empty);
         }
         let v = t.word(i, 0).load(Acquire) & !M_FROZEN;
-        if v != 0 && v & M_REMOVED == 0 {
-            // SAFETY: live slot read under `g`.
-            (cap, Some(unsafe { self.block_of(v, g) }))
+        let at = if v == 0 {
+            MapSlot::Empty
+        } else if v & M_REMOVED != 0 {
+            MapSlot::Dead
         } else {
-            (cap, None)
-        }
+            // SAFETY: live slot read under `g`.
+            MapSlot::Live(unsafe { self.block_of(v, g) })
+        };
+        (cap, at)
     }
+
+    /// Rebuilds shard `s`'s map table if a walk of all its `cap` slots found it mostly
+    /// tombstones (`dead` > cap/4) or more than four times the size a rebuild would have
+    /// (`live` swarms): the rebuild drops the tombstones and, with the old table, frees their
+    /// corpses. True if it did. (Left alone, such a table would wait for enough new swarms to
+    /// pass 7/8 of it, e.g. for ever after a flood of random info hashes.)
+    pub(crate) fn shrink_map_if_sparse(
+        &self,
+        s: usize,
+        cap: usize,
+        live: usize,
+        dead: usize,
+        ctx: &Ctx,
+        g: &Guard,
+    ) -> bool {
+        // Not under loom: a shrink is `help_map_migrate`, whose races the growth models cover,
+        // and a map migration inside every model's `clean` multiplies their executions.
+        if cfg!(loom)
+            || cap <= MAP_MIN_CAP
+            || (dead * 4 <= cap && map_cap_for(live + 1, MAP_MIN_CAP) * 4 > cap)
+        {
+            return false;
+        }
+        let t = self.map_table(s, g);
+        if t.cap() != cap {
+            return false; // it migrated since the walk
+        }
+        self.help_map_migrate(s, t, ctx, g);
+        true
+    }
+}
+
+/// Who publishes an IPv6 slot (the test hooks stall one or the other).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Publisher {
+    /// An announce inserting its peer.
+    Inserter,
+    /// A migration copying a peer into the successor.
+    Copier,
+}
+
+/// What a swarm-map slot holds, for the cleaner's walk.
+pub(crate) enum MapSlot {
+    Empty,
+    /// A live swarm's newest block.
+    Live(Block),
+    /// The tombstone of a freed swarm.
+    Dead,
 }
 
 impl Drop for Family {

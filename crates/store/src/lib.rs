@@ -24,16 +24,21 @@
 
 mod addr;
 mod block;
+mod clean;
 mod family;
 mod sync;
 mod table;
+#[cfg(test)]
+mod test_hooks;
+#[cfg(test)]
+mod tests;
 
 pub use addr::PeerAddress;
 
 use addr::{Fam, stamp_of};
 use crossbeam_utils::CachePadded;
-use family::{Ctx, Family, Remove, SHARDS, Upsert, info_hash_hash, stripe_of};
-use sync::{AtomicI64, AtomicU64, Ordering::Relaxed, epoch};
+use family::{Ctx, Family, Remove, Upsert, info_hash_hash, stripe_of};
+use sync::{AtomicI64, Ordering::Relaxed, epoch};
 
 /// Limits and defaults of a [`PeerStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,8 +48,13 @@ pub struct StoreConfig {
     /// Swarms at most, both families together. Default 10,000,000.
     pub max_swarms: usize,
     /// A peer not heard from for longer than this is expired (8-second granularity; at most
-    /// 32,767 s). Default 2,700 (the announce interval is 1,800 by default).
+    /// [`MAX_PEER_TIMEOUT_SECS`]). Default 2,700 (the announce interval is 1,800 by default).
     pub peer_timeout_secs: u32,
+    /// Longest time one clean cycle (a visit of every swarm) may take: [`PeerStore::clean`]
+    /// raises its budget as needed to finish each cycle within it, so a departed peer is gone
+    /// within `peer_timeout_secs + clean_cycle_secs` (plus one call interval). At most
+    /// [`StoreConfig::max_clean_cycle_secs`]. Default 300.
+    pub clean_cycle_secs: u32,
     /// Peers returned when the request's `num_want` is negative. Default 50.
     pub default_num_want: usize,
     /// Cap on IPv4 peers per reply. Default 200 (a 1,220-byte reply).
@@ -59,10 +69,32 @@ impl Default for StoreConfig {
             max_peers: 50_000_000,
             max_swarms: 10_000_000,
             peer_timeout_secs: 2_700,
+            clean_cycle_secs: 300,
             default_num_want: 50,
             max_num_want_v4: 200,
             max_num_want_v6: 66,
         }
+    }
+}
+
+/// Largest `peer_timeout_secs` (4,095 stamp units of 8 s).
+pub const MAX_PEER_TIMEOUT_SECS: u32 = 32_767;
+
+impl StoreConfig {
+    /// The longest clean cycle that still removes every expired peer before its 13-bit stamp
+    /// (8 s units, wrapping every 18.2 h) wraps, for this `peer_timeout_secs`: the stamp range
+    /// minus the timeout, the future tolerance and two units of rounding.
+    ///
+    /// ```
+    /// use fjord_store::{MAX_PEER_TIMEOUT_SECS, StoreConfig};
+    /// assert_eq!(StoreConfig::default().max_clean_cycle_secs(), 62_696); // ~17.4 h
+    /// let slowest = StoreConfig { peer_timeout_secs: MAX_PEER_TIMEOUT_SECS, ..Default::default() };
+    /// assert_eq!(slowest.max_clean_cycle_secs(), 32_632); // ~9 h
+    /// ```
+    pub fn max_clean_cycle_secs(&self) -> u32 {
+        let t = u64::from(self.peer_timeout_secs.min(MAX_PEER_TIMEOUT_SECS) >> addr::STAMP_SHIFT);
+        let units = addr::STAMP_RANGE - addr::FUTURE_UNITS - t.max(1) - 2;
+        (units << addr::STAMP_SHIFT) as u32
     }
 }
 
@@ -74,7 +106,8 @@ pub enum Event {
     None,
     /// The client started the torrent.
     Started,
-    /// The download finished: a stored leecher (or an unknown peer) counts once in `completed`.
+    /// The download finished. With `left == 0`, a stored leecher or an unknown peer counts once
+    /// in `completed`; a stored seeder repeating it, or `left > 0`, does not count.
     Completed,
     /// The client left: the peer is removed and no peers are returned.
     Stopped,
@@ -140,6 +173,24 @@ pub struct CleanReport {
     /// The cursor went past the end of the last shard: every swarm was visited since the
     /// cycle started.
     pub cycle_complete: bool,
+    /// The length in seconds of the cycle that completed in this call, if one did.
+    pub cycle_secs: Option<u32>,
+    /// The budget this call used: the caller's minimum, raised to finish the cycle in time
+    /// (`usize::MAX`: the cycle was due, so this call walked to its end).
+    pub budget: usize,
+    /// Swarm-map tables rebuilt smaller (tombstones dropped, corpses freed) by this call.
+    pub maps_shrunk: usize,
+}
+
+/// How the clean cycle keeps up (see [`PeerStore::clean`]); read without a lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CleanStats {
+    /// Length in seconds of the last complete cycle (`None` before the first completes).
+    pub last_cycle_secs: Option<u32>,
+    /// Cycles completed since the store was created.
+    pub cycles: u64,
+    /// The configured bound on a cycle's length (`clean_cycle_secs`, after clamping).
+    pub cycle_limit_secs: u32,
 }
 
 /// Counts of one address family.
@@ -180,8 +231,8 @@ pub struct PeerStore {
     config: StoreConfig,
     ctx: Ctx,
     fams: [Family; 2],
-    /// Clean cursor: `unit << 32 | slot`, unit = family * SHARDS + shard.
-    cursor: AtomicU64,
+    /// The clean cursor and cycle (see [`PeerStore::clean`]).
+    cleaner: clean::Cleaner,
 }
 
 // The store is shared by workers through an `Arc`.
@@ -207,8 +258,12 @@ fn random_seed() -> u64 {
 impl PeerStore {
     /// An empty store with these limits. The swarm maps start small and grow on demand.
     pub fn new(config: StoreConfig) -> Self {
-        let timeout_units = u64::from(config.peer_timeout_secs >> addr::STAMP_SHIFT)
-            .clamp(1, (1 << (addr::STAMP_BITS - 1)) - 1);
+        let timeout_units =
+            u64::from(config.peer_timeout_secs.min(MAX_PEER_TIMEOUT_SECS) >> addr::STAMP_SHIFT)
+                .max(1);
+        let cycle_limit = config
+            .clean_cycle_secs
+            .clamp(1, config.max_clean_cycle_secs());
         PeerStore {
             ctx: Ctx {
                 seed: random_seed(),
@@ -220,7 +275,7 @@ impl PeerStore {
             },
             config,
             fams: [Family::new(Fam::V4), Family::new(Fam::V6)],
-            cursor: AtomicU64::new(0),
+            cleaner: clean::Cleaner::new(cycle_limit),
         }
     }
 
@@ -310,7 +365,9 @@ impl PeerStore {
                 let Some(sw) = found else {
                     return zero(PeerStatus::NotStored(NotStoredReason::SwarmLimit));
                 };
-                let completed = event == Event::Completed;
+                // A finished download: `completed` with nothing left. Counted when the peer is
+                // new or was a leecher, so at most once per download (not per announce).
+                let completed = event == Event::Completed && seeder;
                 let (r, b) = fam.upsert(sw, stripe, &pk, seeder, completed, now_stamp, ctx, &guard);
                 status = match r {
                     Upsert::Inserted => PeerStatus::Inserted,
@@ -355,44 +412,6 @@ impl PeerStore {
             }
             None => SwarmCounts::default(),
         }
-    }
-
-    /// Incremental expiry: visits at most `max_swarms` swarms from a rotating cursor (IPv4
-    /// shards, then IPv6 shards), removes expired peers, frees empty swarms and compacts
-    /// tables full of tombstones. Meant to be called from one thread (e.g. every second with a
-    /// budget); concurrent calls are safe but may visit the same swarms.
-    pub fn clean(&self, now_secs: u32, max_swarms: usize) -> CleanReport {
-        let guard = epoch::pin();
-        let now_stamp = stamp_of(now_secs);
-        let mut rep = CleanReport::default();
-        let c = self.cursor.load(Relaxed);
-        let units = 2 * SHARDS;
-        let (mut unit, mut slot) = (((c >> 32) as usize) % units, c as u32 as usize);
-        let start = (unit, slot);
-        let mut units_done = 0;
-        // Stop at the budget, or after one full circle back to where this call started.
-        while rep.swarms_visited < max_swarms && !(units_done == units && (unit, slot) >= start) {
-            let fam = &self.fams[unit / SHARDS];
-            let (cap, sw) = fam.swarm_at(unit & (SHARDS - 1), slot, &guard);
-            if slot >= cap {
-                slot = 0;
-                unit += 1;
-                units_done += 1;
-                if unit == units {
-                    unit = 0;
-                    rep.cycle_complete = true;
-                }
-                continue;
-            }
-            slot += 1;
-            if let Some(sw) = sw {
-                rep.swarms_visited += 1;
-                fam.clean_swarm(sw, now_stamp, &self.ctx, &guard, &mut rep);
-            }
-        }
-        self.cursor
-            .store(((unit as u64) << 32) | slot as u64, Relaxed);
-        rep
     }
 
     /// Cheap (no walk over swarms): counts for metrics.

@@ -7,14 +7,46 @@ pub(crate) use loom::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-/// Called in the (short) waits on a v6 slot that another thread has reserved but not yet
-/// published. Under loom it yields so the model can schedule the publisher.
-#[inline]
-pub(crate) fn spin_wait() {
-    #[cfg(loom)]
-    loom::thread::yield_now();
+/// Exponential back-off for the one wait left in the store (see `Family::copy_peer`) and the
+/// bounded wait before an IPv6 inserter cancels a stalled reservation: crossbeam's `Backoff`
+/// (spins, then yields the CPU), and under loom a yield so the model can schedule the other
+/// thread (`is_completed` after one step there, to keep the models small).
+pub(crate) struct Backoff {
     #[cfg(not(loom))]
-    std::hint::spin_loop();
+    inner: crossbeam_utils::Backoff,
+    #[cfg(loom)]
+    steps: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Backoff {
+            #[cfg(not(loom))]
+            inner: crossbeam_utils::Backoff::new(),
+            #[cfg(loom)]
+            steps: 0,
+        }
+    }
+    /// Waits a little longer than last time: spins first, then yields the CPU.
+    #[inline]
+    pub(crate) fn snooze(&mut self) {
+        #[cfg(not(loom))]
+        self.inner.snooze();
+        #[cfg(loom)]
+        {
+            self.steps += 1;
+            loom::thread::yield_now();
+        }
+    }
+    /// True once waiting has gone on long enough that the other thread is probably not
+    /// running (crossbeam: after ~10 steps, a few microseconds).
+    #[inline]
+    pub(crate) fn is_completed(&self) -> bool {
+        #[cfg(not(loom))]
+        return self.inner.is_completed();
+        #[cfg(loom)]
+        return self.steps >= 1;
+    }
 }
 
 #[cfg(not(loom))]
