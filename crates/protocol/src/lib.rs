@@ -115,8 +115,8 @@ pub use common::{
 };
 pub use request::{
     ANNOUNCE_REQUEST_LEN, AnnounceOption, AnnounceOptions, AnnounceOptionsIter, AnnounceRequest,
-    CONNECT_REQUEST_LEN, ConnectRequest, ErrorReplyContext, MalformedOptions, MalformedReason,
-    ParseLimits, Request, RequestError, SCRAPE_REQUEST_HEADER_LEN, ScrapeRequest,
+    CONNECT_REQUEST_LEN, ConnectRequest, ErrorReplyContext, MAX_SCRAPE_HASHES, MalformedOptions,
+    MalformedReason, ParseLimits, Request, RequestError, SCRAPE_REQUEST_HEADER_LEN, ScrapeRequest,
 };
 pub use response::{
     ANNOUNCE_RESPONSE_HEADER_LEN, AnnouncePeers, AnnouncePeersIter, AnnounceResponse,

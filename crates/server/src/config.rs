@@ -16,8 +16,7 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config.default.toml");
 pub const MAX_NUM_WANT_V4: i32 = 200;
 /// Largest `num_want` for IPv6 that keeps an announce reply in one packet (20 + 66·18 = 1,208 B).
 pub const MAX_NUM_WANT_V6: i32 = 66;
-/// Largest number of scrape rows answered (8 + 74·12 = 896 B).
-pub const MAX_SCRAPE_HASHES: usize = 74;
+pub use fjord_protocol::MAX_SCRAPE_HASHES;
 
 /// A configuration error: the dotted key and why its value is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -60,7 +59,7 @@ pub struct Config {
     pub store: StoreSection,
     /// Info-hash access list.
     pub access_list: AccessListConfig,
-    /// Prometheus exporter (the exporter itself is not implemented yet; the setting is kept).
+    /// Prometheus exporter (`/metrics` and `/health` over HTTP).
     pub metrics: MetricsConfig,
     /// Privilege dropping after the sockets are bound.
     pub privileges: PrivilegesConfig,

@@ -32,6 +32,9 @@ use crate::config::Config;
 use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Action, Counters, DropReason, ErrorReason, IpVersion, NotStoredReason};
 
+/// Room for one reply: the largest is 1,220 bytes (200 IPv4 peers).
+pub const MAX_REPLY: usize = 1280;
+
 /// Error message for an announce refused by the access list.
 pub const ACCESS_DENIED_MESSAGE: &str = "info hash not allowed";
 
@@ -136,7 +139,7 @@ impl RequestHandler {
     }
 
     /// Handles one datagram from `src` received at `now` (Unix seconds). Writes the reply into
-    /// `out` (at least [`crate::sys::MAX_REPLY`] bytes) and returns its length, or `None` for
+    /// `out` (at least [`MAX_REPLY`] bytes) and returns its length, or `None` for
     /// silence. Counts everything.
     pub fn handle(
         &mut self,
@@ -170,14 +173,14 @@ impl RequestHandler {
             Request::Announce(a) => {
                 self.count_request(Action::Announce, v);
                 if !self.shared.validator.is_valid(a.connection_id.0, ip, now) {
-                    return self.drop(DropReason::BadConnectionId);
+                    return self.silence(DropReason::BadConnectionId);
                 }
                 self.announce(now, ip, &a, out)
             }
             Request::Scrape(s) => {
                 self.count_request(Action::Scrape, v);
                 if !self.shared.validator.is_valid(s.connection_id.0, ip, now) {
-                    return self.drop(DropReason::BadConnectionId);
+                    return self.silence(DropReason::BadConnectionId);
                 }
                 self.scrape(ip, &s, out).map(|n| (n, Action::Scrape))
             }
@@ -191,7 +194,8 @@ impl RequestHandler {
         self.counters.requests[a as usize][v as usize] += 1;
     }
 
-    fn drop(&mut self, reason: DropReason) -> Option<usize> {
+    /// Answers with silence, counted under `reason`.
+    fn silence(&mut self, reason: DropReason) -> Option<usize> {
         self.counters.drops[reason as usize] += 1;
         None
     }
@@ -205,16 +209,16 @@ impl RequestHandler {
         out: &mut [u8],
     ) -> Option<usize> {
         match e {
-            RequestError::TooShort => self.drop(DropReason::Short),
-            RequestError::BadProtocolId => self.drop(DropReason::BadProtocolId),
-            RequestError::ClientSentError => self.drop(DropReason::ClientError),
-            RequestError::UnknownAction { .. } => self.drop(DropReason::UnknownAction),
+            RequestError::TooShort => self.silence(DropReason::Short),
+            RequestError::BadProtocolId => self.silence(DropReason::BadProtocolId),
+            RequestError::ClientSentError => self.silence(DropReason::ClientError),
+            RequestError::UnknownAction { .. } => self.silence(DropReason::UnknownAction),
             RequestError::Malformed { .. } => {
                 let Some(ctx) = e.reply_context() else {
-                    return self.drop(DropReason::Malformed);
+                    return self.silence(DropReason::Malformed);
                 };
                 if !self.shared.validator.is_valid(ctx.connection_id.0, ip, now) {
-                    return self.drop(DropReason::Malformed);
+                    return self.silence(DropReason::Malformed);
                 }
                 let n = ctx.response().write(out).ok()?;
                 self.counters.errors_sent[ErrorReason::Malformed as usize] += 1;

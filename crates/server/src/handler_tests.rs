@@ -15,8 +15,8 @@ use crate::config::{AccessListMode, Config};
 use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Action, DropReason, ErrorReason, IpVersion, NotStoredReason};
 use crate::fjord_store::PeerStore;
+use crate::handler::MAX_REPLY;
 use crate::handler::{ACCESS_DENIED_MESSAGE, HandlerSettings, RequestHandler, Shared};
-use crate::sys::MAX_REPLY;
 
 const NOW: u32 = 1_800_000_000;
 const KEY: [u8; 16] = [0x5a; 16];

@@ -22,18 +22,23 @@
 //! assert_eq!(counts.responses(Action::Connect, IpVersion::V4), 1);
 //! ```
 //!
-//! Modules: [`handler`] (protocol decisions), [`server`] (threads, sockets, event loop),
-//! [`sys`] (the only platform system calls), [`connection_id`], [`access_list`], [`config`],
-//! [`counters`].
+//! Modules: [`handler`] (protocol decisions), [`server`] (start, stop, supervision),
+//! `worker` (the event loops), `listen` (binding the sockets), [`privileges`],
+//! [`connection_id`], [`access_list`], [`config`], [`counters`], [`metrics`]. Every socket
+//! system call is in the fjord-udp crate.
+
+#![forbid(unsafe_code)]
 
 pub mod access_list;
 pub mod config;
 pub mod connection_id;
 pub mod counters;
 pub mod handler;
+mod listen;
 pub mod metrics;
+pub mod privileges;
 pub mod server;
-pub mod sys;
+mod worker;
 
 /// The peer store crate, re-exported so that embedders name the same types.
 pub use ::fjord_store;

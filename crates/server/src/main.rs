@@ -1,4 +1,5 @@
 //! The `fjord` tracker binary: configuration, logging, signals, supervision.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use fjord_protocol::{
     AnnounceEvent, AnnounceOptions, AnnounceRequest, ConnectRequest, ConnectionId, InfoHash,
     PeerId, ScrapeRequest, TransactionId,
@@ -447,9 +449,9 @@ fn spawn_fjord(args: &[&str]) -> (Child, SocketAddr) {
     (Child(child), addr.parse().unwrap())
 }
 
-fn signal(child: &Child, sig: libc::c_int) {
-    // SAFETY: kill(2) with the pid of our own child process.
-    assert_eq!(unsafe { libc::kill(child.0.id() as libc::pid_t, sig) }, 0);
+fn signal(child: &Child, sig: Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, sig).unwrap();
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -494,19 +496,18 @@ fn binary_serves_reloads_on_sighup_and_stops_on_sigterm() {
         1,
         "no reload without SIGHUP"
     );
-    signal(&child, libc::SIGHUP);
+    signal(&child, Signal::SIGHUP);
     eventually("deny list in force after SIGHUP", || {
         u32_at(&c.announce([7; 20], 1, 1), 0) == 3
     });
-    signal(&child, libc::SIGTERM);
+    signal(&child, Signal::SIGTERM);
     let status = wait_exit(&mut child);
     assert!(status.success(), "{status:?}");
 }
 
 #[test]
 fn binary_drops_privileges_when_run_as_root() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         eprintln!("not root: privilege dropping cannot be exercised here");
         return;
     }
