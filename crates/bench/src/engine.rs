@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use fjord_protocol::{
     AnnounceEvent, AnnounceOptions, AnnounceRequest, ConnectRequest, ConnectionId, InfoHash,
-    PeerFamily, PeerId, Request, ScrapeRequest, TransactionId,
+    IpFamily, PeerId, Request, ScrapeRequest, TransactionId,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -33,7 +33,7 @@ use fjord_udp::{Backend, RecvBatch, SendBatch, SocketOptions};
 
 use crate::config::MAX_BATCH;
 use crate::config::{BenchConfig, LoadMode};
-use crate::population::{self, Event, EventModel, PeerState, SwarmSampler};
+use crate::population::{self, EventModel, PeerState, SwarmSampler};
 use crate::stats::{LiveCounters, ThreadStats};
 use crate::validate::{self, Issued, Kind, Outcome, Outstanding};
 
@@ -133,7 +133,7 @@ struct Worker<'a> {
     shared: &'a Shared,
     start: Instant,
     cfg: &'a BenchConfig,
-    family: PeerFamily,
+    family: IpFamily,
     rng: SmallRng,
     socks: Vec<Sock>,
     bufs: Buffers,
@@ -193,9 +193,9 @@ pub fn run_worker(
         start,
         cfg,
         family: if cfg.target.is_ipv4() {
-            PeerFamily::V4
+            IpFamily::V4
         } else {
-            PeerFamily::V6
+            IpFamily::V6
         },
         rng,
         socks,
@@ -466,7 +466,7 @@ impl Worker<'_> {
                     let global = sock.first_peer + sock.stride * slot as u32;
                     let num_want = match (pop.events, event) {
                         // Real clients ask for no peers when they leave.
-                        (EventModel::Lifecycle { .. }, Event::Stopped) => 0,
+                        (EventModel::Lifecycle { .. }, AnnounceEvent::Stopped) => 0,
                         _ => pop.num_want,
                     };
                     Request::Announce(AnnounceRequest {
@@ -477,12 +477,7 @@ impl Worker<'_> {
                         downloaded: 0,
                         left,
                         uploaded: 0,
-                        event: match event {
-                            Event::None => AnnounceEvent::None,
-                            Event::Completed => AnnounceEvent::Completed,
-                            Event::Started => AnnounceEvent::Started,
-                            Event::Stopped => AnnounceEvent::Stopped,
-                        },
+                        event,
                         ip_address: 0,
                         key: population::mix64(pop.seed ^ u64::from(global)) as u32,
                         num_want,

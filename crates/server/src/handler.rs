@@ -30,7 +30,7 @@ use fjord_protocol::{
 use crate::access_list::{AccessListCache, AccessListSource};
 use crate::config::Config;
 use crate::connection_id::ConnectionIdValidator;
-use crate::counters::{Action, Counters, DropReason, ErrorReason, IpVersion, NotStoredReason};
+use crate::counters::{Action, Counters, DropReason, ErrorReason, IpFamily};
 
 /// Room for one reply: the largest is 1,220 bytes (200 IPv4 peers).
 pub const MAX_REPLY: usize = 1280;
@@ -149,11 +149,7 @@ impl RequestHandler {
         out: &mut [u8],
     ) -> Option<usize> {
         let ip = canonical_ip(src.ip());
-        let v = if ip.is_ipv4() {
-            IpVersion::V4
-        } else {
-            IpVersion::V6
-        };
+        let v = IpFamily::of(&ip);
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += bytes.len() as u64;
         let request = match Request::parse(bytes, &self.shared.settings.limits) {
@@ -186,12 +182,12 @@ impl RequestHandler {
             }
         };
         let (len, action) = reply?;
-        self.counters.responses[action as usize][v as usize] += 1;
+        self.counters.count_response(action, v);
         Some(len)
     }
 
-    fn count_request(&mut self, a: Action, v: IpVersion) {
-        self.counters.requests[a as usize][v as usize] += 1;
+    fn count_request(&mut self, a: Action, v: IpFamily) {
+        self.counters.count_request(a, v);
     }
 
     /// Answers with silence, counted under `reason`.
@@ -204,7 +200,7 @@ impl RequestHandler {
         &mut self,
         now: u32,
         ip: IpAddr,
-        v: IpVersion,
+        v: IpFamily,
         e: &RequestError,
         out: &mut [u8],
     ) -> Option<usize> {
@@ -222,7 +218,7 @@ impl RequestHandler {
                 }
                 let n = ctx.response().write(out).ok()?;
                 self.counters.errors_sent[ErrorReason::Malformed as usize] += 1;
-                self.counters.responses[Action::Error as usize][v as usize] += 1;
+                self.counters.count_response(Action::Error, v);
                 Some(n)
             }
         }
@@ -301,15 +297,7 @@ impl RequestHandler {
             )?,
         };
         if let PeerStatus::NotStored(reason) = status {
-            let r = match reason {
-                fjord_store::NotStoredReason::StoreFull => NotStoredReason::StoreFull,
-                fjord_store::NotStoredReason::SwarmLimit => NotStoredReason::SwarmLimit,
-                fjord_store::NotStoredReason::InvalidPort => NotStoredReason::InvalidPort,
-                fjord_store::NotStoredReason::UnknownPeerStopped => {
-                    NotStoredReason::UnknownPeerStopped
-                }
-            };
-            self.counters.peers_not_stored[r as usize] += 1;
+            self.counters.peers_not_stored[reason as usize] += 1;
         }
         self.counters.announce_peers.record(peers as u64);
         Some((n, Action::Announce))

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use fjord_server::{Config, start};
-//! use fjord_server::counters::{Action, IpVersion};
+//! use fjord_server::counters::{Action, IpFamily};
 //!
 //! let server = start(Config::for_tests(vec!["127.0.0.1:0".parse().unwrap()])).unwrap();
 //! let addr = server.local_addrs()[0]; // port 0 resolved; bound before `start` returns
@@ -19,7 +19,7 @@
 //! let mut reply = [0u8; 64];
 //! assert_eq!(client.recv(&mut reply).unwrap(), 16);
 //! let counts = server.shutdown().unwrap(); // exact: workers are joined
-//! assert_eq!(counts.responses(Action::Connect, IpVersion::V4), 1);
+//! assert_eq!(counts.responses(Action::Connect, IpFamily::V4), 1);
 //! ```
 //!
 //! Modules: [`handler`] (protocol decisions), [`server`] (start, stop, supervision),

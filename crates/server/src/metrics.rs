@@ -367,12 +367,12 @@ fn serve_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::{Action, DropReason, IpVersion};
+    use crate::counters::{Action, DropReason, IpFamily};
     use crate::fjord_store::FamilyStats;
 
     fn input() -> MetricsInput {
         let mut counters = Counters::default();
-        counters.requests[Action::Announce as usize][IpVersion::V6 as usize] = 7;
+        counters.requests[Action::Announce.to_wire() as usize][IpFamily::V6 as usize] = 7;
         counters.drops[DropReason::BadConnectionId as usize] = 3;
         counters.recv_batch.record(5);
         counters.announce_peers.record(50);

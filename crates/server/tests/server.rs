@@ -14,7 +14,7 @@ use fjord_protocol::{
     PeerId, ScrapeRequest, TransactionId,
 };
 use fjord_server::config::{AccessListMode, DEFAULT_CONFIG_TOML};
-use fjord_server::counters::{Action, DropReason, ErrorReason, IpVersion};
+use fjord_server::counters::{Action, DropReason, ErrorReason, IpFamily};
 use fjord_server::{Config, start};
 
 const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
@@ -203,14 +203,14 @@ fn two_clients_see_each_other_over_ipv4_and_ipv6() {
     );
 
     let counts = server.shutdown().unwrap();
-    assert_eq!(counts.requests(Action::Connect, IpVersion::V4), 4);
-    assert_eq!(counts.responses(Action::Connect, IpVersion::V4), 4);
-    assert_eq!(counts.responses(Action::Announce, IpVersion::V4), 3);
-    assert_eq!(counts.responses(Action::Scrape, IpVersion::V4), 1);
+    assert_eq!(counts.requests(Action::Connect, IpFamily::V4), 4);
+    assert_eq!(counts.responses(Action::Connect, IpFamily::V4), 4);
+    assert_eq!(counts.responses(Action::Announce, IpFamily::V4), 3);
+    assert_eq!(counts.responses(Action::Scrape, IpFamily::V4), 1);
     assert_eq!(counts.drops(DropReason::Short), 1);
     assert_eq!(counts.drops(DropReason::BadConnectionId), 1);
     if v6 {
-        assert_eq!(counts.responses(Action::Announce, IpVersion::V6), 2);
+        assert_eq!(counts.responses(Action::Announce, IpFamily::V6), 2);
     }
     assert_eq!(
         counts.tx_packets,
@@ -233,7 +233,7 @@ fn counters_are_published_while_running() {
     let c = Client::new("127.0.0.1:0", server.local_addrs()[0]);
     c.connect();
     eventually("published connect counter", || {
-        server.counters().responses(Action::Connect, IpVersion::V4) == 1
+        server.counters().responses(Action::Connect, IpFamily::V4) == 1
     });
     assert!(server.counters().rx_bytes >= 16);
     server.shutdown().unwrap();
@@ -252,7 +252,7 @@ fn so_reuseport_spreads_clients_over_workers() {
     let per_worker = |s: &fjord_server::RunningServer| -> Vec<u64> {
         s.worker_counters()
             .iter()
-            .map(|c| c.responses(Action::Connect, IpVersion::V4))
+            .map(|c| c.responses(Action::Connect, IpFamily::V4))
             .collect()
     };
     eventually("all counted", || {
