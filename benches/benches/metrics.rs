@@ -12,8 +12,9 @@ fn busy_counters(seed: u64) -> Counters {
     let mut c = Counters::default();
     for a in [Action::Connect, Action::Announce, Action::Scrape] {
         for v in IpFamily::ALL {
-            c.requests[a as usize][v as usize] = seed * 1_000_003 + a as u64;
-            c.responses[a as usize][v as usize] = seed * 999_983 + v as u64;
+            let i = a.to_wire() as usize;
+            c.requests[i][v as usize] = seed * 1_000_003 + u64::from(a.to_wire());
+            c.responses[i][v as usize] = seed * 999_983 + v as u64;
         }
     }
     for i in 0..1_000 {
