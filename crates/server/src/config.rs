@@ -177,16 +177,68 @@ pub struct StoreSection {
     pub clean_swarms_per_slice: usize,
 }
 
+/// The store's own defaults ([`StoreConfig::default`](crate::fjord_store::StoreConfig)): one
+/// set of limits for embedders and the `fjord` binary alike.
 impl Default for StoreSection {
     fn default() -> Self {
+        let store = crate::fjord_store::StoreConfig::default();
         StoreSection {
-            max_peers: 4_000_000,
-            max_swarms: 1_000_000,
-            peer_timeout_secs: 2700,
+            max_peers: store.max_peers,
+            max_swarms: store.max_swarms,
+            peer_timeout_secs: store.peer_timeout_secs,
             clean_interval_ms: 1000,
             clean_swarms_per_slice: 4096,
         }
     }
+}
+
+/// Bytes the store measured per IPv4 peer (14.85 with ~10 peers per swarm, glibc malloc;
+/// docs/benchmarks.md, "Memory per peer").
+pub const BYTES_PER_IPV4_PEER: u64 = 15;
+/// Bytes the store measured per IPv6 peer (34.8, same conditions).
+pub const BYTES_PER_IPV6_PEER: u64 = 35;
+
+impl StoreSection {
+    /// The memory `max_peers` allows, as (all peers IPv4, all peers IPv6), in bytes, from the
+    /// measured bytes per peer: what a full store costs.
+    pub fn memory_allowed(&self) -> (u64, u64) {
+        let peers = self.max_peers as u64;
+        (peers * BYTES_PER_IPV4_PEER, peers * BYTES_PER_IPV6_PEER)
+    }
+
+    /// [`StoreSection::memory_allowed`] in words: `"750 MB as IPv4 peers, 1.75 GB as IPv6 peers"`.
+    pub fn memory_allowed_text(&self) -> String {
+        let (v4, v6) = self.memory_allowed();
+        format!(
+            "{} as IPv4 peers, {} as IPv6 peers",
+            approx_bytes(v4),
+            approx_bytes(v6)
+        )
+    }
+}
+
+/// A byte count in decimal units, three significant digits at most: `750 MB`, `1.75 GB`.
+pub fn approx_bytes(bytes: u64) -> String {
+    let (value, unit) = match bytes {
+        b if b >= 1_000_000_000 => (b as f64 / 1e9, "GB"),
+        b if b >= 1_000_000 => (b as f64 / 1e6, "MB"),
+        b if b >= 1_000 => (b as f64 / 1e3, "kB"),
+        b => (b as f64, "bytes"),
+    };
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{value:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text} {unit}")
 }
 
 /// Access-list mode.
@@ -381,6 +433,14 @@ impl Config {
                 "required when access_list.mode is not off",
             ));
         }
+        // A list file with the list off would be ignored silently: refuse it instead.
+        if a.mode == AccessListMode::Off && a.path.is_some() {
+            return Err(invalid(
+                "access_list.mode",
+                "off, but access_list.path is set: choose allow or deny (--access-list-mode), \
+                 or remove the path",
+            ));
+        }
         if self.privileges.user.contains('\0') {
             return Err(invalid("privileges.user", "contains a NUL byte"));
         }
@@ -499,6 +559,38 @@ mod tests {
         assert!(DEFAULT_CONFIG_TOML.contains("# path = "));
     }
 
+    /// Regression (issue 11): one set of store defaults, and the template states the memory
+    /// they allow.
+    #[test]
+    fn store_defaults_are_the_stores_and_the_template_says_their_memory() {
+        let store = crate::fjord_store::StoreConfig::default();
+        let section = StoreSection::default();
+        assert_eq!(
+            (
+                section.max_peers,
+                section.max_swarms,
+                section.peer_timeout_secs
+            ),
+            (store.max_peers, store.max_swarms, store.peer_timeout_secs)
+        );
+        assert_eq!(Config::default().store_config(), store);
+        let text = section.memory_allowed_text();
+        assert!(
+            DEFAULT_CONFIG_TOML.contains(&text),
+            "template must say: {text}"
+        );
+    }
+
+    #[test]
+    fn byte_counts_read_in_decimal_units() {
+        assert_eq!(approx_bytes(750_000_000), "750 MB");
+        assert_eq!(approx_bytes(1_750_000_000), "1.75 GB");
+        assert_eq!(approx_bytes(60_000_000), "60 MB");
+        assert_eq!(approx_bytes(12_345_678_901), "12.3 GB");
+        assert_eq!(approx_bytes(999), "999 bytes");
+        assert_eq!(approx_bytes(2_000), "2 kB");
+    }
+
     #[test]
     fn empty_file_is_defaults() {
         assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
@@ -546,6 +638,7 @@ mod tests {
             ("[network]\nbatch_size = 0", "network.batch_size"),
             ("log_level = \"loud\"", "log_level"),
             ("[access_list]\nmode = \"allow\"", "access_list.path"),
+            ("[access_list]\npath = \"/x\"", "access_list.mode"),
             ("[store]\nmax_peers = 0", "store.max_peers"),
             (
                 "[store]\npeer_timeout_secs = 40000",

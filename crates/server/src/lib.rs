@@ -34,6 +34,7 @@ pub mod config;
 pub mod connection_id;
 pub mod counters;
 pub mod handler;
+pub mod http;
 mod listen;
 pub mod metrics;
 pub mod privileges;

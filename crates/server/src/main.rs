@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use fjord_server::Config;
+use fjord_server::access_list::Reloaded;
 use fjord_server::config::DEFAULT_CONFIG_TOML;
 
 /// fjord: a lock-free UDP BitTorrent tracker (BEP 15).
@@ -149,7 +150,11 @@ fn main() -> ExitCode {
         }
         if hup.swap(false, Ordering::Relaxed) {
             match server.reload_access_list() {
-                Ok(()) => tracing::info!("SIGHUP: access list reloaded"),
+                // The source logs each successful load itself.
+                Ok(Reloaded::Loaded { .. }) => {}
+                Ok(Reloaded::Off) => {
+                    tracing::info!("SIGHUP: the access list is off; nothing to reload")
+                }
                 Err(e) => tracing::error!("SIGHUP: {e}; the previous access list stays in force"),
             }
         }

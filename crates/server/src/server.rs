@@ -20,7 +20,7 @@ use fjord_udp::{RecvBatch, SendBatch};
 use mio::{Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use crate::access_list::{AccessListError, AccessListSource};
+use crate::access_list::{AccessListError, AccessListSource, Reloaded};
 use crate::config::Config;
 use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Counters, CountersSnapshot};
@@ -273,7 +273,7 @@ impl RunningServer {
     }
 
     /// Re-reads the access-list file now (what SIGHUP does). On error the previous list stays.
-    pub fn reload_access_list(&self) -> Result<(), AccessListError> {
+    pub fn reload_access_list(&self) -> Result<Reloaded, AccessListError> {
         self.shared.access.reload()
     }
 
