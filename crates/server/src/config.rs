@@ -47,6 +47,8 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// Log level filter (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` overrides it.
     pub log_level: String,
+    /// How log lines are written to stderr.
+    pub log_format: LogFormat,
     /// Worker threads; 0 = one per available core.
     pub workers: usize,
     /// Sockets.
@@ -69,6 +71,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             workers: 0,
             network: NetworkConfig::default(),
             protocol: ProtocolConfig::default(),
@@ -79,6 +82,19 @@ impl Default for Config {
             privileges: PrivilegesConfig::default(),
         }
     }
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event: time, level, message, fields. Under systemd's journal
+    /// (`JOURNAL_STREAM` names stderr) the time is left to the journal and the level becomes a
+    /// syslog priority prefix (`<3>` error … `<7>` debug).
+    #[default]
+    Text,
+    /// One JSON object per line (time, level, target, fields), for log shippers.
+    Json,
 }
 
 /// `[network]`
@@ -661,6 +677,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+        let e = Config::from_toml_str("log_format = \"xml\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log_format"), "{e}");
         let e = Config::from_toml_str("[access_list]\nmode = \"maybe\"")
             .unwrap_err()
             .to_string();

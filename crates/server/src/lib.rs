@@ -36,6 +36,7 @@ pub mod counters;
 pub mod handler;
 pub mod http;
 mod listen;
+pub mod logging;
 pub mod metrics;
 pub mod privileges;
 pub mod server;

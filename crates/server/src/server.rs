@@ -170,9 +170,10 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
             .context("cannot spawn the maintenance thread")?,
     );
     server.maintenance_stop = Some(mstop_tx);
-    for a in &server.local_addrs {
-        tracing::info!("listening on udp {a} ({workers} workers)");
-    }
+    tracing::info!(
+        "{}",
+        crate::logging::startup_line(&config, &server.local_addrs, server.metrics_addr())
+    );
     Ok(server)
 }
 

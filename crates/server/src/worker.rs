@@ -18,6 +18,7 @@ use mio::{Events, Poll, Token};
 use parking_lot::Mutex;
 
 use crate::counters::{Counters, DropReason};
+use crate::fjord_store::{StoreConfig, StoreStats};
 use crate::handler::{RequestHandler, Shared};
 
 /// Counters are published by each worker at least this often.
@@ -155,6 +156,7 @@ pub(crate) struct Maintenance {
 
 impl Maintenance {
     pub(crate) fn run(self) -> io::Result<()> {
+        let mut limits = LimitWatch::default();
         let mut next_clean = Instant::now() + self.clean_interval;
         let mut next_poll = self.poll_interval.map(|p| Instant::now() + p);
         loop {
@@ -167,6 +169,7 @@ impl Maintenance {
             if now >= next_clean {
                 let report = self.shared.store.clean(unix_now(), self.clean_budget);
                 tracing::trace!(?report, "clean slice");
+                limits.observe(&self.shared.store.stats(), self.shared.store.config());
                 next_clean = now + self.clean_interval;
             }
             if let (Some(p), Some(interval)) = (next_poll, self.poll_interval)
@@ -176,5 +179,84 @@ impl Maintenance {
                 next_poll = Some(now + interval);
             }
         }
+    }
+}
+
+/// Says in the log when the store reaches `store.max_peers` or `store.max_swarms` (announces
+/// are then answered but not stored), and when it is back below 90 % of the limit: a full store
+/// is never silent, and the log is not flooded while it stays full.
+#[derive(Debug, Default)]
+pub(crate) struct LimitWatch {
+    peers_full: bool,
+    swarms_full: bool,
+}
+
+impl LimitWatch {
+    pub(crate) fn observe(&mut self, stats: &StoreStats, config: &StoreConfig) {
+        let peers = stats.v4.seeders + stats.v4.leechers + stats.v6.seeders + stats.v6.leechers;
+        let swarms = stats.v4.swarms + stats.v6.swarms;
+        for (full, used, max, key, what) in [
+            (
+                &mut self.peers_full,
+                peers,
+                config.max_peers,
+                "store.max_peers",
+                "new peers",
+            ),
+            (
+                &mut self.swarms_full,
+                swarms,
+                config.max_swarms,
+                "store.max_swarms",
+                "new swarms",
+            ),
+        ] {
+            match crossing(full, used, max as u64) {
+                Some(true) => tracing::warn!(
+                    "the store is full: {used} of {key} = {max}; {what} are answered but not stored \
+                     (fjord_peers_rejected_total); raise {key}"
+                ),
+                Some(false) => tracing::info!("the store is below 90 % of {key} = {max} again"),
+                None => {}
+            }
+        }
+    }
+}
+
+/// Updates `full` for `used` of `max`: `Some(true)` when the limit is reached, `Some(false)`
+/// when usage falls back below 90 % of it, `None` when nothing changed.
+fn crossing(full: &mut bool, used: u64, max: u64) -> Option<bool> {
+    let now_full = if *full {
+        used.saturating_mul(10) >= max.saturating_mul(9)
+    } else {
+        used >= max
+    };
+    (now_full != std::mem::replace(full, now_full)).then_some(now_full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crossing;
+
+    #[test]
+    fn a_full_store_is_reported_once_and_again_below_ninety_percent() {
+        let mut full = false;
+        let seen: Vec<Option<bool>> = [50, 100, 120, 95, 90, 89, 99, 100]
+            .into_iter()
+            .map(|used| crossing(&mut full, used, 100))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                None,
+                Some(true),
+                None,
+                None,
+                None,
+                Some(false),
+                None,
+                Some(true)
+            ]
+        );
     }
 }
