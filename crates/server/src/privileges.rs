@@ -47,32 +47,43 @@ pub enum PrivilegeChange {
     Switched,
 }
 
+/// Looks `name` up with `find` (`User::from_name` or `Group::from_name`); `what` names the
+/// database in errors.
+fn lookup<T>(
+    what: &'static str,
+    name: &str,
+    find: impl FnOnce(&str) -> nix::Result<Option<T>>,
+    missing: impl FnOnce(String) -> PrivilegeError,
+) -> Result<T, PrivilegeError> {
+    find(name)
+        .map_err(|source| PrivilegeError::Lookup {
+            what,
+            name: name.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| missing(name.to_owned()))
+}
+
 /// The user and group ids that `user` and `group` name: an empty user keeps the user; an
 /// empty group takes the user's primary group, or keeps the group when no user is named.
 pub fn resolve(user: &str, group: &str) -> Result<(Option<Uid>, Option<Gid>), PrivilegeError> {
     let user_ids = if user.is_empty() {
         None
     } else {
-        let entry = User::from_name(user).map_err(|source| PrivilegeError::Lookup {
-            what: "user",
-            name: user.to_owned(),
-            source,
-        })?;
-        let entry = entry.ok_or_else(|| PrivilegeError::NoSuchUser(user.to_owned()))?;
+        let entry = lookup("user", user, User::from_name, PrivilegeError::NoSuchUser)?;
         Some((entry.uid, entry.gid))
     };
     let gid = if group.is_empty() {
         user_ids.map(|(_, gid)| gid)
     } else {
-        let entry = Group::from_name(group).map_err(|source| PrivilegeError::Lookup {
-            what: "group",
-            name: group.to_owned(),
-            source,
-        })?;
         Some(
-            entry
-                .ok_or_else(|| PrivilegeError::NoSuchGroup(group.to_owned()))?
-                .gid,
+            lookup(
+                "group",
+                group,
+                Group::from_name,
+                PrivilegeError::NoSuchGroup,
+            )?
+            .gid,
         )
     };
     Ok((user_ids.map(|(uid, _)| uid), gid))

@@ -161,55 +161,30 @@ fn a_second_fjord_binary_on_the_same_port_exits_with_a_clear_error() {
 #[test]
 fn user_flag_naming_the_current_user_is_a_no_op() {
     let dir = TempDir::new("user");
+    let serves_as = |user: &str, tweak: &dyn Fn(&mut Command)| {
+        let args = ["--listen", "127.0.0.1:0", "--workers", "1", "--user", user];
+        let f = Fjord::start(&dir.0, &args, tweak);
+        f.serves();
+        let (status, log) = f.stop();
+        assert!(status.success(), "{log}");
+        assert!(
+            log.contains("already running as the configured user"),
+            "{log}"
+        );
+    };
     let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .unwrap()
         .unwrap();
-    let f = Fjord::start(
-        &dir.0,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--user",
-            &me.name,
-        ],
-        |_| {},
-    );
-    f.serves();
-    let (status, log) = f.stop();
-    assert!(status.success(), "{log}");
-    assert!(
-        log.contains("already running as the configured user"),
-        "{log}"
-    );
+    serves_as(&me.name, &|_| {});
     if !nix::unistd::geteuid().is_root() {
         eprintln!("not root: cannot start fjord as nobody here");
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    let f = Fjord::start(
-        &dir.0,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--user",
-            "nobody",
-        ],
-        |cmd| {
-            use std::os::unix::process::CommandExt;
-            cmd.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
-        },
-    );
-    f.serves();
-    let (status, log) = f.stop();
-    assert!(status.success(), "{log}");
-    assert!(
-        log.contains("already running as the configured user"),
-        "{log}"
-    );
+    serves_as("nobody", &|cmd| {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
+    });
 }
 
 #[test]

@@ -84,30 +84,51 @@ impl RecvMeta {
     };
 }
 
-/// Buffers for up to `capacity` datagrams of up to `slot_len` bytes each, received with one
-/// system call ([`Backend::Mmsg`]) or one per datagram ([`Backend::Portable`]).
-pub struct RecvBatch {
+/// What both batches hold: `capacity` slots of `slot_len` bytes back to back, one `M` per slot,
+/// how many are in use, and (Linux) the kernel headers that describe them.
+struct Slots<M> {
     backend: Backend,
     slot_len: usize,
-    /// `capacity` slots of `slot_len` bytes, back to back.
     data: Box<[u8]>,
-    /// `meta[..len]` describe the datagrams of the last receive.
-    meta: Box<[RecvMeta]>,
+    meta: Box<[M]>,
     len: usize,
-    kernel_drops: Option<u32>,
     #[cfg(target_os = "linux")]
-    headers: crate::mmsg::RecvHeaders,
+    headers: crate::mmsg::Headers,
 }
 
-impl std::fmt::Debug for RecvBatch {
+impl<M: Copy> Slots<M> {
+    fn new(capacity: usize, slot_len: usize, backend: Backend, empty: M) -> Self {
+        let (capacity, slot_len) = (capacity.max(1), slot_len.max(1));
+        Slots {
+            backend: backend.available(),
+            slot_len,
+            data: vec![0; capacity * slot_len].into_boxed_slice(),
+            meta: vec![empty; capacity].into_boxed_slice(),
+            len: 0,
+            #[cfg(target_os = "linux")]
+            headers: crate::mmsg::Headers::new(capacity),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Slots<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecvBatch")
+        f.debug_struct("Batch")
             .field("backend", &self.backend)
             .field("capacity", &self.meta.len())
             .field("slot_len", &self.slot_len)
             .field("len", &self.len)
             .finish()
     }
+}
+
+/// Buffers for up to `capacity` datagrams of up to `slot_len` bytes each, received with one
+/// system call ([`Backend::Mmsg`]) or one per datagram ([`Backend::Portable`]).
+#[derive(Debug)]
+pub struct RecvBatch {
+    /// `meta[..len]` describe the datagrams of the last receive.
+    slots: Slots<RecvMeta>,
+    kernel_drops: Option<u32>,
 }
 
 impl RecvBatch {
@@ -119,67 +140,62 @@ impl RecvBatch {
 
     /// As [`RecvBatch::new`], with the given backend (see [`Backend`]).
     pub fn with_backend(capacity: usize, slot_len: usize, backend: Backend) -> Self {
-        let (capacity, slot_len) = (capacity.max(1), slot_len.max(1));
         RecvBatch {
-            backend: backend.available(),
-            slot_len,
-            data: vec![0; capacity * slot_len].into_boxed_slice(),
-            meta: vec![RecvMeta::EMPTY; capacity].into_boxed_slice(),
-            len: 0,
+            slots: Slots::new(capacity, slot_len, backend, RecvMeta::EMPTY),
             kernel_drops: None,
-            #[cfg(target_os = "linux")]
-            headers: crate::mmsg::RecvHeaders::new(capacity),
         }
     }
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        self.backend
+        self.slots.backend
     }
 
     /// Most datagrams one [`RecvBatch::recv`] returns.
     pub fn capacity(&self) -> usize {
-        self.meta.len()
+        self.slots.meta.len()
     }
 
     /// Receives up to [`RecvBatch::capacity`] datagrams without blocking and returns how many;
     /// `Err(WouldBlock)` when none is waiting. The previous batch's views are gone.
     pub fn recv(&mut self, socket: &impl AsFd) -> io::Result<usize> {
-        self.len = 0;
+        let s = &mut self.slots;
+        s.len = 0;
         let fd = socket.as_fd();
-        let n = match self.backend {
+        let n = match s.backend {
             #[cfg(target_os = "linux")]
             Backend::Mmsg => crate::mmsg::recv(
                 fd,
-                &mut self.data,
-                self.slot_len,
-                &mut self.headers,
-                &mut self.meta,
+                &mut s.data,
+                s.slot_len,
+                &mut s.headers,
+                &mut s.meta,
                 &mut self.kernel_drops,
             )?,
-            _ => crate::portable::recv(fd, &mut self.data, self.slot_len, &mut self.meta)?,
+            _ => crate::portable::recv(fd, &mut s.data, s.slot_len, &mut s.meta)?,
         };
-        self.len = n;
+        s.len = n;
         Ok(n)
     }
 
     /// Datagrams of the last [`RecvBatch::recv`].
     pub fn len(&self) -> usize {
-        self.len
+        self.slots.len
     }
 
     /// Whether the last receive returned nothing (or none was made).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.slots.len == 0
     }
 
     /// The `i`-th datagram of the last receive. Panics if `i >= self.len()`.
     #[inline]
     pub fn get(&self, i: usize) -> Datagram<'_> {
-        let m = &self.meta[..self.len][i];
-        let start = m.slot * self.slot_len;
+        let s = &self.slots;
+        let m = &s.meta[..s.len][i];
+        let start = m.slot * s.slot_len;
         Datagram {
-            data: &self.data[start..start + m.len],
+            data: &s.data[start..start + m.len],
             src: m.src,
             dst: m.dst,
             truncated: m.truncated,
@@ -188,7 +204,7 @@ impl RecvBatch {
 
     /// The datagrams of the last receive, in arrival order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Datagram<'_>> + '_ {
-        (0..self.len).map(|i| self.get(i))
+        (0..self.slots.len).map(|i| self.get(i))
     }
 
     /// Datagrams the kernel dropped on the socket read last, for lack of receive-buffer room,
@@ -236,25 +252,10 @@ pub(crate) struct SendMeta {
 
 /// Datagrams queued for one send: written in place with [`SendBatch::next_buf`], queued with
 /// [`SendBatch::push`] (or [`SendBatch::push_connected`]) and sent with [`SendBatch::send`].
+#[derive(Debug)]
 pub struct SendBatch {
-    backend: Backend,
-    slot_len: usize,
-    data: Box<[u8]>,
-    meta: Box<[SendMeta]>,
-    len: usize,
-    #[cfg(target_os = "linux")]
-    headers: crate::mmsg::SendHeaders,
-}
-
-impl std::fmt::Debug for SendBatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendBatch")
-            .field("backend", &self.backend)
-            .field("capacity", &self.meta.len())
-            .field("slot_len", &self.slot_len)
-            .field("len", &self.len)
-            .finish()
-    }
+    /// `meta[..len]` describe the queued datagrams.
+    slots: Slots<SendMeta>,
 }
 
 impl SendBatch {
@@ -266,49 +267,39 @@ impl SendBatch {
 
     /// As [`SendBatch::new`], with the given backend (see [`Backend`]).
     pub fn with_backend(capacity: usize, slot_len: usize, backend: Backend) -> Self {
-        let (capacity, slot_len) = (capacity.max(1), slot_len.max(1));
-        SendBatch {
-            backend: backend.available(),
-            slot_len,
-            data: vec![0; capacity * slot_len].into_boxed_slice(),
-            meta: vec![
-                SendMeta {
-                    len: 0,
-                    dst: None,
-                    src: None
-                };
-                capacity
-            ]
-            .into_boxed_slice(),
+        let empty = SendMeta {
             len: 0,
-            #[cfg(target_os = "linux")]
-            headers: crate::mmsg::SendHeaders::new(capacity),
+            dst: None,
+            src: None,
+        };
+        SendBatch {
+            slots: Slots::new(capacity, slot_len, backend, empty),
         }
     }
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        self.backend
+        self.slots.backend
     }
 
     /// Most datagrams queued at once.
     pub fn capacity(&self) -> usize {
-        self.meta.len()
+        self.slots.meta.len()
     }
 
     /// Datagrams queued.
     pub fn len(&self) -> usize {
-        self.len
+        self.slots.len
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.slots.len == 0
     }
 
     /// Whether [`SendBatch::next_buf`] would return `None`.
     pub fn is_full(&self) -> bool {
-        self.len == self.meta.len()
+        self.slots.len == self.slots.meta.len()
     }
 
     /// The buffer of the next datagram (`slot_len` bytes, contents unspecified), or `None` when
@@ -318,8 +309,9 @@ impl SendBatch {
         if self.is_full() {
             return None;
         }
-        let start = self.len * self.slot_len;
-        Some(&mut self.data[start..start + self.slot_len])
+        let s = &mut self.slots;
+        let start = s.len * s.slot_len;
+        Some(&mut s.data[start..start + s.slot_len])
     }
 
     /// Queues the first `len` bytes written into the last [`SendBatch::next_buf`] for `dst`,
@@ -338,46 +330,43 @@ impl SendBatch {
     }
 
     fn queue(&mut self, len: usize, dst: Option<SocketAddr>, src: Option<LocalAddr>) {
-        debug_assert!(len <= self.slot_len, "datagram longer than its slot");
-        let Some(m) = self.meta.get_mut(self.len) else {
+        let s = &mut self.slots;
+        debug_assert!(len <= s.slot_len, "datagram longer than its slot");
+        let Some(m) = s.meta.get_mut(s.len) else {
             debug_assert!(false, "push on a full SendBatch");
             return;
         };
         *m = SendMeta {
-            len: len.min(self.slot_len),
+            len: len.min(s.slot_len),
             dst,
             src,
         };
-        self.len += 1;
+        s.len += 1;
     }
 
     /// Sends everything queued, in order, never blocking, and empties the batch. For each
     /// datagram not sent, `unsent(index, why)` is called (index in push order): on EAGAIN the
     /// rest of the batch is dropped, another error skips just that datagram.
     pub fn send(&mut self, socket: &impl AsFd, unsent: impl FnMut(usize, Unsent)) -> SendReport {
-        let n = std::mem::take(&mut self.len);
+        let s = &mut self.slots;
+        let n = std::mem::take(&mut s.len);
         if n == 0 {
             return SendReport::default();
         }
         let fd = socket.as_fd();
-        let meta = &self.meta[..n];
-        match self.backend {
+        let meta = &s.meta[..n];
+        match s.backend {
             #[cfg(target_os = "linux")]
-            Backend::Mmsg => crate::mmsg::send(
-                fd,
-                &self.data,
-                self.slot_len,
-                meta,
-                &mut self.headers,
-                unsent,
-            ),
-            _ => crate::portable::send(fd, &self.data, self.slot_len, meta, unsent),
+            Backend::Mmsg => {
+                crate::mmsg::send(fd, &s.data, s.slot_len, meta, &mut s.headers, unsent)
+            }
+            _ => crate::portable::send(fd, &s.data, s.slot_len, meta, unsent),
         }
     }
 
     /// Drops everything queued without sending it.
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.slots.len = 0;
     }
 }
 

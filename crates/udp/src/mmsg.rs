@@ -35,8 +35,9 @@ fn zeroed_slice<T: Copy>(n: usize, zero: T) -> Box<[T]> {
     vec![zero; n].into_boxed_slice()
 }
 
-/// The per-datagram kernel structures of a receive batch.
-pub(crate) struct RecvHeaders {
+/// The per-datagram kernel structures of a batch (receive or send): one address, control
+/// buffer, iovec and header per slot.
+pub(crate) struct Headers {
     names: Box<[libc::sockaddr_storage]>,
     controls: Box<[Control]>,
     iovs: Box<[libc::iovec]>,
@@ -47,14 +48,14 @@ pub(crate) struct RecvHeaders {
 // owning batch) and read during one system call made by the thread that owns the batch; they
 // are rewritten before each use and never dereferenced otherwise, so moving the headers to
 // another thread cannot create shared access.
-unsafe impl Send for RecvHeaders {}
+unsafe impl Send for Headers {}
 
-impl RecvHeaders {
+impl Headers {
     pub(crate) fn new(n: usize) -> Self {
         // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs of integers and raw
         // pointers, for which all-zero bytes are valid values (null pointers, zero lengths).
         let (name, iov, hdr) = unsafe { (zeroed(), zeroed(), zeroed()) };
-        RecvHeaders {
+        Headers {
             names: zeroed_slice(n, name),
             controls: zeroed_slice(n, Control([0; CONTROL_LEN])),
             iovs: zeroed_slice(n, iov),
@@ -68,7 +69,7 @@ pub(crate) fn recv(
     fd: BorrowedFd<'_>,
     data: &mut [u8],
     slot_len: usize,
-    h: &mut RecvHeaders,
+    h: &mut Headers,
     meta: &mut [RecvMeta],
     kernel_drops: &mut Option<u32>,
 ) -> io::Result<usize> {
@@ -173,37 +174,13 @@ fn parse_control(msg: &libc::msghdr) -> (Option<LocalAddr>, Option<u32>) {
     (local, drops)
 }
 
-/// The per-datagram kernel structures of a send batch.
-pub(crate) struct SendHeaders {
-    names: Box<[libc::sockaddr_storage]>,
-    controls: Box<[Control]>,
-    iovs: Box<[libc::iovec]>,
-    hdrs: Box<[libc::mmsghdr]>,
-}
-
-// SAFETY: as for RecvHeaders: the pointers are rewritten before each call and only used by it.
-unsafe impl Send for SendHeaders {}
-
-impl SendHeaders {
-    pub(crate) fn new(n: usize) -> Self {
-        // SAFETY: all-zero bytes are valid for these plain C structs (see RecvHeaders::new).
-        let (name, iov, hdr) = unsafe { (zeroed(), zeroed(), zeroed()) };
-        SendHeaders {
-            names: zeroed_slice(n, name),
-            controls: zeroed_slice(n, Control([0; CONTROL_LEN])),
-            iovs: zeroed_slice(n, iov),
-            hdrs: zeroed_slice(n, hdr),
-        }
-    }
-}
-
 /// Sends `meta.len()` datagrams from the slots of `data`; see [`crate::SendBatch::send`].
 pub(crate) fn send(
     fd: BorrowedFd<'_>,
     data: &[u8],
     slot_len: usize,
     meta: &[SendMeta],
-    h: &mut SendHeaders,
+    h: &mut Headers,
     mut unsent: impl FnMut(usize, Unsent),
 ) -> SendReport {
     let n = meta.len();
