@@ -10,8 +10,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fjord_protocol::{
     AnnounceEvent, AnnounceOptions, AnnounceRequest, AnnounceResponseHeader, ConnectRequest,
-    ConnectResponse, ConnectionId, ErrorResponse, InfoHash, ParseLimits, PeerFamily, PeerId,
-    Request, Response, ScrapeRequest, ScrapeStats, TransactionId, write_announce_response_v4,
+    ConnectResponse, ConnectionId, ErrorResponse, InfoHash, IpFamily, ParseLimits, PeerId, Request,
+    Response, ScrapeRequest, ScrapeStats, TransactionId, write_announce_response_v4,
     write_announce_response_v6, write_scrape_response,
 };
 use rand::rngs::StdRng;
@@ -206,11 +206,11 @@ fn responses(c: &mut Criterion) {
     });
     let error_bytes = encode(|buf| error.write(buf).unwrap());
     let cases = [
-        ("connect", &connect_bytes, PeerFamily::V4),
-        ("announce_v4_50_peers", &v4_bytes, PeerFamily::V4),
-        ("announce_v6_50_peers", &v6_bytes, PeerFamily::V6),
-        ("scrape_74_rows", &scrape_bytes, PeerFamily::V4),
-        ("error", &error_bytes, PeerFamily::V4),
+        ("connect", &connect_bytes, IpFamily::V4),
+        ("announce_v4_50_peers", &v4_bytes, IpFamily::V4),
+        ("announce_v6_50_peers", &v6_bytes, IpFamily::V6),
+        ("scrape_74_rows", &scrape_bytes, IpFamily::V4),
+        ("error", &error_bytes, IpFamily::V4),
     ];
 
     let mut group = c.benchmark_group("response_parse");
@@ -223,8 +223,8 @@ fn responses(c: &mut Criterion) {
     }
     // Parsing is zero-copy; decoding every peer address is what a client does next.
     for (name, bytes, family) in [
-        ("announce_v4_50_peers+iter", &v4_bytes, PeerFamily::V4),
-        ("announce_v6_50_peers+iter", &v6_bytes, PeerFamily::V6),
+        ("announce_v4_50_peers+iter", &v4_bytes, IpFamily::V4),
+        ("announce_v6_50_peers+iter", &v6_bytes, IpFamily::V6),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| match Response::parse(black_box(bytes), family) {

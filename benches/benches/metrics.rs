@@ -3,7 +3,7 @@
 //! whether metrics are served or not), so its time per scrape, divided by the scrape interval,
 //! is the share of one core that metrics cost.
 use criterion::{Criterion, criterion_group, criterion_main};
-use fjord_server::counters::{Action, Counters, IpVersion};
+use fjord_server::counters::{Action, Counters, IpFamily};
 use fjord_server::fjord_store::{FamilyStats, StoreStats};
 use fjord_server::metrics::{Exposition, MetricsInput};
 use std::hint::black_box;
@@ -11,9 +11,10 @@ use std::hint::black_box;
 fn busy_counters(seed: u64) -> Counters {
     let mut c = Counters::default();
     for a in [Action::Connect, Action::Announce, Action::Scrape] {
-        for v in IpVersion::ALL {
-            c.requests[a as usize][v as usize] = seed * 1_000_003 + a as u64;
-            c.responses[a as usize][v as usize] = seed * 999_983 + v as u64;
+        for v in IpFamily::ALL {
+            let i = a.to_wire() as usize;
+            c.requests[i][v as usize] = seed * 1_000_003 + u64::from(a.to_wire());
+            c.responses[i][v as usize] = seed * 999_983 + v as u64;
         }
     }
     for i in 0..1_000 {

@@ -3,7 +3,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use fjord_protocol::MAX_SCRAPE_HASHES;
+
 use crate::population::{EventModel, SwarmDistribution};
+
+/// Most datagrams one sendmmsg/recvmmsg moves (`--batch`).
+pub const MAX_BATCH: usize = 64;
 
 /// How requests are paced.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -151,8 +156,8 @@ impl BenchConfig {
             "--in-flight must be 1..=65536"
         );
         ensure!(
-            (1..=crate::batch_io::MAX_BATCH).contains(&self.batch),
-            "--batch must be 1..=64"
+            (1..=MAX_BATCH).contains(&self.batch),
+            "--batch must be 1..={MAX_BATCH}"
         );
         ensure!(self.sources >= 1, "--sources must be at least 1");
         ensure!(
@@ -173,9 +178,8 @@ impl BenchConfig {
             "--seeder-ratio must be within 0..=1"
         );
         ensure!(
-            (1..=crate::MAX_SCRAPE_HASHES).contains(&p.scrape_max) && p.scrape_min >= 1,
-            "scrape sizes must be within 1..={}",
-            crate::MAX_SCRAPE_HASHES
+            (1..=MAX_SCRAPE_HASHES).contains(&usize::from(p.scrape_max)) && p.scrape_min >= 1,
+            "scrape sizes must be within 1..={MAX_SCRAPE_HASHES}"
         );
         ensure!(
             p.scrape_min <= p.scrape_max,

@@ -7,10 +7,10 @@
 //! minute, and ids are bound to the source address), and its own table of outstanding
 //! requests, bounded by `in_flight`.
 //!
-//! The thread sends in batches (sendmmsg), waits in `epoll` (mio) for replies or its next
-//! deadline, and drains readable sockets in batches (recvmmsg). Nothing is allocated per
-//! request: send and receive buffers, the outstanding tables and the scrape scratch space are
-//! allocated when the thread starts.
+//! The thread sends in batches (sendmmsg, through fjord-udp), waits in `epoll` (mio) for
+//! replies or its next deadline, and drains readable sockets in batches (recvmmsg). Nothing is
+//! allocated per request: the send and receive batches, the outstanding tables and the scrape
+//! scratch space are allocated when the thread starts.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -21,17 +21,19 @@ use std::time::{Duration, Instant};
 
 use fjord_protocol::{
     AnnounceEvent, AnnounceOptions, AnnounceRequest, ConnectRequest, ConnectionId, InfoHash,
-    PeerFamily, PeerId, Request, ScrapeRequest, TransactionId,
+    IpFamily, PeerId, Request, ScrapeRequest, TransactionId,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::MAX_SCRAPE_HASHES;
-use crate::batch_io::{self, MAX_BATCH};
+use fjord_protocol::MAX_SCRAPE_HASHES;
+use fjord_udp::{Backend, RecvBatch, SendBatch, SocketOptions};
+
+use crate::config::MAX_BATCH;
 use crate::config::{BenchConfig, LoadMode};
-use crate::population::{self, Event, EventModel, PeerState, SwarmSampler};
+use crate::population::{self, EventModel, PeerState, SwarmSampler};
 use crate::stats::{LiveCounters, ThreadStats};
 use crate::validate::{self, Issued, Kind, Outcome, Outstanding};
 
@@ -91,26 +93,17 @@ pub fn source_address(cfg: &BenchConfig, global_index: usize) -> IpAddr {
 /// Opens socket number `global_index`: bound to its source address, connected to the target,
 /// non-blocking.
 pub fn open_socket(cfg: &BenchConfig, global_index: usize) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
     let source = source_address(cfg, global_index);
-    let socket = Socket::new(
-        Domain::for_address(cfg.target),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
-    if cfg.target.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    if cfg.recv_buffer > 0 {
+    let opts = SocketOptions {
         // Best effort: the kernel caps it at net.core.rmem_max.
-        let _ = socket.set_recv_buffer_size(cfg.recv_buffer);
-    }
-    socket
-        .bind(&SocketAddr::new(source, 0).into())
-        .map_err(|e| io::Error::new(e.kind(), format!("bind {source}: {e}")))?;
-    socket.connect(&cfg.target.into())?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+        recv_buffer: (cfg.recv_buffer > 0).then_some(cfg.recv_buffer),
+        ..SocketOptions::default()
+    };
+    let socket = fjord_udp::bind(SocketAddr::new(source, 0), &opts)
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {source}: {e}")))?
+        .socket;
+    socket.connect(cfg.target)?;
+    Ok(socket)
 }
 
 struct Sock {
@@ -129,20 +122,18 @@ struct Sock {
 
 /// Per-thread scratch space, allocated once.
 struct Buffers {
-    send: Box<[[u8; SEND_BUF]]>,
-    send_lens: [usize; MAX_BATCH],
+    send: SendBatch,
+    /// Transaction id of each datagram queued in `send`, in push order.
     send_tids: [u32; MAX_BATCH],
-    recv: Box<[[u8; RECV_BUF]]>,
-    recv_lens: [usize; MAX_BATCH],
-    recv_trunc: [bool; MAX_BATCH],
-    scrape: [[u8; 20]; MAX_SCRAPE_HASHES as usize],
+    recv: RecvBatch,
+    scrape: [[u8; 20]; MAX_SCRAPE_HASHES],
 }
 
 struct Worker<'a> {
     shared: &'a Shared,
     start: Instant,
     cfg: &'a BenchConfig,
-    family: PeerFamily,
+    family: IpFamily,
     rng: SmallRng,
     socks: Vec<Sock>,
     bufs: Buffers,
@@ -202,20 +193,24 @@ pub fn run_worker(
         start,
         cfg,
         family: if cfg.target.is_ipv4() {
-            PeerFamily::V4
+            IpFamily::V4
         } else {
-            PeerFamily::V6
+            IpFamily::V6
         },
         rng,
         socks,
-        bufs: Buffers {
-            send: vec![[0u8; SEND_BUF]; MAX_BATCH].into_boxed_slice(),
-            send_lens: [0; MAX_BATCH],
-            send_tids: [0; MAX_BATCH],
-            recv: vec![[0u8; RECV_BUF]; MAX_BATCH].into_boxed_slice(),
-            recv_lens: [0; MAX_BATCH],
-            recv_trunc: [false; MAX_BATCH],
-            scrape: [[0u8; 20]; MAX_SCRAPE_HASHES as usize],
+        bufs: {
+            let backend = if cfg.use_mmsg {
+                Backend::best()
+            } else {
+                Backend::Portable
+            };
+            Buffers {
+                send: SendBatch::with_backend(cfg.batch, SEND_BUF, backend),
+                send_tids: [0; MAX_BATCH],
+                recv: RecvBatch::with_backend(cfg.batch, RECV_BUF, backend),
+                scrape: [[0u8; 20]; MAX_SCRAPE_HASHES],
+            }
         },
         stats: ThreadStats::default(),
         sent_total: 0,
@@ -369,36 +364,28 @@ impl Worker<'_> {
             }
             let sock = &mut self.socks[i];
             let bufs = &mut self.bufs;
-            let sent = match batch_io::send_batch(
-                &sock.udp,
-                &bufs.send[..built],
-                &bufs.send_lens[..built],
-                self.cfg.use_mmsg,
-            ) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(_) => {
-                    self.stats.socket_errors += 1;
-                    0
-                }
-            };
+            let stats = &mut self.stats;
             // Give back the slots of what did not go out.
-            for &tid in &bufs.send_tids[sent..built] {
-                if let Some(issued) = sock.table.take(tid) {
-                    self.stats.sent[issued.kind.index()] -= 1;
+            let report = bufs.send.send(&sock.udp, |k, why| {
+                if let Some(issued) = sock.table.take(bufs.send_tids[k]) {
+                    stats.sent[issued.kind.index()] -= 1;
                     if issued.kind == Kind::Connect {
                         sock.refreshing = false;
                     }
                 }
-            }
-            if sent < built {
-                self.stats.send_blocked += (built - sent) as u64;
+                if let fjord_udp::Unsent::Error(_) = why {
+                    stats.socket_errors += 1;
+                }
+            });
+            let sent = report.sent;
+            if report.would_block > 0 {
+                self.stats.send_blocked += report.would_block as u64;
             }
             self.sent_total += sent as u64;
             self.last_activity_ns = now;
             total += sent;
             budget -= built;
-            if sent < built {
+            if report.would_block > 0 {
                 break;
             }
         }
@@ -430,10 +417,10 @@ impl Worker<'_> {
                 let len = Request::Connect(ConnectRequest {
                     transaction_id: TransactionId(tid),
                 })
-                .write(&mut self.bufs.send[k])
+                .write(self.bufs.send.next_buf().expect("the batch has room"))
                 .expect("connect fits");
                 sock.refreshing = true;
-                self.bufs.send_lens[k] = len;
+                self.bufs.send.push_connected(len);
                 self.bufs.send_tids[k] = tid;
                 self.stats.sent[Kind::Connect.index()] += 1;
                 k += 1;
@@ -468,7 +455,7 @@ impl Worker<'_> {
             };
             let transaction_id = TransactionId(tid);
             let connection_id = ConnectionId(conn);
-            let buf = &mut self.bufs.send[k];
+            let buf = self.bufs.send.next_buf().expect("the batch has room");
             let written = match kind {
                 Kind::Connect => Request::Connect(ConnectRequest { transaction_id }).write(buf),
                 Kind::Announce => {
@@ -479,7 +466,7 @@ impl Worker<'_> {
                     let global = sock.first_peer + sock.stride * slot as u32;
                     let num_want = match (pop.events, event) {
                         // Real clients ask for no peers when they leave.
-                        (EventModel::Lifecycle { .. }, Event::Stopped) => 0,
+                        (EventModel::Lifecycle { .. }, AnnounceEvent::Stopped) => 0,
                         _ => pop.num_want,
                     };
                     Request::Announce(AnnounceRequest {
@@ -490,12 +477,7 @@ impl Worker<'_> {
                         downloaded: 0,
                         left,
                         uploaded: 0,
-                        event: match event {
-                            Event::None => AnnounceEvent::None,
-                            Event::Completed => AnnounceEvent::Completed,
-                            Event::Started => AnnounceEvent::Started,
-                            Event::Stopped => AnnounceEvent::Stopped,
-                        },
+                        event,
                         ip_address: 0,
                         key: population::mix64(pop.seed ^ u64::from(global)) as u32,
                         num_want,
@@ -521,7 +503,8 @@ impl Worker<'_> {
                     .write(buf)
                 }
             };
-            self.bufs.send_lens[k] = written.expect("requests fit the send buffer");
+            let len = written.expect("requests fit the send buffer");
+            self.bufs.send.push_connected(len);
             self.bufs.send_tids[k] = tid;
             self.stats.sent[kind.index()] += 1;
             k += 1;
@@ -549,13 +532,7 @@ impl Worker<'_> {
         loop {
             let sock = &mut self.socks[i];
             let bufs = &mut self.bufs;
-            let n = match batch_io::recv_batch(
-                &sock.udp,
-                &mut bufs.recv[..batch],
-                &mut bufs.recv_lens[..batch],
-                &mut bufs.recv_trunc[..batch],
-                self.cfg.use_mmsg,
-            ) {
+            let n = match bufs.recv.recv(&sock.udp) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -566,10 +543,8 @@ impl Worker<'_> {
                 }
             };
             let now = self.start.elapsed().as_nanos() as u64;
-            for j in 0..n {
-                let bytes = &bufs.recv[j][..bufs.recv_lens[j]];
-                let outcome =
-                    validate::classify(&mut sock.table, bytes, bufs.recv_trunc[j], self.family);
+            for d in bufs.recv.iter() {
+                let outcome = validate::classify(&mut sock.table, d.data, d.truncated, self.family);
                 account(&mut self.stats, sock, outcome, now);
             }
             if n > 0 {

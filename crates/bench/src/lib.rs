@@ -10,14 +10,13 @@
 //! - [`population`]: swarm popularity (Zipf, aquatic-like, uniform), peers, events;
 //! - [`validate`]: outstanding-request tables and the reply check;
 //! - [`engine`]: worker threads, sockets, pacing, connection-id upkeep;
-//! - [`batch_io`]: sendmmsg/recvmmsg (the only `unsafe` besides two libc calls in
-//!   [`procstat`]);
 //! - [`stats`]: counters, histograms, the report (table and JSON);
 //! - [`procstat`]: the server's CPU time and memory from `/proc`.
 //!
 //! Non-goals: HTTP trackers, BEP 41 option generation beyond none, simulating NATs.
 
-pub mod batch_io;
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -35,10 +34,6 @@ use anyhow::Context as _;
 
 use config::BenchConfig;
 use stats::{LiveCounters, LiveTotals, Report, ServerUsage, ThreadStats};
-
-/// Most info hashes per scrape request fjord-bench sends (the most that fit one reply packet
-/// on any tracker: 8 + 74 · 12 = 896 bytes; trackers may truncate beyond ~70).
-pub const MAX_SCRAPE_HASHES: u8 = 74;
 
 /// Runs a load test and returns its report.
 pub fn run(cfg: &BenchConfig) -> anyhow::Result<Report> {

@@ -1,4 +1,5 @@
 //! `fjord-bench`: load-test any BEP 15 UDP tracker. See `fjord-bench --help`.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! Everything here is deterministic for a given seed and allocation-free per request: info
 //! hashes and peer ids are derived from indices by a mixing function instead of being stored.
 
+use fjord_protocol::AnnounceEvent;
 use rand::Rng;
 use rand_distr::Distribution;
 use rand_distr::weighted::WeightedAliasIndex;
@@ -82,19 +83,6 @@ pub fn aquatic_weights(swarms: u32, peers: u32) -> Vec<f64> {
         .collect()
 }
 
-/// The BEP 15 announce event, as fjord-bench picks it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// Regular re-announce (event 0).
-    None,
-    /// Download finished (event 1).
-    Completed,
-    /// First announce of a session (event 2).
-    Started,
-    /// Peer leaves (event 3).
-    Stopped,
-}
-
 /// Which events announces carry.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum EventModel {
@@ -147,22 +135,22 @@ impl PeerState {
         rng: &mut R,
         model: EventModel,
         seeder_ratio: f64,
-    ) -> (Event, i64) {
+    ) -> (AnnounceEvent, i64) {
         self.announced = true;
         match model {
             EventModel::Aquatic => {
                 if rng.random_bool(seeder_ratio) {
                     self.seeder = true;
-                    (Event::Completed, 0)
+                    (AnnounceEvent::Completed, 0)
                 } else {
                     self.seeder = false;
-                    (Event::Started, 50)
+                    (AnnounceEvent::Started, 50)
                 }
             }
             EventModel::Lifecycle { p_complete, p_stop } => {
                 let event = if !self.active {
                     self.active = true;
-                    Event::Started
+                    AnnounceEvent::Started
                 } else {
                     let r: f64 = rng.random();
                     if r < p_stop {
@@ -175,12 +163,15 @@ impl PeerState {
                             p_complete,
                             p_stop,
                         ));
-                        return (Event::Stopped, if seeder { 0 } else { LEFT_LEECHER });
+                        return (
+                            AnnounceEvent::Stopped,
+                            if seeder { 0 } else { LEFT_LEECHER },
+                        );
                     } else if !self.seeder && r < p_stop + p_complete {
                         self.seeder = true;
-                        Event::Completed
+                        AnnounceEvent::Completed
                     } else {
-                        Event::None
+                        AnnounceEvent::None
                     }
                 };
                 (event, if self.seeder { 0 } else { LEFT_LEECHER })
@@ -390,11 +381,11 @@ mod tests {
         let mut p = PeerState::new(&mut r, &s, 0.0);
         assert_eq!(
             p.next_announce(&mut r, model, 0.0),
-            (Event::Started, LEFT_LEECHER)
+            (AnnounceEvent::Started, LEFT_LEECHER)
         );
         assert_eq!(
             p.next_announce(&mut r, model, 0.0),
-            (Event::None, LEFT_LEECHER)
+            (AnnounceEvent::None, LEFT_LEECHER)
         );
         let complete = EventModel::Lifecycle {
             p_complete: 1.0,
@@ -402,19 +393,22 @@ mod tests {
         };
         assert_eq!(
             p.next_announce(&mut r, complete, 0.0),
-            (Event::Completed, 0)
+            (AnnounceEvent::Completed, 0)
         );
-        assert_eq!(p.next_announce(&mut r, complete, 0.0), (Event::None, 0));
+        assert_eq!(
+            p.next_announce(&mut r, complete, 0.0),
+            (AnnounceEvent::None, 0)
+        );
         let stop = EventModel::Lifecycle {
             p_complete: 0.0,
             p_stop: 1.0,
         };
-        assert_eq!(p.next_announce(&mut r, stop, 0.0).0, Event::Stopped);
+        assert_eq!(p.next_announce(&mut r, stop, 0.0).0, AnnounceEvent::Stopped);
         assert!(!p.active);
         // Rejoins as a leecher (seeder ratio 0).
         assert_eq!(
             p.next_announce(&mut r, stop, 0.0),
-            (Event::Started, LEFT_LEECHER)
+            (AnnounceEvent::Started, LEFT_LEECHER)
         );
     }
 
@@ -473,8 +467,8 @@ mod tests {
         let mut completed = 0;
         for _ in 0..10_000 {
             match p.next_announce(&mut r, EventModel::Aquatic, 0.75) {
-                (Event::Completed, 0) => completed += 1,
-                (Event::Started, 50) => {}
+                (AnnounceEvent::Completed, 0) => completed += 1,
+                (AnnounceEvent::Started, 50) => {}
                 other => panic!("unexpected {other:?}"),
             }
         }

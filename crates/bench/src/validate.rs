@@ -7,7 +7,7 @@
 //! asked: the action, the exact length, the peer entry size of the socket's address family
 //! and the number of scrape rows.
 
-use fjord_protocol::{PeerFamily, Response};
+use fjord_protocol::{IpFamily, Response};
 
 /// The kind of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,7 +219,7 @@ pub fn classify(
     table: &mut Outstanding,
     bytes: &[u8],
     truncated: bool,
-    family: PeerFamily,
+    family: IpFamily,
 ) -> Outcome {
     let Some(header) = bytes.get(..8) else {
         return Outcome::Unexpected;
@@ -249,8 +249,8 @@ pub fn classify(
         Kind::Connect if len != 16 => return malformed(Malformed::WrongLength),
         Kind::Announce => {
             let entry = match family {
-                PeerFamily::V4 => 6,
-                PeerFamily::V6 => 18,
+                IpFamily::V4 => 6,
+                IpFamily::V6 => 18,
             };
             if len < 20 {
                 return malformed(Malformed::WrongLength);
@@ -361,17 +361,17 @@ mod tests {
         let tid = t.issue(issued(Kind::Connect, 0)).unwrap();
         let bad = reply(0, tid ^ 0x0001_0000, 8);
         assert_eq!(
-            classify(&mut t, &bad, false, PeerFamily::V4),
+            classify(&mut t, &bad, false, IpFamily::V4),
             Outcome::Unexpected
         );
         assert_eq!(t.in_flight(), 1, "the real request is still outstanding");
         let good = reply(0, tid, 8);
         assert!(matches!(
-            classify(&mut t, &good, false, PeerFamily::V4),
+            classify(&mut t, &good, false, IpFamily::V4),
             Outcome::Connect { .. }
         ));
         assert_eq!(
-            classify(&mut t, &[0, 0, 0], false, PeerFamily::V4),
+            classify(&mut t, &[0, 0, 0], false, IpFamily::V4),
             Outcome::Unexpected
         );
     }
@@ -380,27 +380,27 @@ mod tests {
     fn wrong_length_is_caught() {
         let mut t = Outstanding::new(8);
         let tid = t.issue(issued(Kind::Connect, 0)).unwrap();
-        let r = classify(&mut t, &reply(0, tid, 9), false, PeerFamily::V4);
+        let r = classify(&mut t, &reply(0, tid, 9), false, IpFamily::V4);
         assert_malformed(r, Malformed::WrongLength);
 
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
-        let r = classify(&mut t, &reply(1, tid, 8), false, PeerFamily::V4);
+        let r = classify(&mut t, &reply(1, tid, 8), false, IpFamily::V4);
         assert_malformed(r, Malformed::WrongLength);
 
         let tid = t.issue(issued(Kind::Scrape, 2)).unwrap();
-        let r = classify(&mut t, &reply(2, tid, 24 + 5), false, PeerFamily::V4);
+        let r = classify(&mut t, &reply(2, tid, 24 + 5), false, IpFamily::V4);
         assert_malformed(r, Malformed::WrongLength);
 
         let tid = t.issue(issued(Kind::Scrape, 2)).unwrap();
-        let r = classify(&mut t, &reply(2, tid, 12), false, PeerFamily::V4);
+        let r = classify(&mut t, &reply(2, tid, 12), false, IpFamily::V4);
         assert_malformed(r, Malformed::WrongRowCount);
 
         let tid = t.issue(issued(Kind::Scrape, 2)).unwrap();
-        let r = classify(&mut t, &reply(2, tid, 24), false, PeerFamily::V4);
+        let r = classify(&mut t, &reply(2, tid, 24), false, IpFamily::V4);
         assert!(matches!(r, Outcome::Scrape { .. }), "{r:?}");
 
         let tid = t.issue(issued(Kind::Connect, 0)).unwrap();
-        let r = classify(&mut t, &reply(0, tid, 8), true, PeerFamily::V4);
+        let r = classify(&mut t, &reply(0, tid, 8), true, IpFamily::V4);
         assert_malformed(r, Malformed::WrongLength);
     }
 
@@ -409,18 +409,18 @@ mod tests {
         let mut t = Outstanding::new(8);
         // IPv4 entries (6 bytes) in a reply on an IPv6 socket.
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
-        let r = classify(&mut t, &reply(1, tid, 12 + 6 * 2), false, PeerFamily::V6);
+        let r = classify(&mut t, &reply(1, tid, 12 + 6 * 2), false, IpFamily::V6);
         assert_malformed(r, Malformed::WrongEntrySize);
         // A partial IPv4 entry.
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
-        let r = classify(&mut t, &reply(1, tid, 12 + 7), false, PeerFamily::V4);
+        let r = classify(&mut t, &reply(1, tid, 12 + 7), false, IpFamily::V4);
         assert_malformed(r, Malformed::WrongEntrySize);
         // Whole entries pass and are counted.
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
-        let r = classify(&mut t, &reply(1, tid, 12 + 18 * 3), false, PeerFamily::V6);
+        let r = classify(&mut t, &reply(1, tid, 12 + 18 * 3), false, IpFamily::V6);
         assert!(matches!(r, Outcome::Announce { peers: 3, .. }), "{r:?}");
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
-        let r = classify(&mut t, &reply(1, tid, 12 + 18 * 3), false, PeerFamily::V4);
+        let r = classify(&mut t, &reply(1, tid, 12 + 18 * 3), false, IpFamily::V4);
         assert!(matches!(r, Outcome::Announce { peers: 9, .. }), "{r:?}");
     }
 
@@ -428,12 +428,12 @@ mod tests {
     fn wrong_action_and_error_replies_are_told_apart() {
         let mut t = Outstanding::new(8);
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
-        let r = classify(&mut t, &reply(2, tid, 12), false, PeerFamily::V4);
+        let r = classify(&mut t, &reply(2, tid, 12), false, IpFamily::V4);
         assert_malformed(r, Malformed::WrongAction);
         let tid = t.issue(issued(Kind::Announce, 0)).unwrap();
         let mut e = reply(3, tid, 0);
         e.extend_from_slice(b"invalid connection id");
-        let r = classify(&mut t, &e, false, PeerFamily::V4);
+        let r = classify(&mut t, &e, false, IpFamily::V4);
         assert!(
             matches!(
                 r,

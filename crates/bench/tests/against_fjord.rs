@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fjord_bench::config::{BenchConfig, LoadMode};
 use fjord_bench::stats::Report;
-use fjord_server::counters::{Action, CountersSnapshot, IpVersion};
+use fjord_server::counters::{Action, CountersSnapshot, IpFamily};
 
 fn start(listen: &str) -> fjord_server::RunningServer {
     let addr: SocketAddr = listen.parse().unwrap();
@@ -22,7 +22,7 @@ fn config(target: SocketAddr) -> BenchConfig {
 }
 
 /// Every reply valid, nothing lost, and the bench's counts equal the server's.
-fn assert_matches_server(report: &Report, server: &CountersSnapshot, ip: IpVersion) {
+fn assert_matches_server(report: &Report, server: &CountersSnapshot, ip: IpFamily) {
     assert_eq!(
         report.malformed_total, 0,
         "malformed replies: {:?}",
@@ -37,8 +37,8 @@ fn assert_matches_server(report: &Report, server: &CountersSnapshot, ip: IpVersi
     assert!(report.responses.scrape > 0, "{report:#?}");
 
     let other = match ip {
-        IpVersion::V4 => IpVersion::V6,
-        IpVersion::V6 => IpVersion::V4,
+        IpFamily::V4 => IpFamily::V6,
+        IpFamily::V6 => IpFamily::V4,
     };
     let pairs = [
         (
@@ -81,7 +81,7 @@ fn ipv4_request_limited_run_matches_server_counts() {
     let report = fjord_bench::run(&cfg).unwrap();
     let counts = server.shutdown().unwrap();
     assert_eq!(report.sent_total, 2_000);
-    assert_matches_server(&report, &counts, IpVersion::V4);
+    assert_matches_server(&report, &counts, IpFamily::V4);
     assert!(
         report.peers_per_announce > 0.0,
         "peers returned: {report:#?}"
@@ -103,7 +103,7 @@ fn two_threads_share_the_request_limit() {
     let counts = server.shutdown().unwrap();
     assert_eq!(report.sent_total, 2_001);
     assert_eq!(report.sockets, 6);
-    assert_matches_server(&report, &counts, IpVersion::V4);
+    assert_matches_server(&report, &counts, IpFamily::V4);
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn ipv6_request_limited_run_matches_server_counts() {
     let report = fjord_bench::run(&cfg).unwrap();
     let counts = server.shutdown().unwrap();
     assert_eq!(report.sent_total, 2_000);
-    assert_matches_server(&report, &counts, IpVersion::V6);
+    assert_matches_server(&report, &counts, IpFamily::V6);
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn timed_run_refreshes_connection_ids_and_matches_server() {
 }
 
 fn assert_matches_server_without_mix_connects(report: &Report, counts: &CountersSnapshot) {
-    assert_matches_server(report, counts, IpVersion::V4);
+    assert_matches_server(report, counts, IpFamily::V4);
     assert_eq!(report.responses.connect, report.connection_ids);
 }
 
@@ -155,7 +155,7 @@ fn open_loop_holds_its_rate_and_matches_server() {
     cfg.duration = Some(Duration::from_millis(1_000));
     let report = fjord_bench::run(&cfg).unwrap();
     let counts = server.shutdown().unwrap();
-    assert_matches_server(&report, &counts, IpVersion::V4);
+    assert_matches_server(&report, &counts, IpFamily::V4);
     // 500/s for 1 s (initial connects included); scheduling on a loaded machine may lag.
     assert!(
         (400..=520).contains(&report.sent_total),
@@ -197,7 +197,7 @@ fn binary_prints_json_that_matches_server() {
     ] {
         assert_eq!(
             json["responses"][key].as_u64().unwrap(),
-            counts.responses(action, IpVersion::V4),
+            counts.responses(action, IpFamily::V4),
             "{key}"
         );
     }

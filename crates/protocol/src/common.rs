@@ -44,6 +44,9 @@ pub enum Action {
 }
 
 impl Action {
+    /// The four actions BEP 15 defines, in wire-code order (`to_wire()` is the index).
+    pub const KNOWN: [Action; 4] = [Self::Connect, Self::Announce, Self::Scrape, Self::Error];
+
     /// Decodes a wire code; never fails.
     pub const fn from_wire(code: u32) -> Self {
         match code {
@@ -141,5 +144,8 @@ mod tests {
         assert_eq!(AnnounceEvent::from_wire(4), AnnounceEvent::Unknown(4));
         assert_eq!(Action::from_wire(3), Action::Error);
         assert_eq!(Action::from_wire(7), Action::Unknown(7));
+        for (i, a) in Action::KNOWN.iter().enumerate() {
+            assert_eq!(a.to_wire() as usize, i);
+        }
     }
 }

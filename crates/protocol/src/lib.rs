@@ -22,7 +22,7 @@
 //! # Unpleasant parts of the protocol
 //! - The peer entry size of an announce response (6 bytes for IPv4, 18 for IPv6) is not in
 //!   the packet and cannot be detected (18 is a multiple of 6): it follows the address family
-//!   of the socket. Never mix families in one reply; parse with the right [`PeerFamily`].
+//!   of the socket. Never mix families in one reply; parse with the right [`IpFamily`].
 //! - The announce response header is `interval · leechers · seeders`, but a scrape row is
 //!   `seeders · completed · leechers`. This crate maps named fields, so callers never deal
 //!   with the order, but anyone reading hex dumps should know.
@@ -84,7 +84,7 @@
 //! assert_eq!(reply_len, 20 + 2 * 6);
 //!
 //! // Client: strict parse of the reply, with the family of its socket.
-//! let Response::Announce(answer) = Response::parse(&reply[..reply_len], PeerFamily::V4)?
+//! let Response::Announce(answer) = Response::parse(&reply[..reply_len], IpFamily::V4)?
 //! else {
 //!     panic!("not an announce response");
 //! };
@@ -115,13 +115,13 @@ pub use common::{
 };
 pub use request::{
     ANNOUNCE_REQUEST_LEN, AnnounceOption, AnnounceOptions, AnnounceOptionsIter, AnnounceRequest,
-    CONNECT_REQUEST_LEN, ConnectRequest, ErrorReplyContext, MalformedOptions, MalformedReason,
-    ParseLimits, Request, RequestError, SCRAPE_REQUEST_HEADER_LEN, ScrapeRequest,
+    CONNECT_REQUEST_LEN, ConnectRequest, ErrorReplyContext, MAX_SCRAPE_HASHES, MalformedOptions,
+    MalformedReason, ParseLimits, Request, RequestError, SCRAPE_REQUEST_HEADER_LEN, ScrapeRequest,
 };
 pub use response::{
     ANNOUNCE_RESPONSE_HEADER_LEN, AnnouncePeers, AnnouncePeersIter, AnnounceResponse,
     AnnounceResponseHeader, CONNECT_RESPONSE_LEN, ConnectResponse, ERROR_RESPONSE_HEADER_LEN,
-    ErrorResponse, IPV4_PEER_LEN, IPV6_PEER_LEN, PeerFamily, Response, ResponseError,
+    ErrorResponse, IPV4_PEER_LEN, IPV6_PEER_LEN, IpFamily, Response, ResponseError,
     SCRAPE_RESPONSE_HEADER_LEN, SCRAPE_ROW_LEN, ScrapeResponse, ScrapeStats,
     write_announce_response_v4, write_announce_response_v6, write_scrape_response,
 };

@@ -326,19 +326,24 @@ impl ScrapeRequest<'_> {
     }
 }
 
+/// Most scrape rows fjord answers and fjord-bench asks for: a reply of 74 rows is
+/// 8 + 74·12 = 896 bytes and its request 16 + 74·20 = 1,496 bytes, both within one 1,500-byte
+/// Ethernet packet's payload. The default of [`ParseLimits::max_scrape_hashes`].
+pub const MAX_SCRAPE_HASHES: usize = 74;
+
 /// Limits applied while parsing, so that no reply can outgrow one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ParseLimits {
     /// Hashes kept from one scrape request; the rest are dropped and
-    /// [`ScrapeRequest::truncated`] is set. Default 74 (74 rows of 12 bytes plus the
-    /// 8-byte header is 896 bytes). With 0 every scrape comes back empty and truncated.
+    /// [`ScrapeRequest::truncated`] is set. Default [`MAX_SCRAPE_HASHES`] (74 rows of 12 bytes
+    /// plus the 8-byte header is 896 bytes). With 0 every scrape comes back empty and truncated.
     pub max_scrape_hashes: usize,
 }
 
 impl ParseLimits {
-    /// The default limits (74 scrape hashes).
+    /// The default limits ([`MAX_SCRAPE_HASHES`] scrape hashes).
     pub const DEFAULT: Self = Self {
-        max_scrape_hashes: 74,
+        max_scrape_hashes: MAX_SCRAPE_HASHES,
     };
 }
 

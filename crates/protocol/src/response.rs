@@ -139,22 +139,38 @@ pub fn write_announce_response_v6(
     Ok(w.finish())
 }
 
-/// Which peer entry size an announce response is parsed with. The packet does not say:
-/// the client knows it from the address family of the socket it used.
+/// An address family: IPv4 or IPv6. It decides the peer entry size of an announce response,
+/// which the packet does not say (the client knows it from the family of the socket it used),
+/// and fjord counts every request by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PeerFamily {
-    /// 6-byte entries.
+pub enum IpFamily {
+    /// IPv4: 6-byte peer entries.
     V4,
-    /// 18-byte entries.
+    /// IPv6: 18-byte peer entries.
     V6,
 }
 
-impl PeerFamily {
+impl IpFamily {
+    /// Both families, in index order (`family as usize`).
+    pub const ALL: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
+
+    /// The family of `ip`; an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is IPv4, as BEP 15
+    /// clients on a dual-stack socket expect.
+    pub const fn of(ip: &std::net::IpAddr) -> Self {
+        match ip {
+            std::net::IpAddr::V4(_) => IpFamily::V4,
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(_) => IpFamily::V4,
+                None => IpFamily::V6,
+            },
+        }
+    }
+
     /// The size of one peer entry.
     pub const fn entry_len(self) -> usize {
         match self {
-            PeerFamily::V4 => IPV4_PEER_LEN,
-            PeerFamily::V6 => IPV6_PEER_LEN,
+            IpFamily::V4 => IPV4_PEER_LEN,
+            IpFamily::V6 => IPV6_PEER_LEN,
         }
     }
 }
@@ -183,10 +199,10 @@ impl<'a> AnnouncePeers<'a> {
     }
 
     /// The family these entries were parsed as.
-    pub fn family(&self) -> PeerFamily {
+    pub fn family(&self) -> IpFamily {
         match self {
-            AnnouncePeers::V4(_) => PeerFamily::V4,
-            AnnouncePeers::V6(_) => PeerFamily::V6,
+            AnnouncePeers::V4(_) => IpFamily::V4,
+            AnnouncePeers::V6(_) => IpFamily::V6,
         }
     }
 
@@ -401,7 +417,7 @@ impl<'a> Response<'a> {
     ///
     /// An IPv6 announce response with 3·j entries also parses as IPv4 (18 = 3·6), so `family`
     /// must be the family of the socket the request went out on.
-    pub fn parse(bytes: &'a [u8], family: PeerFamily) -> Result<Self, ResponseError> {
+    pub fn parse(bytes: &'a [u8], family: IpFamily) -> Result<Self, ResponseError> {
         let mut r = Reader::new(bytes);
         let (Some(action), Some(transaction_id)) = (r.u32(), r.u32()) else {
             return Err(ResponseError::TooShort);
@@ -430,11 +446,11 @@ impl<'a> Response<'a> {
                 };
                 let entries = r.rest();
                 let peers = match family {
-                    PeerFamily::V4 => match entries.as_chunks() {
+                    IpFamily::V4 => match entries.as_chunks() {
                         (peers, []) => AnnouncePeers::V4(peers),
                         _ => return Err(bad_length),
                     },
-                    PeerFamily::V6 => match entries.as_chunks() {
+                    IpFamily::V6 => match entries.as_chunks() {
                         (peers, []) => AnnouncePeers::V6(peers),
                         _ => return Err(bad_length),
                     },
@@ -513,4 +529,22 @@ pub enum ResponseError {
         /// The datagram's length.
         len: usize,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IpFamily;
+    use std::net::IpAddr;
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        let of = |s: &str| IpFamily::of(&s.parse::<IpAddr>().unwrap());
+        assert_eq!(of("192.0.2.1"), IpFamily::V4);
+        assert_eq!(of("::ffff:192.0.2.1"), IpFamily::V4);
+        assert_eq!(of("2001:db8::1"), IpFamily::V6);
+        assert_eq!(of("::1"), IpFamily::V6);
+        for (i, f) in IpFamily::ALL.iter().enumerate() {
+            assert_eq!(*f as usize, i);
+        }
+    }
 }

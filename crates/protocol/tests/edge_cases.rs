@@ -387,7 +387,7 @@ fn scrape_row_is_seeders_completed_leechers() {
         out[..n],
         [0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]
     );
-    match Response::parse(&out[..n], PeerFamily::V4).unwrap() {
+    match Response::parse(&out[..n], IpFamily::V4).unwrap() {
         Response::Scrape(s) => assert!(s.iter().eq([stats])),
         other => panic!("{other:?}"),
     }
@@ -400,7 +400,7 @@ fn ipv6_announce_response_uses_18_byte_entries() {
     let n = write_announce_response_v6(&mut out, &AnnounceResponseHeader::default(), [peer; 2])
         .unwrap();
     assert_eq!(n, 20 + 36);
-    match Response::parse(&out[..n], PeerFamily::V6).unwrap() {
+    match Response::parse(&out[..n], IpFamily::V6).unwrap() {
         Response::Announce(a) => {
             assert_eq!(a.peers.len(), 2);
             assert!(a.peers.iter().eq([SocketAddr::V6(peer); 2]));
@@ -408,7 +408,7 @@ fn ipv6_announce_response_uses_18_byte_entries() {
         other => panic!("{other:?}"),
     }
     // The unpleasant part: the same bytes are a valid IPv4 reply with 6 garbage peers.
-    match Response::parse(&out[..n], PeerFamily::V4).unwrap() {
+    match Response::parse(&out[..n], IpFamily::V4).unwrap() {
         Response::Announce(a) => assert_eq!(a.peers.len(), 6),
         other => panic!("{other:?}"),
     }
@@ -423,10 +423,10 @@ fn response_parsing_is_strict_about_lengths() {
     }
     .write(&mut connect)
     .unwrap();
-    assert!(Response::parse(&connect[..16], PeerFamily::V4).is_ok());
+    assert!(Response::parse(&connect[..16], IpFamily::V4).is_ok());
     for len in [8, 15, 17] {
         assert_eq!(
-            Response::parse(&connect[..len], PeerFamily::V4),
+            Response::parse(&connect[..len], IpFamily::V4),
             Err(ResponseError::BadLength {
                 action: Action::Connect,
                 len
@@ -434,7 +434,7 @@ fn response_parsing_is_strict_about_lengths() {
         );
     }
     assert_eq!(
-        Response::parse(&connect[..7], PeerFamily::V4),
+        Response::parse(&connect[..7], IpFamily::V4),
         Err(ResponseError::TooShort)
     );
 
@@ -448,12 +448,12 @@ fn response_parsing_is_strict_about_lengths() {
         (39, false, false),
     ] {
         assert_eq!(
-            Response::parse(&announce[..len], PeerFamily::V4).is_ok(),
+            Response::parse(&announce[..len], IpFamily::V4).is_ok(),
             v4,
             "v4 {len}"
         );
         assert_eq!(
-            Response::parse(&announce[..len], PeerFamily::V6).is_ok(),
+            Response::parse(&announce[..len], IpFamily::V6).is_ok(),
             v6,
             "v6 {len}"
         );
@@ -463,14 +463,14 @@ fn response_parsing_is_strict_about_lengths() {
     scrape[3] = 2;
     for (len, ok) in [(8, true), (19, false), (20, true), (21, false)] {
         assert_eq!(
-            Response::parse(&scrape[..len], PeerFamily::V4).is_ok(),
+            Response::parse(&scrape[..len], IpFamily::V4).is_ok(),
             ok,
             "scrape {len}"
         );
     }
 
     let mut error = *b"\0\0\0\x03\0\0\0\x05oops";
-    match Response::parse(&error, PeerFamily::V4).unwrap() {
+    match Response::parse(&error, IpFamily::V4).unwrap() {
         Response::Error(e) => {
             assert_eq!(e.transaction_id, TransactionId(5));
             assert_eq!(e.message, b"oops");
@@ -478,12 +478,12 @@ fn response_parsing_is_strict_about_lengths() {
         other => panic!("{other:?}"),
     }
     assert!(
-        Response::parse(&error[..8], PeerFamily::V4).is_ok(),
+        Response::parse(&error[..8], IpFamily::V4).is_ok(),
         "empty message"
     );
     error[3] = 4;
     assert_eq!(
-        Response::parse(&error, PeerFamily::V4),
+        Response::parse(&error, IpFamily::V4),
         Err(ResponseError::UnknownAction(4))
     );
 }

@@ -316,7 +316,7 @@ fn hex(s: &str) -> Vec<u8> {
 #[test]
 fn writers_reproduce_the_replies_real_clients_accepted() {
     use fjord_protocol::{
-        AnnounceResponseHeader, ConnectResponse, PeerFamily, Response, ScrapeStats,
+        AnnounceResponseHeader, ConnectResponse, IpFamily, Response, ScrapeStats,
         write_announce_response_v4, write_scrape_response,
     };
     let mut out = [0u8; 64];
@@ -339,11 +339,11 @@ fn writers_reproduce_the_replies_real_clients_accepted() {
     };
     let n = write_announce_response_v4(&mut out, &header, []).unwrap();
     assert_eq!(out[..n], hex("0000000176034fca000007080000000000000000"));
-    assert!(Response::parse(&out[..n], PeerFamily::V4).is_ok());
+    assert!(Response::parse(&out[..n], IpFamily::V4).is_ok());
 
     let s = scrape(captured!("libtorrent-2.0.8-scrape"));
     let rows = s.info_hashes.iter().map(|_| ScrapeStats::default());
     let n = write_scrape_response(&mut out, s.transaction_id, rows).unwrap();
     assert_eq!(out[..n], hex("0000000256329bb1000000000000000000000000"));
-    assert!(Response::parse(&out[..n], PeerFamily::V4).is_ok());
+    assert!(Response::parse(&out[..n], IpFamily::V4).is_ok());
 }

@@ -116,8 +116,8 @@ proptest! {
         });
         let mut out = [0u8; 16];
         prop_assert_eq!(response.write(&mut out), Ok(16));
-        prop_assert_eq!(Response::parse(&out, PeerFamily::V4), Ok(response));
-        prop_assert_eq!(Response::parse(&out, PeerFamily::V6), Ok(response));
+        prop_assert_eq!(Response::parse(&out, IpFamily::V4), Ok(response));
+        prop_assert_eq!(Response::parse(&out, IpFamily::V6), Ok(response));
     }
 
     #[test]
@@ -130,7 +130,7 @@ proptest! {
         let mut out = [0u8; 20 + 6 * 200];
         let n = write_announce_response_v4(&mut out, &header, peers.iter().copied()).unwrap();
         prop_assert_eq!(n, 20 + 6 * peers.len());
-        let Ok(Response::Announce(parsed)) = Response::parse(&out[..n], PeerFamily::V4) else {
+        let Ok(Response::Announce(parsed)) = Response::parse(&out[..n], IpFamily::V4) else {
             panic!("did not parse");
         };
         prop_assert_eq!(parsed.header, header);
@@ -148,7 +148,7 @@ proptest! {
         let mut out = [0u8; 20 + 18 * 66];
         let n = write_announce_response_v6(&mut out, &header, peers.iter().copied()).unwrap();
         prop_assert_eq!(n, 20 + 18 * peers.len());
-        let Ok(Response::Announce(parsed)) = Response::parse(&out[..n], PeerFamily::V6) else {
+        let Ok(Response::Announce(parsed)) = Response::parse(&out[..n], IpFamily::V6) else {
             panic!("did not parse");
         };
         prop_assert_eq!(parsed.header, header);
@@ -165,7 +165,7 @@ proptest! {
         let mut out = [0u8; 8 + 12 * 80];
         let n = write_scrape_response(&mut out, TransactionId(tid), stats.iter().copied()).unwrap();
         prop_assert_eq!(n, 8 + 12 * stats.len());
-        let Ok(Response::Scrape(parsed)) = Response::parse(&out[..n], PeerFamily::V4) else {
+        let Ok(Response::Scrape(parsed)) = Response::parse(&out[..n], IpFamily::V4) else {
             panic!("did not parse");
         };
         prop_assert_eq!(parsed.transaction_id, TransactionId(tid));
@@ -179,14 +179,14 @@ proptest! {
         let mut out = [0u8; 8 + 200];
         let n = response.write(&mut out).unwrap();
         prop_assert_eq!(n, 8 + message.len());
-        prop_assert_eq!(Response::parse(&out[..n], PeerFamily::V4), Ok(response));
+        prop_assert_eq!(Response::parse(&out[..n], IpFamily::V4), Ok(response));
     }
 
     #[test]
     fn parsing_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let _ = Request::parse(&data, &ParseLimits::default());
-        let _ = Response::parse(&data, PeerFamily::V4);
-        let _ = Response::parse(&data, PeerFamily::V6);
+        let _ = Response::parse(&data, IpFamily::V4);
+        let _ = Response::parse(&data, IpFamily::V6);
         checks::parse_request(&data);
         checks::parse_response(&data);
         checks::roundtrip(&data);

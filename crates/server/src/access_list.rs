@@ -24,13 +24,14 @@ pub struct AccessList {
 /// Why a file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessListError {
-    /// The file could not be read.
-    #[error("access list {path}: {source}")]
+    /// The file could not be read. The cause is part of the message (and deliberately not
+    /// an error `source`, so that a printed chain states it once).
+    #[error("access list {path}: {cause}")]
     Io {
         /// File.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A line is not 40 hex characters.
     #[error("access list {path}, line {line}: {reason}")]
@@ -84,9 +85,9 @@ impl AccessList {
 
     /// Reads and parses `path`.
     pub fn load(mode: AccessListMode, path: &Path) -> Result<Self, AccessListError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AccessListError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| AccessListError::Io {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Self::parse(mode, &text, path)
     }
@@ -128,15 +129,30 @@ pub struct AccessListSource {
     generation: AtomicU64,
     /// Failed reloads (the previous list stayed in force).
     failures: AtomicU64,
-    /// Serialises reloads (cold path only) and remembers the file's last seen (mtime, len).
+    /// Serialises reloads (cold path only) and remembers what the file looked like at the last
+    /// load attempt.
     reload_lock: parking_lot::Mutex<Option<FileStamp>>,
 }
 
-type FileStamp = (std::time::SystemTime, u64);
+/// What a file looked like: (mtime, length), or why it could not be examined (e.g. its
+/// directory became unreadable after privileges were dropped).
+type FileStamp = Result<(std::time::SystemTime, u64), std::io::ErrorKind>;
 
-fn stamp(path: &Path) -> Option<FileStamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+fn stamp(path: &Path) -> FileStamp {
+    let m = std::fs::metadata(path).map_err(|e| e.kind())?;
+    Ok((m.modified().map_err(|e| e.kind())?, m.len()))
+}
+
+/// What a successful [`AccessListSource::reload`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The list is off (`access_list.mode = "off"`): there is nothing to reload.
+    Off,
+    /// The file was read and is in force, with this many info hashes.
+    Loaded {
+        /// Info hashes listed.
+        hashes: usize,
+    },
 }
 
 impl AccessListSource {
@@ -145,7 +161,7 @@ impl AccessListSource {
         let (list, st) = match (&path, mode) {
             (Some(p), m) if m != AccessListMode::Off => {
                 let st = stamp(p);
-                (AccessList::load(mode, p)?, st)
+                (AccessList::load(mode, p)?, Some(st))
             }
             _ => (AccessList::off(), None),
         };
@@ -191,45 +207,42 @@ impl AccessListSource {
         self.failures.load(Ordering::Acquire)
     }
 
-    /// Re-reads the file and swaps it in; on error the previous list stays and the error is
-    /// returned. Does nothing (Ok) when the mode is off.
-    pub fn reload(&self) -> Result<(), AccessListError> {
-        let Some(path) = self
-            .path
+    /// The file, unless the list is off.
+    fn file(&self) -> Option<&Path> {
+        self.path
             .as_deref()
             .filter(|_| self.mode != AccessListMode::Off)
-        else {
-            return Ok(());
+    }
+
+    /// Re-reads the file and swaps it in; on error the previous list stays, the failure is
+    /// counted and the error returned. [`Reloaded::Off`] when the list is off.
+    pub fn reload(&self) -> Result<Reloaded, AccessListError> {
+        let Some(path) = self.file() else {
+            return Ok(Reloaded::Off);
         };
         let mut seen = self.reload_lock.lock();
         // Remember the stamp even if the load fails, so a broken file is reported once.
-        *seen = stamp(path);
+        *seen = Some(stamp(path));
         let list = AccessList::load(self.mode, path).inspect_err(|_| {
             self.failures.fetch_add(1, Ordering::AcqRel);
         })?;
-        let n = list.len();
+        let hashes = list.len();
         self.current.store(Arc::new(list));
         self.generation.fetch_add(1, Ordering::AcqRel);
-        tracing::info!(path = %path.display(), hashes = n, "access list loaded");
-        Ok(())
+        tracing::info!(path = %path.display(), hashes, "access list loaded");
+        Ok(Reloaded::Loaded { hashes })
     }
 
-    /// Reloads if the file's modification time or length changed since the last load attempt.
-    /// Returns whether a reload was attempted.
+    /// Reloads if the file's modification time or length changed since the last load attempt,
+    /// or if the file can no longer be examined (then the failed reload is logged and counted
+    /// once, not at every poll). Returns whether a reload was attempted.
     pub fn reload_if_changed(&self) -> bool {
-        let Some(path) = self
-            .path
-            .as_deref()
-            .filter(|_| self.mode != AccessListMode::Off)
-        else {
+        let Some(path) = self.file() else {
             return false;
         };
         let st = stamp(path);
-        {
-            let seen = self.reload_lock.lock();
-            if st.is_none() || *seen == st {
-                return false;
-            }
+        if self.reload_lock.lock().as_ref() == Some(&st) {
+            return false;
         }
         if let Err(e) = self.reload() {
             tracing::error!("{e}; the previous access list stays in force");
@@ -308,5 +321,58 @@ mod tests {
         assert!(cache.load().allows(&h(2)), "previous list stays in force");
         // Unchanged file: no reload attempted.
         assert!(!src.reload_if_changed());
+    }
+
+    /// Regression (issue 11): a file that can no longer be examined (gone, or its directory
+    /// unreadable after dropping privileges) is a failed reload, logged and counted once.
+    #[test]
+    fn a_file_that_vanishes_is_one_counted_failure() {
+        let dir = crate::test_util::TempDir::new("acl-gone");
+        let path = dir.path().join("list");
+        std::fs::write(&path, "0101010101010101010101010101010101010101\n").unwrap();
+        let src = AccessListSource::new(AccessListMode::Deny, Some(path.clone())).unwrap();
+        assert!(!src.reload_if_changed());
+        std::fs::remove_file(&path).unwrap();
+        assert!(src.reload_if_changed(), "the vanished file is noticed");
+        assert_eq!((src.failed_reloads(), src.generation()), (1, 1));
+        assert!(
+            !src.reload_if_changed(),
+            "and reported once, not at every poll"
+        );
+        assert_eq!(src.failed_reloads(), 1);
+        assert!(
+            !src.current().allows(&h(1)),
+            "the previous list stays in force"
+        );
+        std::fs::write(&path, "0202020202020202020202020202020202020202\n").unwrap();
+        assert!(src.reload_if_changed());
+        assert_eq!(src.generation(), 2);
+    }
+
+    #[test]
+    fn reload_says_when_the_list_is_off() {
+        let src = AccessListSource::new(AccessListMode::Off, None).unwrap();
+        assert_eq!(src.reload().unwrap(), Reloaded::Off);
+        assert!(!src.reload_if_changed());
+    }
+
+    /// Regression (issue 11): the cause of an unreadable file is printed once in an error chain.
+    #[test]
+    fn a_missing_file_states_its_cause_once() {
+        let e = AccessListSource::new(
+            AccessListMode::Allow,
+            Some("/nonexistent/fjord-list".into()),
+        )
+        .unwrap_err();
+        let chain = format!(
+            "{:#}",
+            anyhow::Error::from(e).context("cannot load the access list")
+        );
+        let cause = std::io::Error::from(std::io::ErrorKind::NotFound).to_string();
+        assert_eq!(
+            chain.matches("No such file").count(),
+            1,
+            "{chain} ({cause})"
+        );
     }
 }

@@ -16,8 +16,7 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config.default.toml");
 pub const MAX_NUM_WANT_V4: i32 = 200;
 /// Largest `num_want` for IPv6 that keeps an announce reply in one packet (20 + 66·18 = 1,208 B).
 pub const MAX_NUM_WANT_V6: i32 = 66;
-/// Largest number of scrape rows answered (8 + 74·12 = 896 B).
-pub const MAX_SCRAPE_HASHES: usize = 74;
+pub use fjord_protocol::MAX_SCRAPE_HASHES;
 
 /// A configuration error: the dotted key and why its value is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,6 +47,8 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// Log level filter (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` overrides it.
     pub log_level: String,
+    /// How log lines are written to stderr.
+    pub log_format: LogFormat,
     /// Worker threads; 0 = one per available core.
     pub workers: usize,
     /// Sockets.
@@ -60,7 +61,7 @@ pub struct Config {
     pub store: StoreSection,
     /// Info-hash access list.
     pub access_list: AccessListConfig,
-    /// Prometheus exporter (the exporter itself is not implemented yet; the setting is kept).
+    /// Prometheus exporter (`/metrics` and `/health` over HTTP).
     pub metrics: MetricsConfig,
     /// Privilege dropping after the sockets are bound.
     pub privileges: PrivilegesConfig,
@@ -70,6 +71,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             workers: 0,
             network: NetworkConfig::default(),
             protocol: ProtocolConfig::default(),
@@ -80,6 +82,19 @@ impl Default for Config {
             privileges: PrivilegesConfig::default(),
         }
     }
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event: time, level, message, fields. Under systemd's journal
+    /// (`JOURNAL_STREAM` names stderr) the time is left to the journal and the level becomes a
+    /// syslog priority prefix (`<3>` error … `<7>` debug).
+    #[default]
+    Text,
+    /// One JSON object per line (time, level, target, fields), for log shippers.
+    Json,
 }
 
 /// `[network]`
@@ -178,16 +193,68 @@ pub struct StoreSection {
     pub clean_swarms_per_slice: usize,
 }
 
+/// The store's own defaults ([`StoreConfig::default`](crate::fjord_store::StoreConfig)): one
+/// set of limits for embedders and the `fjord` binary alike.
 impl Default for StoreSection {
     fn default() -> Self {
+        let store = crate::fjord_store::StoreConfig::default();
         StoreSection {
-            max_peers: 4_000_000,
-            max_swarms: 1_000_000,
-            peer_timeout_secs: 2700,
+            max_peers: store.max_peers,
+            max_swarms: store.max_swarms,
+            peer_timeout_secs: store.peer_timeout_secs,
             clean_interval_ms: 1000,
             clean_swarms_per_slice: 4096,
         }
     }
+}
+
+/// Bytes the store measured per IPv4 peer (14.85 with ~10 peers per swarm, glibc malloc;
+/// docs/benchmarks.md, "Memory per peer").
+pub const BYTES_PER_IPV4_PEER: u64 = 15;
+/// Bytes the store measured per IPv6 peer (34.8, same conditions).
+pub const BYTES_PER_IPV6_PEER: u64 = 35;
+
+impl StoreSection {
+    /// The memory `max_peers` allows, as (all peers IPv4, all peers IPv6), in bytes, from the
+    /// measured bytes per peer: what a full store costs.
+    pub fn memory_allowed(&self) -> (u64, u64) {
+        let peers = self.max_peers as u64;
+        (peers * BYTES_PER_IPV4_PEER, peers * BYTES_PER_IPV6_PEER)
+    }
+
+    /// [`StoreSection::memory_allowed`] in words: `"750 MB as IPv4 peers, 1.75 GB as IPv6 peers"`.
+    pub fn memory_allowed_text(&self) -> String {
+        let (v4, v6) = self.memory_allowed();
+        format!(
+            "{} as IPv4 peers, {} as IPv6 peers",
+            approx_bytes(v4),
+            approx_bytes(v6)
+        )
+    }
+}
+
+/// A byte count in decimal units, three significant digits at most: `750 MB`, `1.75 GB`.
+pub fn approx_bytes(bytes: u64) -> String {
+    let (value, unit) = match bytes {
+        b if b >= 1_000_000_000 => (b as f64 / 1e9, "GB"),
+        b if b >= 1_000_000 => (b as f64 / 1e6, "MB"),
+        b if b >= 1_000 => (b as f64 / 1e3, "kB"),
+        b => (b as f64, "bytes"),
+    };
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{value:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text} {unit}")
 }
 
 /// Access-list mode.
@@ -382,6 +449,14 @@ impl Config {
                 "required when access_list.mode is not off",
             ));
         }
+        // A list file with the list off would be ignored silently: refuse it instead.
+        if a.mode == AccessListMode::Off && a.path.is_some() {
+            return Err(invalid(
+                "access_list.mode",
+                "off, but access_list.path is set: choose allow or deny (--access-list-mode), \
+                 or remove the path",
+            ));
+        }
         if self.privileges.user.contains('\0') {
             return Err(invalid("privileges.user", "contains a NUL byte"));
         }
@@ -461,132 +536,5 @@ pub(crate) fn hex_val(c: u8) -> Option<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn template_parses_to_exactly_the_defaults() {
-        assert_eq!(
-            Config::from_toml_str(DEFAULT_CONFIG_TOML).unwrap(),
-            Config::default()
-        );
-    }
-
-    #[test]
-    fn template_names_every_key() {
-        // Keys present in the serialized defaults must all appear (uncommented) in the template,
-        // except `access_list.path`, which is None by default and appears commented out.
-        let template: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
-        let defaults: toml::Table = toml::Table::try_from(Config::default()).unwrap();
-        fn keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
-            for (k, v) in t {
-                let name = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                match v {
-                    toml::Value::Table(sub) => keys(sub, &name, out),
-                    _ => out.push(name),
-                }
-            }
-        }
-        let (mut a, mut b) = (vec![], vec![]);
-        keys(&template, "", &mut a);
-        keys(&defaults, "", &mut b);
-        a.sort();
-        b.sort();
-        assert_eq!(a, b);
-        assert!(DEFAULT_CONFIG_TOML.contains("# path = "));
-    }
-
-    #[test]
-    fn empty_file_is_defaults() {
-        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected_with_their_name() {
-        let e = Config::from_toml_str("wrokers = 3")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("wrokers"), "{e}");
-        let e = Config::from_toml_str("[protocol]\nmax_num_wnat_v4 = 3")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("max_num_wnat_v4"), "{e}");
-        let e = Config::from_toml_str("[nope]\n").unwrap_err().to_string();
-        assert!(e.contains("nope"), "{e}");
-    }
-
-    #[test]
-    fn invalid_values_name_the_key() {
-        for (toml, key) in [
-            (
-                "[protocol]\nmax_num_want_v4 = 201",
-                "protocol.max_num_want_v4",
-            ),
-            (
-                "[protocol]\nmax_num_want_v6 = 67",
-                "protocol.max_num_want_v6",
-            ),
-            (
-                "[protocol]\nmax_scrape_hashes = 75",
-                "protocol.max_scrape_hashes",
-            ),
-            (
-                "[protocol]\ndefault_num_want = -1",
-                "protocol.default_num_want",
-            ),
-            ("[connection_id]\nkey = \"abc\"", "connection_id.key"),
-            (
-                "[connection_id]\nkey = \"zz112233445566778899aabbccddeeff\"",
-                "connection_id.key",
-            ),
-            ("[network]\nlisten = []", "network.listen"),
-            ("[network]\nbatch_size = 0", "network.batch_size"),
-            ("log_level = \"loud\"", "log_level"),
-            ("[access_list]\nmode = \"allow\"", "access_list.path"),
-            ("[store]\nmax_peers = 0", "store.max_peers"),
-            (
-                "[store]\npeer_timeout_secs = 40000",
-                "store.peer_timeout_secs",
-            ),
-        ] {
-            let e = Config::from_toml_str(toml).unwrap_err();
-            assert!(
-                matches!(&e, ConfigError::Invalid { key: k, .. } if *k == key),
-                "{toml}: {e}"
-            );
-            assert!(e.to_string().contains(key));
-        }
-        // Wrong types are parse errors naming the key.
-        let e = Config::from_toml_str("workers = \"four\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("workers"), "{e}");
-        let e = Config::from_toml_str("[network]\nlisten = [\"nowhere\"]")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("listen"), "{e}");
-        let e = Config::from_toml_str("[access_list]\nmode = \"maybe\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("mode"), "{e}");
-    }
-
-    #[test]
-    fn key_parses() {
-        let c =
-            Config::from_toml_str("[connection_id]\nkey = \"00112233445566778899AABBCCDDEEFF\"")
-                .unwrap();
-        assert_eq!(
-            c.connection_id_key().unwrap(),
-            [
-                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
-                0xee, 0xff
-            ]
-        );
-        assert_eq!(Config::default().connection_id_key(), None);
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,62 +1,38 @@
 //! Counters: plain `u64`s owned by one worker (no atomics, no lock per packet), copied into a
 //! shared slot at most every 100 ms and summed on demand.
 //!
-//! Every counter is indexed by a small enum with a stable `name()`, so that the Prometheus
+//! Every counter is indexed by a small enum with a stable label value, so that the Prometheus
 //! exporter can map them as `fjord_requests_total{action="announce",ip_version="4"}` and so on
-//! without knowing the struct's layout: see [`Counters::visit`].
+//! without knowing the struct's layout: see [`Counters::visit`]. The action and the address
+//! family are the codec's types ([`Action`], [`IpFamily`]), the not-stored reason is the
+//! store's ([`NotStoredReason`]): one name per concept across the crates.
 
-/// Request/response action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Connect (0).
-    Connect,
-    /// Announce (1).
-    Announce,
-    /// Scrape (2).
-    Scrape,
-    /// Error replies (3); only used for responses.
-    Error,
-}
+pub use crate::fjord_store::NotStoredReason;
+pub use fjord_protocol::{Action, IpFamily};
 
-impl Action {
-    /// All actions, in index order.
-    pub const ALL: [Action; 4] = [
-        Action::Connect,
-        Action::Announce,
-        Action::Scrape,
-        Action::Error,
-    ];
-    /// Label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Connect => "connect",
-            Action::Announce => "announce",
-            Action::Scrape => "scrape",
-            Action::Error => "error",
-        }
+/// The label value of an action (`action="announce"`).
+pub fn action_label(action: Action) -> &'static str {
+    match action {
+        Action::Connect => "connect",
+        Action::Announce => "announce",
+        Action::Scrape => "scrape",
+        Action::Error => "error",
+        Action::Unknown(_) => "unknown",
     }
 }
 
-/// IP version of the packet (after canonicalising IPv4-mapped addresses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IpVersion {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl IpVersion {
-    /// Both, in index order.
-    pub const ALL: [IpVersion; 2] = [IpVersion::V4, IpVersion::V6];
-    /// Label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            IpVersion::V4 => "4",
-            IpVersion::V6 => "6",
-        }
+/// The label value of an address family (`ip_version="4"`).
+pub fn family_label(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "4",
+        IpFamily::V6 => "6",
     }
 }
+
+/// Rows of the per-action arrays: the actions BEP 15 defines, indexed by wire code.
+const ACTIONS: usize = Action::KNOWN.len();
+/// Columns of the per-action arrays: `family as usize`.
+const FAMILIES: usize = IpFamily::ALL.len();
 
 /// Why a datagram got no reply (or a reply was not sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,35 +103,21 @@ impl ErrorReason {
     }
 }
 
-/// Why the store did not keep an announcing peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NotStoredReason {
-    /// `store.max_peers` reached.
-    StoreFull,
-    /// `store.max_swarms` reached, or the swarm's own limit.
-    SwarmLimit,
-    /// Port 0.
-    InvalidPort,
-    /// `stopped` from a peer that was not stored (normal).
-    UnknownPeerStopped,
-}
+/// Why the store did not keep an announcing peer (the store's own type), in index order.
+pub const NOT_STORED_REASONS: [NotStoredReason; 4] = [
+    NotStoredReason::StoreFull,
+    NotStoredReason::SwarmLimit,
+    NotStoredReason::InvalidPort,
+    NotStoredReason::UnknownPeerStopped,
+];
 
-impl NotStoredReason {
-    /// All reasons, in index order.
-    pub const ALL: [NotStoredReason; 4] = [
-        NotStoredReason::StoreFull,
-        NotStoredReason::SwarmLimit,
-        NotStoredReason::InvalidPort,
-        NotStoredReason::UnknownPeerStopped,
-    ];
-    /// Label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            NotStoredReason::StoreFull => "store_full",
-            NotStoredReason::SwarmLimit => "swarm_limit",
-            NotStoredReason::InvalidPort => "invalid_port",
-            NotStoredReason::UnknownPeerStopped => "unknown_peer_stopped",
-        }
+/// The label value of a reason the store did not keep a peer.
+pub fn not_stored_label(reason: NotStoredReason) -> &'static str {
+    match reason {
+        NotStoredReason::StoreFull => "store_full",
+        NotStoredReason::SwarmLimit => "swarm_limit",
+        NotStoredReason::InvalidPort => "invalid_port",
+        NotStoredReason::UnknownPeerStopped => "unknown_peer_stopped",
     }
 }
 
@@ -221,19 +183,30 @@ pub const BATCH_BUCKETS: [u64; BUCKETS] = [1, 2, 4, 8, 16, 32, 64, 128];
 /// Bounds of the announce peer-count histogram (peers per announce reply).
 pub const PEERS_BUCKETS: [u64; BUCKETS] = [0, 1, 5, 10, 25, 50, 100, 200];
 
+fn cell(a: &[[u64; FAMILIES]; ACTIONS], action: Action, family: IpFamily) -> u64 {
+    a.get(action.to_wire() as usize)
+        .map_or(0, |row| row[family as usize])
+}
+
+fn bump(a: &mut [[u64; FAMILIES]; ACTIONS], action: Action, family: IpFamily) {
+    if let Some(row) = a.get_mut(action.to_wire() as usize) {
+        row[family as usize] += 1;
+    }
+}
+
 /// All counters of one worker, and (summed) of the whole server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
-    /// Parsed requests by [action][ip version] (`Action::Error` is never counted here).
-    pub requests: [[u64; 2]; 4],
-    /// Replies produced by [action][ip version]; `Action::Error` counts error replies.
-    pub responses: [[u64; 2]; 4],
+    /// Parsed requests by [action wire code][family] (`Action::Error` is never counted here).
+    pub requests: [[u64; FAMILIES]; ACTIONS],
+    /// Replies produced by [action wire code][family]; `Action::Error` counts error replies.
+    pub responses: [[u64; FAMILIES]; ACTIONS],
     /// Datagrams dropped or replies not sent, by [`DropReason`].
-    pub drops: [u64; 8],
+    pub drops: [u64; DropReason::ALL.len()],
     /// Error replies sent, by [`ErrorReason`].
-    pub errors_sent: [u64; 2],
+    pub errors_sent: [u64; ErrorReason::ALL.len()],
     /// Announces whose peer the store did not keep, by [`NotStoredReason`].
-    pub peers_not_stored: [u64; 4],
+    pub peers_not_stored: [u64; NOT_STORED_REASONS.len()],
     /// Announces with event `completed`.
     pub completed: u64,
     /// Datagrams received.
@@ -260,11 +233,11 @@ pub type CountersSnapshot = Counters;
 impl Default for Counters {
     fn default() -> Self {
         Counters {
-            requests: [[0; 2]; 4],
-            responses: [[0; 2]; 4],
-            drops: [0; 8],
-            errors_sent: [0; 2],
-            peers_not_stored: [0; 4],
+            requests: [[0; FAMILIES]; ACTIONS],
+            responses: [[0; FAMILIES]; ACTIONS],
+            drops: [0; DropReason::ALL.len()],
+            errors_sent: [0; ErrorReason::ALL.len()],
+            peers_not_stored: [0; NOT_STORED_REASONS.len()],
             completed: 0,
             rx_packets: 0,
             rx_bytes: 0,
@@ -288,13 +261,23 @@ pub enum Metric<'a> {
 }
 
 impl Counters {
-    /// Requests of `action` over `ip`.
-    pub fn requests(&self, action: Action, ip: IpVersion) -> u64 {
-        self.requests[action as usize][ip as usize]
+    /// Requests of `action` over `family` (0 for an unknown action: never counted).
+    pub fn requests(&self, action: Action, family: IpFamily) -> u64 {
+        cell(&self.requests, action, family)
     }
-    /// Replies of `action` over `ip`.
-    pub fn responses(&self, action: Action, ip: IpVersion) -> u64 {
-        self.responses[action as usize][ip as usize]
+    /// Replies of `action` over `family`.
+    pub fn responses(&self, action: Action, family: IpFamily) -> u64 {
+        cell(&self.responses, action, family)
+    }
+    /// Counts one request of `action` over `family`.
+    #[inline]
+    pub fn count_request(&mut self, action: Action, family: IpFamily) {
+        bump(&mut self.requests, action, family);
+    }
+    /// Counts one reply of `action` over `family`.
+    #[inline]
+    pub fn count_response(&mut self, action: Action, family: IpFamily) {
+        bump(&mut self.responses, action, family);
     }
     /// Drops for `reason`.
     pub fn drops(&self, reason: DropReason) -> u64 {
@@ -315,10 +298,12 @@ impl Counters {
 
     /// Adds `o` into `self`.
     pub fn merge(&mut self, o: &Counters) {
-        for a in 0..4 {
-            for v in 0..2 {
-                self.requests[a][v] += o.requests[a][v];
-                self.responses[a][v] += o.responses[a][v];
+        for (mine, theirs) in [
+            (&mut self.requests, &o.requests),
+            (&mut self.responses, &o.responses),
+        ] {
+            for (x, y) in mine.iter_mut().flatten().zip(theirs.iter().flatten()) {
+                *x += y;
             }
         }
         for (x, y) in self.drops.iter_mut().zip(o.drops) {
@@ -344,8 +329,8 @@ impl Counters {
     /// Calls `f` once per exported value with a Prometheus-style name and labels.
     pub fn visit(&self, mut f: impl FnMut(Metric<'_>)) {
         for a in [Action::Connect, Action::Announce, Action::Scrape] {
-            for v in IpVersion::ALL {
-                let l = [("action", a.name()), ("ip_version", v.name())];
+            for v in IpFamily::ALL {
+                let l = [("action", action_label(a)), ("ip_version", family_label(v))];
                 f(Metric::Counter(
                     "fjord_requests_total",
                     &l,
@@ -353,9 +338,9 @@ impl Counters {
                 ));
             }
         }
-        for a in Action::ALL {
-            for v in IpVersion::ALL {
-                let l = [("action", a.name()), ("ip_version", v.name())];
+        for a in Action::KNOWN {
+            for v in IpFamily::ALL {
+                let l = [("action", action_label(a)), ("ip_version", family_label(v))];
                 f(Metric::Counter(
                     "fjord_responses_total",
                     &l,
@@ -383,7 +368,7 @@ impl Counters {
             NotStoredReason::SwarmLimit,
             NotStoredReason::InvalidPort,
         ] {
-            let l = [("reason", r.name())];
+            let l = [("reason", not_stored_label(r))];
             f(Metric::Counter(
                 "fjord_peers_rejected_total",
                 &l,
@@ -447,16 +432,13 @@ mod tests {
 
     #[test]
     fn enums_index_their_arrays_in_order() {
-        for (i, a) in Action::ALL.iter().enumerate() {
-            assert_eq!(*a as usize, i);
-        }
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }
         for (i, r) in ErrorReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }
-        for (i, r) in NotStoredReason::ALL.iter().enumerate() {
+        for (i, r) in NOT_STORED_REASONS.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }
         let mut n = 0;

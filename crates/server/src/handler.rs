@@ -30,7 +30,10 @@ use fjord_protocol::{
 use crate::access_list::{AccessListCache, AccessListSource};
 use crate::config::Config;
 use crate::connection_id::ConnectionIdValidator;
-use crate::counters::{Action, Counters, DropReason, ErrorReason, IpVersion, NotStoredReason};
+use crate::counters::{Action, Counters, DropReason, ErrorReason, IpFamily};
+
+/// Room for one reply: the largest is 1,220 bytes (200 IPv4 peers).
+pub const MAX_REPLY: usize = 1280;
 
 /// Error message for an announce refused by the access list.
 pub const ACCESS_DENIED_MESSAGE: &str = "info hash not allowed";
@@ -136,7 +139,7 @@ impl RequestHandler {
     }
 
     /// Handles one datagram from `src` received at `now` (Unix seconds). Writes the reply into
-    /// `out` (at least [`crate::sys::MAX_REPLY`] bytes) and returns its length, or `None` for
+    /// `out` (at least [`MAX_REPLY`] bytes) and returns its length, or `None` for
     /// silence. Counts everything.
     pub fn handle(
         &mut self,
@@ -146,11 +149,7 @@ impl RequestHandler {
         out: &mut [u8],
     ) -> Option<usize> {
         let ip = canonical_ip(src.ip());
-        let v = if ip.is_ipv4() {
-            IpVersion::V4
-        } else {
-            IpVersion::V6
-        };
+        let v = IpFamily::of(&ip);
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += bytes.len() as u64;
         let request = match Request::parse(bytes, &self.shared.settings.limits) {
@@ -170,28 +169,29 @@ impl RequestHandler {
             Request::Announce(a) => {
                 self.count_request(Action::Announce, v);
                 if !self.shared.validator.is_valid(a.connection_id.0, ip, now) {
-                    return self.drop(DropReason::BadConnectionId);
+                    return self.silence(DropReason::BadConnectionId);
                 }
                 self.announce(now, ip, &a, out)
             }
             Request::Scrape(s) => {
                 self.count_request(Action::Scrape, v);
                 if !self.shared.validator.is_valid(s.connection_id.0, ip, now) {
-                    return self.drop(DropReason::BadConnectionId);
+                    return self.silence(DropReason::BadConnectionId);
                 }
                 self.scrape(ip, &s, out).map(|n| (n, Action::Scrape))
             }
         };
         let (len, action) = reply?;
-        self.counters.responses[action as usize][v as usize] += 1;
+        self.counters.count_response(action, v);
         Some(len)
     }
 
-    fn count_request(&mut self, a: Action, v: IpVersion) {
-        self.counters.requests[a as usize][v as usize] += 1;
+    fn count_request(&mut self, a: Action, v: IpFamily) {
+        self.counters.count_request(a, v);
     }
 
-    fn drop(&mut self, reason: DropReason) -> Option<usize> {
+    /// Answers with silence, counted under `reason`.
+    fn silence(&mut self, reason: DropReason) -> Option<usize> {
         self.counters.drops[reason as usize] += 1;
         None
     }
@@ -200,25 +200,25 @@ impl RequestHandler {
         &mut self,
         now: u32,
         ip: IpAddr,
-        v: IpVersion,
+        v: IpFamily,
         e: &RequestError,
         out: &mut [u8],
     ) -> Option<usize> {
         match e {
-            RequestError::TooShort => self.drop(DropReason::Short),
-            RequestError::BadProtocolId => self.drop(DropReason::BadProtocolId),
-            RequestError::ClientSentError => self.drop(DropReason::ClientError),
-            RequestError::UnknownAction { .. } => self.drop(DropReason::UnknownAction),
+            RequestError::TooShort => self.silence(DropReason::Short),
+            RequestError::BadProtocolId => self.silence(DropReason::BadProtocolId),
+            RequestError::ClientSentError => self.silence(DropReason::ClientError),
+            RequestError::UnknownAction { .. } => self.silence(DropReason::UnknownAction),
             RequestError::Malformed { .. } => {
                 let Some(ctx) = e.reply_context() else {
-                    return self.drop(DropReason::Malformed);
+                    return self.silence(DropReason::Malformed);
                 };
                 if !self.shared.validator.is_valid(ctx.connection_id.0, ip, now) {
-                    return self.drop(DropReason::Malformed);
+                    return self.silence(DropReason::Malformed);
                 }
                 let n = ctx.response().write(out).ok()?;
                 self.counters.errors_sent[ErrorReason::Malformed as usize] += 1;
-                self.counters.responses[Action::Error as usize][v as usize] += 1;
+                self.counters.count_response(Action::Error, v);
                 Some(n)
             }
         }
@@ -297,15 +297,7 @@ impl RequestHandler {
             )?,
         };
         if let PeerStatus::NotStored(reason) = status {
-            let r = match reason {
-                fjord_store::NotStoredReason::StoreFull => NotStoredReason::StoreFull,
-                fjord_store::NotStoredReason::SwarmLimit => NotStoredReason::SwarmLimit,
-                fjord_store::NotStoredReason::InvalidPort => NotStoredReason::InvalidPort,
-                fjord_store::NotStoredReason::UnknownPeerStopped => {
-                    NotStoredReason::UnknownPeerStopped
-                }
-            };
-            self.counters.peers_not_stored[r as usize] += 1;
+            self.counters.peers_not_stored[reason as usize] += 1;
         }
         self.counters.announce_peers.record(peers as u64);
         Some((n, Action::Announce))

@@ -13,10 +13,10 @@ use fjord_protocol::{
 use crate::access_list::{AccessList, AccessListSource};
 use crate::config::{AccessListMode, Config};
 use crate::connection_id::ConnectionIdValidator;
-use crate::counters::{Action, DropReason, ErrorReason, IpVersion, NotStoredReason};
+use crate::counters::{Action, DropReason, ErrorReason, IpFamily, NotStoredReason};
 use crate::fjord_store::PeerStore;
+use crate::handler::MAX_REPLY;
 use crate::handler::{ACCESS_DENIED_MESSAGE, HandlerSettings, RequestHandler, Shared};
-use crate::sys::MAX_REPLY;
 
 const NOW: u32 = 1_800_000_000;
 const KEY: [u8; 16] = [0x5a; 16];
@@ -182,8 +182,8 @@ fn connect_gets_16_bytes_with_echoed_tid_and_a_valid_id() {
     let mut long = connect_bytes(1);
     long.extend_from_slice(&[0; 50]);
     assert_eq!(call(&mut h, src, &long).unwrap().len(), 16);
-    assert_eq!(h.counters.requests(Action::Connect, IpVersion::V4), 2);
-    assert_eq!(h.counters.responses(Action::Connect, IpVersion::V4), 2);
+    assert_eq!(h.counters.requests(Action::Connect, IpFamily::V4), 2);
+    assert_eq!(h.counters.responses(Action::Connect, IpFamily::V4), 2);
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn malformed_with_valid_id_gets_a_short_error_echoing_the_tid() {
     let r = call(&mut h, src, &s).expect("error reply");
     assert_eq!((u32_at(&r, 0), u32_at(&r, 4)), (3, 0x55));
     assert_eq!(h.counters.errors_sent(ErrorReason::Malformed), 2);
-    assert_eq!(h.counters.responses(Action::Error, IpVersion::V4), 2);
+    assert_eq!(h.counters.responses(Action::Error, IpFamily::V4), 2);
 }
 
 #[test]
@@ -311,8 +311,8 @@ fn announce_entry_size_follows_the_packet_family() {
     assert_eq!(u32_at(&r, 8), 1800);
     assert_eq!(u32_at(&r, 12), 2, "leechers");
     assert_eq!(u32_at(&r, 16), 0, "seeders");
-    assert_eq!(h.counters.responses(Action::Announce, IpVersion::V6), 2);
-    assert_eq!(h.counters.requests(Action::Announce, IpVersion::V4), 2);
+    assert_eq!(h.counters.responses(Action::Announce, IpFamily::V6), 2);
+    assert_eq!(h.counters.requests(Action::Announce, IpFamily::V4), 2);
 }
 
 #[test]
@@ -332,7 +332,7 @@ fn ipv4_mapped_source_is_ipv4() {
         vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1111)]
     );
     assert_eq!(r.len(), 26);
-    assert_eq!(h.counters.requests(Action::Announce, IpVersion::V4), 2);
+    assert_eq!(h.counters.requests(Action::Announce, IpFamily::V4), 2);
     assert_eq!(h.store_stats_v4_peers(), 2);
 }
 
@@ -510,7 +510,7 @@ fn scrape_rows_in_request_order_with_duplicates_and_truncation() {
     let id = connect(&mut h, src);
     let r = call(&mut h, src, &scrape_bytes(id, 1, &many)).unwrap();
     assert_eq!(r.len(), 8 + 3 * 12);
-    assert_eq!(h.counters.responses(Action::Scrape, IpVersion::V4), 1);
+    assert_eq!(h.counters.responses(Action::Scrape, IpFamily::V4), 1);
 }
 
 fn list(mode: AccessListMode, hashes: &[u8]) -> AccessList {
@@ -535,7 +535,7 @@ fn access_list_allow_and_deny() {
     assert_eq!(&r[8..], ACCESS_DENIED_MESSAGE.as_bytes());
     assert_eq!(h.store_stats_v4_peers(), 1, "denied announce not stored");
     assert_eq!(h.counters.errors_sent(ErrorReason::AccessDenied), 1);
-    assert_eq!(h.counters.responses(Action::Error, IpVersion::V4), 1);
+    assert_eq!(h.counters.responses(Action::Error, IpFamily::V4), 1);
 
     let mut h = handler_with(&c, list(AccessListMode::Deny, &[1]));
     let r = announce(&mut h, v4([10, 0, 0, 1], 1), |a| a.hash = [1; 20]);
@@ -687,7 +687,7 @@ fn authenticated_random_requests_get_well_formed_replies() {
             a => panic!("action {a}"),
         }
     }
-    assert!(h.counters.responses(Action::Announce, IpVersion::V4) > 1000);
-    assert!(h.counters.responses(Action::Scrape, IpVersion::V4) > 100);
+    assert!(h.counters.responses(Action::Announce, IpFamily::V4) > 1000);
+    assert!(h.counters.responses(Action::Scrape, IpFamily::V4) > 100);
     assert!(h.counters.errors_sent(ErrorReason::Malformed) > 100);
 }

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use fjord_server::{Config, start};
-//! use fjord_server::counters::{Action, IpVersion};
+//! use fjord_server::counters::{Action, IpFamily};
 //!
 //! let server = start(Config::for_tests(vec!["127.0.0.1:0".parse().unwrap()])).unwrap();
 //! let addr = server.local_addrs()[0]; // port 0 resolved; bound before `start` returns
@@ -19,21 +19,28 @@
 //! let mut reply = [0u8; 64];
 //! assert_eq!(client.recv(&mut reply).unwrap(), 16);
 //! let counts = server.shutdown().unwrap(); // exact: workers are joined
-//! assert_eq!(counts.responses(Action::Connect, IpVersion::V4), 1);
+//! assert_eq!(counts.responses(Action::Connect, IpFamily::V4), 1);
 //! ```
 //!
-//! Modules: [`handler`] (protocol decisions), [`server`] (threads, sockets, event loop),
-//! [`sys`] (the only platform system calls), [`connection_id`], [`access_list`], [`config`],
-//! [`counters`].
+//! Modules: [`handler`] (protocol decisions), [`server`] (start, stop, supervision),
+//! `worker` (the event loops), `listen` (binding the sockets), [`privileges`],
+//! [`connection_id`], [`access_list`], [`config`], [`counters`], [`metrics`]. Every socket
+//! system call is in the fjord-udp crate.
+
+#![forbid(unsafe_code)]
 
 pub mod access_list;
 pub mod config;
 pub mod connection_id;
 pub mod counters;
 pub mod handler;
+pub mod http;
+mod listen;
+pub mod logging;
 pub mod metrics;
+pub mod privileges;
 pub mod server;
-pub mod sys;
+mod worker;
 
 /// The peer store crate, re-exported so that embedders name the same types.
 pub use ::fjord_store;

@@ -1,4 +1,5 @@
 //! The `fjord` tracker binary: configuration, logging, signals, supervision.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,13 +10,14 @@ use std::time::Duration;
 
 use clap::Parser;
 use fjord_server::Config;
+use fjord_server::access_list::Reloaded;
 use fjord_server::config::DEFAULT_CONFIG_TOML;
 
 /// fjord: a lock-free UDP BitTorrent tracker (BEP 15).
 ///
 /// With no arguments it runs with the embedded defaults (see --print-config).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "fjord", version = fjord_server::logging::VERSION, about)]
 struct Cli {
     /// TOML configuration file; flags override it.
     #[arg(short, long, value_name = "PATH")]
@@ -38,6 +40,9 @@ struct Cli {
     /// Log level (log_level); RUST_LOG overrides it.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Log format: text or json (log_format).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
     /// Access-list file (access_list.path).
     #[arg(long, value_name = "PATH")]
     access_list: Option<PathBuf>,
@@ -73,6 +78,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(l) = &cli.log_level {
         config.log_level = l.clone();
     }
+    if let Some(f) = &cli.log_format {
+        config.log_format = toml::Value::String(f.clone()).try_into().map_err(|_| {
+            anyhow::anyhow!("invalid value for `log_format` (--log-format): expected text or json")
+        })?;
+    }
     if let Some(p) = &cli.access_list {
         config.access_list.path = Some(p.clone());
     }
@@ -104,13 +114,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    fjord_server::logging::init(&config.log_level, config.log_format);
 
     let term = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
@@ -148,7 +152,11 @@ fn main() -> ExitCode {
         }
         if hup.swap(false, Ordering::Relaxed) {
             match server.reload_access_list() {
-                Ok(()) => tracing::info!("SIGHUP: access list reloaded"),
+                // The source logs each successful load itself.
+                Ok(Reloaded::Loaded { .. }) => {}
+                Ok(Reloaded::Off) => {
+                    tracing::info!("SIGHUP: the access list is off; nothing to reload")
+                }
                 Err(e) => tracing::error!("SIGHUP: {e}; the previous access list stays in force"),
             }
         }

@@ -1,4 +1,4 @@
-//! Prometheus metrics: `/metrics` and `/health` on a small HTTP endpoint.
+//! Prometheus metrics: what `/metrics` exports (the HTTP endpoint is [`crate::http`]).
 //!
 //! Cost on the hot path: none beyond what the workers already do. Workers count into plain
 //! `u64`s they own ([`crate::counters`]) and copy them into a shared slot every 100 ms. Only
@@ -12,18 +12,14 @@
 //! those are rendered here directly in the same exposition format.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use metrics::{Label, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::counters::{Counters, Metric};
 use crate::fjord_store::StoreStats;
+
+pub use crate::http::MetricsEndpoint;
 
 /// Everything one scrape exports, gathered by the caller.
 #[derive(Debug, Clone)]
@@ -234,145 +230,16 @@ fn render_histogram(out: &mut String, name: &str, buckets: &[(u64, u64)], sum: u
     out.push('\n');
 }
 
-/// The HTTP endpoint serving `/metrics` and `/health`. Stops when dropped.
-pub struct MetricsEndpoint {
-    local_addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for MetricsEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsEndpoint")
-            .field("local_addr", &self.local_addr)
-            .finish()
-    }
-}
-
-/// Longest request head read before the connection is answered 400 and closed.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// A client that sends nothing for this long is disconnected.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-impl MetricsEndpoint {
-    /// Binds `listen` and serves on one thread: `GET /metrics` answers `render()`,
-    /// `GET /health` answers `200 ok` while `healthy()` is true (503 otherwise).
-    /// Connections are served one at a time, each bounded in size and time.
-    pub fn start(
-        listen: SocketAddr,
-        render: impl Fn() -> String + Send + 'static,
-        healthy: impl Fn() -> bool + Send + 'static,
-    ) -> io::Result<Self> {
-        let listener = TcpListener::bind(listen)?;
-        let local_addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("fjord-metrics".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop2.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Ok(stream) = conn else { continue };
-                    if let Err(e) = serve_one(stream, &render, &healthy) {
-                        tracing::debug!("metrics connection: {e}");
-                    }
-                }
-            })?;
-        Ok(MetricsEndpoint {
-            local_addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// The bound address (port 0 resolved).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-}
-
-impl Drop for MetricsEndpoint {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept; if the connect fails the listener is already gone.
-        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_one(
-    stream: TcpStream,
-    render: &impl Fn() -> String,
-    healthy: &impl Fn() -> bool,
-) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    let mut head = reader
-        .by_ref()
-        .take(MAX_REQUEST_HEAD as u64)
-        .read_line(&mut request_line)?;
-    // Drain the header lines (bounded) so the client sees a clean response.
-    loop {
-        let mut line = String::new();
-        let n = reader
-            .by_ref()
-            .take((MAX_REQUEST_HEAD.saturating_sub(head)) as u64)
-            .read_line(&mut line)?;
-        head += n;
-        if n == 0 || line == "\r\n" || line == "\n" || head >= MAX_REQUEST_HEAD {
-            break;
-        }
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            render(),
-        ),
-        ("GET", "/health") | ("GET", "/ready") => {
-            if healthy() {
-                ("200 OK", "text/plain", "ok\n".to_string())
-            } else {
-                (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "unhealthy\n".into(),
-                )
-            }
-        }
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
-        _ => ("400 Bad Request", "text/plain", "bad request\n".into()),
-    };
-    let mut w = stream;
-    write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    w.write_all(body.as_bytes())?;
-    w.flush()?;
-    let _ = w.shutdown(Shutdown::Both);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::{Action, DropReason, IpVersion};
+    use crate::counters::{Action, DropReason, IpFamily};
     use crate::fjord_store::FamilyStats;
+    use std::io::{self, Write};
 
     fn input() -> MetricsInput {
         let mut counters = Counters::default();
-        counters.requests[Action::Announce as usize][IpVersion::V6 as usize] = 7;
+        counters.requests[Action::Announce.to_wire() as usize][IpFamily::V6 as usize] = 7;
         counters.drops[DropReason::BadConnectionId as usize] = 3;
         counters.recv_batch.record(5);
         counters.announce_peers.record(50);
@@ -471,33 +338,5 @@ mod tests {
             out.status.success() && report.trim().is_empty(),
             "promtool check metrics: {report}\n{text}"
         );
-    }
-
-    fn get(addr: SocketAddr, path: &str) -> String {
-        let mut s = TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut out = String::new();
-        io::Read::read_to_string(&mut s, &mut out).unwrap();
-        out
-    }
-
-    #[test]
-    fn endpoint_serves_metrics_health_and_404() {
-        let healthy = Arc::new(AtomicBool::new(true));
-        let h2 = Arc::clone(&healthy);
-        let ep = MetricsEndpoint::start(
-            "127.0.0.1:0".parse().unwrap(),
-            || "fjord_x_total 1\n".to_string(),
-            move || h2.load(Ordering::Relaxed),
-        )
-        .unwrap();
-        let m = get(ep.local_addr(), "/metrics");
-        assert!(m.starts_with("HTTP/1.1 200 OK\r\n"), "{m}");
-        assert!(m.ends_with("\r\n\r\nfjord_x_total 1\n"), "{m}");
-        assert!(get(ep.local_addr(), "/health").starts_with("HTTP/1.1 200 OK"));
-        healthy.store(false, Ordering::Relaxed);
-        assert!(get(ep.local_addr(), "/health").starts_with("HTTP/1.1 503"));
-        assert!(get(ep.local_addr(), "/nope").starts_with("HTTP/1.1 404"));
-        drop(ep);
     }
 }

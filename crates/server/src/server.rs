@@ -1,4 +1,5 @@
-//! Starting, running and stopping the tracker: sockets, worker threads, maintenance thread.
+//! Starting, running and stopping the tracker: sockets ([`crate::listen`]), worker threads and
+//! the maintenance thread ([`crate::worker`]), the metrics endpoint, supervision.
 //!
 //! Ownership: each worker thread owns its mio `Poll`, its sockets (one per listen address, all
 //! `SO_REUSEPORT` siblings of the other workers' sockets), its receive/send batches and its
@@ -11,37 +12,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::fjord_store::PeerStore;
 use anyhow::Context;
-use mio::{Events, Interest, Poll, Token, Waker};
+use fjord_udp::{RecvBatch, SendBatch};
+use mio::{Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
-use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::access_list::{AccessListError, AccessListSource};
-use crate::config::{Config, NetworkConfig, default_listen};
+use crate::access_list::{AccessListError, AccessListSource, Reloaded};
+use crate::config::Config;
 use crate::connection_id::ConnectionIdValidator;
-use crate::counters::{Counters, CountersSnapshot, DropReason};
-use crate::handler::{HandlerSettings, RequestHandler, Shared};
+use crate::counters::{Counters, CountersSnapshot};
+use crate::handler::{HandlerSettings, MAX_REPLY, RequestHandler, Shared};
 use crate::metrics::{Exposition, MetricsEndpoint, MetricsInput};
-use crate::sys::{self, RecvBatch, SendBatch};
+use crate::privileges::{PrivilegeChange, drop_privileges};
+use crate::worker::{MAX_DATAGRAM, Maintenance, WAKER, Worker};
 
-/// Counters are published by each worker at least this often.
-pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
-
-const WAKER: Token = Token(usize::MAX);
-/// Receive batches handled for one socket before the worker looks at its other sockets,
-/// its stop flag and its counters (the socket stays marked pending).
-const BATCHES_PER_TURN: usize = 64;
-
-/// Current Unix time in seconds, as u32 (valid until 2106).
-pub fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
-}
+pub use crate::worker::{PUBLISH_INTERVAL, unix_now};
 
 /// A running tracker. Dropping it stops it (like [`RunningServer::shutdown`], ignoring errors).
 pub struct RunningServer {
@@ -68,102 +56,6 @@ impl std::fmt::Debug for RunningServer {
     }
 }
 
-struct WorkerSocket {
-    socket: mio::net::UdpSocket,
-}
-
-/// Binds one socket of a `SO_REUSEPORT` group. Returns the socket and the kernel's actual
-/// receive/send buffer sizes.
-fn bind_socket(addr: SocketAddr, net: &NetworkConfig) -> io::Result<Bound> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    #[cfg(unix)]
-    socket.set_reuse_port(true)?;
-    // The kernel silently caps these; the caller compares what it got.
-    let _ = socket.set_recv_buffer_size(net.socket_recv_buffer);
-    let _ = socket.set_send_buffer_size(net.socket_send_buffer);
-    socket.set_nonblocking(true)?;
-    if addr.ip().is_unspecified() {
-        sys::enable_packet_info(&socket, addr.is_ipv6())?;
-    }
-    socket.bind(&addr.into())?;
-    let rcv = socket.recv_buffer_size().unwrap_or(0);
-    let snd = socket.send_buffer_size().unwrap_or(0);
-    Ok((socket.into(), rcv, snd))
-}
-
-/// Whether the kernel granted less than `requested` bytes of socket buffer, given what
-/// `getsockopt` reports; returns the usable size granted. Linux doubles the value it stores
-/// (half is bookkeeping overhead) and reports the doubled value, so a full grant reads back as
-/// twice the request.
-fn buffer_capped(requested: usize, reported: usize) -> Option<usize> {
-    let granted = if cfg!(target_os = "linux") {
-        reported / 2
-    } else {
-        reported
-    };
-    (granted < requested).then_some(granted)
-}
-
-/// Binds `workers` sockets for every listen address. An IPv6 address that cannot be bound is
-/// skipped with a warning when the listen list is the default one; otherwise it is an error.
-fn bind_all(
-    config: &Config,
-    workers: usize,
-) -> anyhow::Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>)> {
-    bind_all_with(config, workers, bind_socket)
-}
-
-type Bound = (std::net::UdpSocket, usize, usize);
-
-/// [`bind_all`] with the socket factory as a parameter (tests inject failures).
-fn bind_all_with(
-    config: &Config,
-    workers: usize,
-    bind_socket: impl Fn(SocketAddr, &NetworkConfig) -> io::Result<Bound>,
-) -> anyhow::Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>)> {
-    let net = &config.network;
-    let defaults = net.listen == default_listen();
-    let mut addrs = Vec::new();
-    let mut per_worker: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
-    for &requested in &net.listen {
-        let (first, rcv, snd) = match bind_socket(requested, net) {
-            Ok(s) => s,
-            Err(e) if defaults && requested.is_ipv6() => {
-                tracing::warn!("IPv6 unavailable, serving IPv4 only: cannot bind {requested}: {e}");
-                continue;
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot bind UDP {requested}")),
-        };
-        if let Some(granted) = buffer_capped(net.socket_recv_buffer, rcv) {
-            tracing::warn!(
-                "{requested}: receive buffer capped at {granted} bytes ({} requested); raise net.core.rmem_max",
-                net.socket_recv_buffer
-            );
-        }
-        if let Some(granted) = buffer_capped(net.socket_send_buffer, snd) {
-            tracing::warn!(
-                "{requested}: send buffer capped at {granted} bytes ({} requested); raise net.core.wmem_max",
-                net.socket_send_buffer
-            );
-        }
-        let actual = first.local_addr()?;
-        per_worker[0].push(first);
-        for sockets in per_worker.iter_mut().skip(1) {
-            let (s, _, _) = bind_socket(actual, net)
-                .with_context(|| format!("cannot bind UDP {actual} (SO_REUSEPORT)"))?;
-            sockets.push(s);
-        }
-        addrs.push(actual);
-    }
-    if addrs.is_empty() {
-        anyhow::bail!("no listen address could be bound");
-    }
-    Ok((addrs, per_worker))
-}
-
 /// Binds every listen address, spawns the workers and the maintenance thread, and returns once
 /// all sockets are bound (requests sent after it returns are queued by the kernel and served).
 pub fn start(config: Config) -> anyhow::Result<RunningServer> {
@@ -185,18 +77,16 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         settings: HandlerSettings::from_config(&config),
     });
 
-    let (local_addrs, sockets) = bind_all(&config, workers)?;
-    if !config.privileges.user.is_empty() || !config.privileges.group.is_empty() {
-        #[cfg(unix)]
-        sys::drop_privileges(&config.privileges.user, &config.privileges.group).with_context(
-            || {
-                format!(
-                    "cannot drop privileges to user {:?} group {:?}",
-                    config.privileges.user, config.privileges.group
-                )
-            },
-        )?;
-        tracing::info!(user = %config.privileges.user, group = %config.privileges.group, "privileges dropped");
+    let (local_addrs, sockets) = crate::listen::bind_all(&config, workers)?;
+    let (user, group) = (&config.privileges.user, &config.privileges.group);
+    match drop_privileges(user, group)
+        .with_context(|| format!("cannot drop privileges to user {user:?} group {group:?}"))?
+    {
+        PrivilegeChange::NotAsked => {}
+        PrivilegeChange::AlreadyThere => {
+            tracing::info!(%user, %group, "already running as the configured user and group")
+        }
+        PrivilegeChange::Switched => tracing::info!(%user, %group, "privileges dropped"),
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -240,7 +130,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
             let mut socket = mio::net::UdpSocket::from_std(s);
             poll.registry()
                 .register(&mut socket, Token(i), Interest::READABLE)?;
-            worker_sockets.push(WorkerSocket { socket });
+            worker_sockets.push(socket);
         }
         let panic_flag = Arc::new(AtomicBool::new(false));
         let worker = Worker {
@@ -248,8 +138,8 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
             poll,
             sockets: worker_sockets,
             handler: RequestHandler::new(Arc::clone(&shared), rand::random()),
-            rx: RecvBatch::new(config.network.batch_size),
-            tx: SendBatch::new(config.network.batch_size),
+            rx: RecvBatch::new(config.network.batch_size, MAX_DATAGRAM),
+            tx: SendBatch::new(config.network.batch_size, MAX_REPLY),
             stop: Arc::clone(&stop),
             panic_flag: Arc::clone(&panic_flag),
             slots: Arc::clone(&slots),
@@ -280,9 +170,10 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
             .context("cannot spawn the maintenance thread")?,
     );
     server.maintenance_stop = Some(mstop_tx);
-    for a in &server.local_addrs {
-        tracing::info!("listening on udp {a} ({workers} workers)");
-    }
+    tracing::info!(
+        "{}",
+        crate::logging::startup_line(&config, &server.local_addrs, server.metrics_addr())
+    );
     Ok(server)
 }
 
@@ -383,7 +274,7 @@ impl RunningServer {
     }
 
     /// Re-reads the access-list file now (what SIGHUP does). On error the previous list stays.
-    pub fn reload_access_list(&self) -> Result<(), AccessListError> {
+    pub fn reload_access_list(&self) -> Result<Reloaded, AccessListError> {
         self.shared.access.reload()
     }
 
@@ -443,194 +334,6 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         if !self.threads.is_empty() {
             self.stop_threads();
-        }
-    }
-}
-
-struct Worker {
-    index: usize,
-    poll: Poll,
-    sockets: Vec<WorkerSocket>,
-    handler: RequestHandler,
-    rx: RecvBatch,
-    tx: SendBatch,
-    stop: Arc<AtomicBool>,
-    panic_flag: Arc<AtomicBool>,
-    slots: Arc<Vec<Mutex<Counters>>>,
-}
-
-impl Worker {
-    fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(64);
-        let mut pending = vec![true; self.sockets.len()];
-        let mut last_publish = Instant::now();
-        tracing::debug!(worker = self.index, "worker started");
-        loop {
-            let timeout = if pending.iter().any(|&p| p) {
-                Duration::ZERO
-            } else {
-                PUBLISH_INTERVAL
-            };
-            match self.poll.poll(&mut events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            for ev in events.iter() {
-                if ev.token() != WAKER {
-                    pending[ev.token().0] = true;
-                }
-            }
-            if self.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            if self.panic_flag.load(Ordering::Relaxed) {
-                panic!("injected panic in worker {}", self.index);
-            }
-            for (i, p) in pending.iter_mut().enumerate() {
-                if *p {
-                    *p = self.drain(i);
-                }
-            }
-            if last_publish.elapsed() >= PUBLISH_INTERVAL {
-                self.publish();
-                last_publish = Instant::now();
-            }
-        }
-        self.publish();
-        tracing::debug!(worker = self.index, "worker stopped");
-        Ok(())
-    }
-
-    fn publish(&self) {
-        self.slots[self.index]
-            .lock()
-            .clone_from(&self.handler.counters);
-    }
-
-    /// Reads socket `i` until WouldBlock (returns false) or for a bounded number of batches
-    /// (returns true: more may be waiting).
-    fn drain(&mut self, i: usize) -> bool {
-        let socket = &self.sockets[i].socket;
-        for _ in 0..BATCHES_PER_TURN {
-            let n = match self.rx.recv(socket) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.handler.counters.rx_errors += 1;
-                    continue;
-                }
-            };
-            let c = &mut self.handler.counters;
-            c.recv_batch.record(n as u64);
-            let now = unix_now();
-            for j in 0..n {
-                let (data, src, local) = self.rx.get(j);
-                let Some(buf) = self.tx.next_buf() else { break };
-                if let Some(len) = self.handler.handle(now, src, data, buf) {
-                    self.tx.push(len, src, local);
-                }
-            }
-            if !self.tx.is_empty() {
-                let r = self.tx.flush(socket);
-                let c = &mut self.handler.counters;
-                c.send_batch.record(r.sent as u64);
-                c.tx_packets += r.sent as u64;
-                c.tx_bytes += r.sent_bytes as u64;
-                c.drops[DropReason::SendBufferFull as usize] += r.would_block as u64;
-                c.drops[DropReason::SendError as usize] += r.errors as u64;
-            }
-        }
-        true
-    }
-}
-
-struct Maintenance {
-    shared: Arc<Shared>,
-    clean_interval: Duration,
-    clean_budget: usize,
-    poll_interval: Option<Duration>,
-    stop: crossbeam_channel::Receiver<()>,
-}
-
-impl Maintenance {
-    fn run(self) -> io::Result<()> {
-        let mut next_clean = Instant::now() + self.clean_interval;
-        let mut next_poll = self.poll_interval.map(|p| Instant::now() + p);
-        loop {
-            let wake = next_poll.map_or(next_clean, |p| p.min(next_clean));
-            match self.stop.recv_deadline(wake) {
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                _ => return Ok(()),
-            }
-            let now = Instant::now();
-            if now >= next_clean {
-                let report = self.shared.store.clean(unix_now(), self.clean_budget);
-                tracing::trace!(?report, "clean slice");
-                next_clean = now + self.clean_interval;
-            }
-            if let (Some(p), Some(interval)) = (next_poll, self.poll_interval)
-                && now >= p
-            {
-                self.shared.access.reload_if_changed();
-                next_poll = Some(now + interval);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Binds loopback port 0 instead of the (fixed) default port; IPv6 "unavailable".
-    fn no_ipv6(addr: SocketAddr, net: &NetworkConfig) -> io::Result<Bound> {
-        if addr.is_ipv6() {
-            return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
-        }
-        let local = if addr.port() == 6969 {
-            "127.0.0.1:0".parse().unwrap()
-        } else {
-            addr
-        };
-        bind_socket(local, net)
-    }
-
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn capped_buffers_are_detected() {
-        // rmem_max = 4 MiB, 8 MiB requested: Linux reports 8 MiB (2 x 4 MiB), which is capped.
-        assert_eq!(buffer_capped(8 << 20, 8 << 20), Some(4 << 20));
-        assert_eq!(buffer_capped(1 << 20, 2 << 20), None);
-    }
-
-    #[test]
-    fn default_listen_without_ipv6_serves_ipv4_only() {
-        let config = Config::default();
-        assert_eq!(config.network.listen, default_listen());
-        let (addrs, sockets) = bind_all_with(&config, 2, no_ipv6).unwrap();
-        assert_eq!(addrs.len(), 1);
-        assert!(addrs[0].is_ipv4());
-        assert_eq!(sockets.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1]);
-    }
-
-    #[test]
-    fn explicit_ipv6_listen_that_cannot_be_bound_fails() {
-        let mut config = Config::default();
-        config.network.listen = vec!["127.0.0.1:0".parse().unwrap(), "[::]:0".parse().unwrap()];
-        let e = bind_all_with(&config, 1, no_ipv6).unwrap_err();
-        assert!(format!("{e:#}").contains("[::]:0"), "{e:#}");
-    }
-
-    #[test]
-    fn workers_share_the_resolved_port() {
-        let mut config = Config::default();
-        config.network.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        let (addrs, sockets) = bind_all(&config, 3).unwrap();
-        assert_ne!(addrs[0].port(), 0);
-        for s in sockets.iter().flatten() {
-            assert_eq!(s.local_addr().unwrap(), addrs[0]);
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use fjord_protocol::{
     AnnounceEvent, AnnounceOptions, AnnounceRequest, ConnectRequest, ConnectionId, InfoHash,
-    PeerFamily, PeerId, Request, Response, TransactionId,
+    IpFamily, PeerId, Request, Response, TransactionId,
 };
 use fjord_server::{Config, start};
 
@@ -160,7 +160,7 @@ fn prometheus_scrapes_what_fjord_counted() {
         }),
         &mut buf,
     );
-    let connection_id = match Response::parse(&buf[..n], PeerFamily::V4) {
+    let connection_id = match Response::parse(&buf[..n], IpFamily::V4) {
         Ok(Response::Connect(c)) => c.connection_id,
         other => panic!("connect reply: {other:?}"),
     };
@@ -184,7 +184,7 @@ fn prometheus_scrapes_what_fjord_counted() {
         });
         let n = round_trip(&sock, udp, &req, &mut buf);
         assert!(matches!(
-            Response::parse(&buf[..n], PeerFamily::V4),
+            Response::parse(&buf[..n], IpFamily::V4),
             Ok(Response::Announce(_))
         ));
     }

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use fjord_protocol::{
     AnnounceEvent, AnnounceOptions, AnnounceRequest, ConnectRequest, ConnectionId, InfoHash,
     PeerId, ScrapeRequest, TransactionId,
 };
 use fjord_server::config::{AccessListMode, DEFAULT_CONFIG_TOML};
-use fjord_server::counters::{Action, DropReason, ErrorReason, IpVersion};
+use fjord_server::counters::{Action, DropReason, ErrorReason, IpFamily};
 use fjord_server::{Config, start};
 
 const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
@@ -201,14 +203,14 @@ fn two_clients_see_each_other_over_ipv4_and_ipv6() {
     );
 
     let counts = server.shutdown().unwrap();
-    assert_eq!(counts.requests(Action::Connect, IpVersion::V4), 4);
-    assert_eq!(counts.responses(Action::Connect, IpVersion::V4), 4);
-    assert_eq!(counts.responses(Action::Announce, IpVersion::V4), 3);
-    assert_eq!(counts.responses(Action::Scrape, IpVersion::V4), 1);
+    assert_eq!(counts.requests(Action::Connect, IpFamily::V4), 4);
+    assert_eq!(counts.responses(Action::Connect, IpFamily::V4), 4);
+    assert_eq!(counts.responses(Action::Announce, IpFamily::V4), 3);
+    assert_eq!(counts.responses(Action::Scrape, IpFamily::V4), 1);
     assert_eq!(counts.drops(DropReason::Short), 1);
     assert_eq!(counts.drops(DropReason::BadConnectionId), 1);
     if v6 {
-        assert_eq!(counts.responses(Action::Announce, IpVersion::V6), 2);
+        assert_eq!(counts.responses(Action::Announce, IpFamily::V6), 2);
     }
     assert_eq!(
         counts.tx_packets,
@@ -231,7 +233,7 @@ fn counters_are_published_while_running() {
     let c = Client::new("127.0.0.1:0", server.local_addrs()[0]);
     c.connect();
     eventually("published connect counter", || {
-        server.counters().responses(Action::Connect, IpVersion::V4) == 1
+        server.counters().responses(Action::Connect, IpFamily::V4) == 1
     });
     assert!(server.counters().rx_bytes >= 16);
     server.shutdown().unwrap();
@@ -250,7 +252,7 @@ fn so_reuseport_spreads_clients_over_workers() {
     let per_worker = |s: &fjord_server::RunningServer| -> Vec<u64> {
         s.worker_counters()
             .iter()
-            .map(|c| c.responses(Action::Connect, IpVersion::V4))
+            .map(|c| c.responses(Action::Connect, IpFamily::V4))
             .collect()
     };
     eventually("all counted", || {
@@ -447,9 +449,9 @@ fn spawn_fjord(args: &[&str]) -> (Child, SocketAddr) {
     (Child(child), addr.parse().unwrap())
 }
 
-fn signal(child: &Child, sig: libc::c_int) {
-    // SAFETY: kill(2) with the pid of our own child process.
-    assert_eq!(unsafe { libc::kill(child.0.id() as libc::pid_t, sig) }, 0);
+fn signal(child: &Child, sig: Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, sig).unwrap();
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -494,19 +496,18 @@ fn binary_serves_reloads_on_sighup_and_stops_on_sigterm() {
         1,
         "no reload without SIGHUP"
     );
-    signal(&child, libc::SIGHUP);
+    signal(&child, Signal::SIGHUP);
     eventually("deny list in force after SIGHUP", || {
         u32_at(&c.announce([7; 20], 1, 1), 0) == 3
     });
-    signal(&child, libc::SIGTERM);
+    signal(&child, Signal::SIGTERM);
     let status = wait_exit(&mut child);
     assert!(status.success(), "{status:?}");
 }
 
 #[test]
 fn binary_drops_privileges_when_run_as_root() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         eprintln!("not root: privilege dropping cannot be exercised here");
         return;
     }

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use fjord_protocol::{
-    Action, AnnounceOption, BufferTooSmall, PROTOCOL_ID, ParseLimits, PeerFamily, Request,
+    Action, AnnounceOption, BufferTooSmall, IpFamily, PROTOCOL_ID, ParseLimits, Request,
     RequestError, Response, ResponseError,
 };
 
@@ -177,7 +177,7 @@ fn check_request_error(data: &[u8], error: &RequestError) {
 
 /// `Response::parse` never panics and is exactly as strict as documented, for both families.
 pub fn parse_response(data: &[u8]) {
-    for family in [PeerFamily::V4, PeerFamily::V6] {
+    for family in [IpFamily::V4, IpFamily::V6] {
         let result = Response::parse(data, family);
         if data.len() < 8 {
             assert_eq!(result, Err(ResponseError::TooShort));
@@ -274,7 +274,7 @@ pub fn roundtrip(data: &[u8]) {
         assert_eq!(Request::parse(&out[..n], &limits), Ok(expected));
         assert_eq!(request.write(&mut out[..n - 1]), Err(BufferTooSmall));
     }
-    for family in [PeerFamily::V4, PeerFamily::V6] {
+    for family in [IpFamily::V4, IpFamily::V6] {
         let Ok(response) = Response::parse(data, family) else {
             continue;
         };

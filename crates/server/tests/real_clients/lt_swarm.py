@@ -11,7 +11,14 @@ the tracker's loopback address (127.0.0.1 or ::1, distinct ephemeral ports) with
 (no default plugins, disable_pex), UPnP and NAT-PMP off, so the leecher can only learn of the
 seeder through the tracker (checked: every peer either came from the tracker or connected in).
 Succeeds (exit 0, last line "OK ...") when the leecher has the complete file, its bytes equal
-the seeder's, and a scrape of the tracker through the leecher answers. Otherwise exits 1 with
+the seeder's, and a scrape of the tracker through the leecher answers.
+
+The payload is read only after libtorrent has written it: `is_seeding` turns true when every
+piece passed its hash check, which libtorrent 2 may compute from its in-memory store buffer while
+the write jobs are still queued. So the script waits for every piece (`have_piece`), then calls
+`flush_cache()`, which releases the torrent's files with a fence job that runs after every
+outstanding disk job of that torrent, and reads the file after the matching
+`cache_flushed_alert`. Otherwise exits 1 with
 a "FAIL: ..." line and the alerts that matter. Everything lives in a temporary directory that
 is removed on exit.
 """
@@ -57,7 +64,8 @@ def make_session(name, host):
         | lt.alert_category.status
         | lt.alert_category.tracker
         | lt.alert_category.connect
-        | lt.alert_category.peer,
+        | lt.alert_category.peer
+        | lt.alert_category.storage,
         "user_agent": "fjord-real-clients-" + name,
     }
     # flags=0: no default plugins, i.e. no ut_pex (PEX) and no ut_metadata.
@@ -86,6 +94,22 @@ def pump(sessions, events, wait_ms=100):
             got.append((name, a))
             events.append("%s %s: %s" % (name, type(a).__name__, a.message()))
     return got
+
+
+def wait_written(handle, name, sessions, events, deadline):
+    """Returns once every piece of `handle` is verified and on disk (see the module doc)."""
+    num_pieces = handle.torrent_file().num_pieces()
+    while not all(handle.have_piece(i) for i in range(num_pieces)):
+        if time.monotonic() > deadline:
+            fail("%s: not every piece verified before the deadline" % name, events)
+        pump(sessions, events)
+    handle.flush_cache()
+    while True:
+        if time.monotonic() > deadline:
+            fail("%s: no cache_flushed_alert after flush_cache()" % name, events)
+        for who, a in pump(sessions, events):
+            if who == name and isinstance(a, lt.cache_flushed_alert):
+                return
 
 
 def run(tracker, work, deadline, events):
@@ -171,7 +195,8 @@ def run(tracker, work, deadline, events):
     if not any(v & 1 for v in sources.values()):
         fail("no peer came from the tracker: %s" % sources, events)
 
-    # 3. Verify the content byte for byte.
+    # 3. Verify the content byte for byte, once libtorrent has written all of it.
+    wait_written(leech_h, "leecher", sessions, events, deadline)
     with open(os.path.join(leech_dir, "payload.bin"), "rb") as f:
         got = f.read()
     if got != data:

@@ -1,0 +1,262 @@
+//! The threads of a running server: UDP workers (one mio event loop each) and the maintenance
+//! thread (expiry slices, access-list polling).
+//!
+//! A worker owns its `Poll`, its sockets (one per listen address, each a `SO_REUSEPORT`
+//! sibling of the other workers' sockets), one [`RecvBatch`] and one [`SendBatch`] (fjord-udp:
+//! `recvmmsg`/`sendmmsg`, allocated once), and its [`RequestHandler`]. Per batch it receives up
+//! to `network.batch_size` datagrams, hands each to the handler, which writes its reply straight
+//! into the send batch, and sends the replies with one system call, each from the local address
+//! its request was sent to.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fjord_udp::{RecvBatch, SendBatch};
+use mio::{Events, Poll, Token};
+use parking_lot::Mutex;
+
+use crate::counters::{Counters, DropReason};
+use crate::fjord_store::{StoreConfig, StoreStats};
+use crate::handler::{RequestHandler, Shared};
+
+/// Counters are published by each worker at least this often.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Largest datagram read in full; longer ones are cut (no valid request is longer than
+/// 16 + 74·20 = 1,496 bytes of scrape, or an announce with ~1,900 bytes of BEP 41 options).
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// The waker's token; sockets are `Token(0..)`.
+pub(crate) const WAKER: Token = Token(usize::MAX);
+/// Receive batches handled for one socket before the worker looks at its other sockets,
+/// its stop flag and its counters (the socket stays marked pending).
+const BATCHES_PER_TURN: usize = 64;
+
+/// Current Unix time in seconds, as u32 (valid until 2106).
+pub fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// One UDP worker thread's state.
+pub(crate) struct Worker {
+    pub(crate) index: usize,
+    pub(crate) poll: Poll,
+    /// Registered with `poll` as `Token(i)`.
+    pub(crate) sockets: Vec<mio::net::UdpSocket>,
+    pub(crate) handler: RequestHandler,
+    pub(crate) rx: RecvBatch,
+    pub(crate) tx: SendBatch,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) panic_flag: Arc<AtomicBool>,
+    /// Worker `index` publishes its counters into `slots[index]`.
+    pub(crate) slots: Arc<Vec<Mutex<Counters>>>,
+}
+
+impl Worker {
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(64);
+        let mut pending = vec![true; self.sockets.len()];
+        let mut last_publish = Instant::now();
+        tracing::debug!(worker = self.index, "worker started");
+        loop {
+            let timeout = if pending.iter().any(|&p| p) {
+                Duration::ZERO
+            } else {
+                PUBLISH_INTERVAL
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                if ev.token() != WAKER {
+                    pending[ev.token().0] = true;
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if self.panic_flag.load(Ordering::Relaxed) {
+                panic!("injected panic in worker {}", self.index);
+            }
+            for (i, p) in pending.iter_mut().enumerate() {
+                if *p {
+                    *p = self.drain(i);
+                }
+            }
+            if last_publish.elapsed() >= PUBLISH_INTERVAL {
+                self.publish();
+                last_publish = Instant::now();
+            }
+        }
+        self.publish();
+        tracing::debug!(worker = self.index, "worker stopped");
+        Ok(())
+    }
+
+    fn publish(&self) {
+        self.slots[self.index]
+            .lock()
+            .clone_from(&self.handler.counters);
+    }
+
+    /// Reads socket `i` until WouldBlock (returns false) or for a bounded number of batches
+    /// (returns true: more may be waiting).
+    fn drain(&mut self, i: usize) -> bool {
+        let socket = &self.sockets[i];
+        for _ in 0..BATCHES_PER_TURN {
+            let n = match self.rx.recv(socket) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.handler.counters.rx_errors += 1;
+                    continue;
+                }
+            };
+            self.handler.counters.recv_batch.record(n as u64);
+            let now = unix_now();
+            for j in 0..n {
+                let d = self.rx.get(j);
+                let Some(buf) = self.tx.next_buf() else { break };
+                if let Some(len) = self.handler.handle(now, d.src, d.data, buf) {
+                    self.tx.push(len, d.src, d.dst);
+                }
+            }
+            if !self.tx.is_empty() {
+                let r = self.tx.send(socket, |_, _| {});
+                let c = &mut self.handler.counters;
+                c.send_batch.record(r.sent as u64);
+                c.tx_packets += r.sent as u64;
+                c.tx_bytes += r.sent_bytes as u64;
+                c.drops[DropReason::SendBufferFull as usize] += r.would_block as u64;
+                c.drops[DropReason::SendError as usize] += r.errors as u64;
+            }
+        }
+        true
+    }
+}
+
+/// The maintenance thread: one expiry slice every `clean_interval`, and the access-list file
+/// checked every `poll_interval`.
+pub(crate) struct Maintenance {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) clean_interval: Duration,
+    pub(crate) clean_budget: usize,
+    pub(crate) poll_interval: Option<Duration>,
+    /// Closed (or sent to) when the server stops.
+    pub(crate) stop: crossbeam_channel::Receiver<()>,
+}
+
+impl Maintenance {
+    pub(crate) fn run(self) -> io::Result<()> {
+        let mut limits = LimitWatch::default();
+        let mut next_clean = Instant::now() + self.clean_interval;
+        let mut next_poll = self.poll_interval.map(|p| Instant::now() + p);
+        loop {
+            let wake = next_poll.map_or(next_clean, |p| p.min(next_clean));
+            match self.stop.recv_deadline(wake) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                _ => return Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_clean {
+                let report = self.shared.store.clean(unix_now(), self.clean_budget);
+                tracing::trace!(?report, "clean slice");
+                limits.observe(&self.shared.store.stats(), self.shared.store.config());
+                next_clean = now + self.clean_interval;
+            }
+            if let (Some(p), Some(interval)) = (next_poll, self.poll_interval)
+                && now >= p
+            {
+                self.shared.access.reload_if_changed();
+                next_poll = Some(now + interval);
+            }
+        }
+    }
+}
+
+/// Says in the log when the store reaches `store.max_peers` or `store.max_swarms` (announces
+/// are then answered but not stored), and when it is back below 90 % of the limit: a full store
+/// is never silent, and the log is not flooded while it stays full.
+#[derive(Debug, Default)]
+pub(crate) struct LimitWatch {
+    peers_full: bool,
+    swarms_full: bool,
+}
+
+impl LimitWatch {
+    pub(crate) fn observe(&mut self, stats: &StoreStats, config: &StoreConfig) {
+        let peers = stats.v4.seeders + stats.v4.leechers + stats.v6.seeders + stats.v6.leechers;
+        let swarms = stats.v4.swarms + stats.v6.swarms;
+        for (full, used, max, key, what) in [
+            (
+                &mut self.peers_full,
+                peers,
+                config.max_peers,
+                "store.max_peers",
+                "new peers",
+            ),
+            (
+                &mut self.swarms_full,
+                swarms,
+                config.max_swarms,
+                "store.max_swarms",
+                "new swarms",
+            ),
+        ] {
+            match crossing(full, used, max as u64) {
+                Some(true) => tracing::warn!(
+                    "the store is full: {used} of {key} = {max}; {what} are answered but not stored \
+                     (fjord_peers_rejected_total); raise {key}"
+                ),
+                Some(false) => tracing::info!("the store is below 90 % of {key} = {max} again"),
+                None => {}
+            }
+        }
+    }
+}
+
+/// Updates `full` for `used` of `max`: `Some(true)` when the limit is reached, `Some(false)`
+/// when usage falls back below 90 % of it, `None` when nothing changed.
+fn crossing(full: &mut bool, used: u64, max: u64) -> Option<bool> {
+    let now_full = if *full {
+        used.saturating_mul(10) >= max.saturating_mul(9)
+    } else {
+        used >= max
+    };
+    (now_full != std::mem::replace(full, now_full)).then_some(now_full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crossing;
+
+    #[test]
+    fn a_full_store_is_reported_once_and_again_below_ninety_percent() {
+        let mut full = false;
+        let seen: Vec<Option<bool>> = [50, 100, 120, 95, 90, 89, 99, 100]
+            .into_iter()
+            .map(|used| crossing(&mut full, used, 100))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                None,
+                Some(true),
+                None,
+                None,
+                None,
+                Some(false),
+                None,
+                Some(true)
+            ]
+        );
+    }
+}
