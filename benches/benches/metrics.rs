@@ -46,6 +46,7 @@ fn scrape(c: &mut Criterion) {
                 access_list_entries: 10_000,
                 access_list_reloads_ok: 3,
                 access_list_reloads_failed: 0,
+                access_list_last_reload_ok: true,
                 workers: 8,
             });
             black_box(text.len())

@@ -7,6 +7,11 @@
 //! local to this endpoint rather than installed globally, so several servers can run in one
 //! process) and render the text exposition format.
 //!
+//! The standard process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+//! `process_open_fds`, `process_start_time_seconds`, …) come from the `metrics-process` crate,
+//! read from `/proc/self` at each scrape, so the usual Prometheus dashboards and alerts work
+//! unchanged. Its CPU counter has whole-second resolution.
+//!
 //! The three histograms (datagrams per receive and send batch, peers per announce reply) are kept
 //! by the workers as fixed buckets; the `metrics` facade can only record single observations, so
 //! those are rendered here directly in the same exposition format.
@@ -38,6 +43,8 @@ pub struct MetricsInput {
     pub access_list_reloads_ok: u64,
     /// Failed access-list reloads since start (the previous list stayed in force).
     pub access_list_reloads_failed: u64,
+    /// Whether the most recent access-list load succeeded (the file on disk is in force).
+    pub access_list_last_reload_ok: bool,
     /// Worker threads serving UDP.
     pub workers: u64,
 }
@@ -46,6 +53,7 @@ pub struct MetricsInput {
 pub struct Exposition {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    process: metrics_process::Collector,
 }
 
 impl std::fmt::Debug for Exposition {
@@ -112,6 +120,10 @@ const HELP: &[(&str, &str)] = &[
         "fjord_access_list_reloads_total",
         "Access-list loads, by result (ok or error).",
     ),
+    (
+        "fjord_access_list_last_reload_successful",
+        "1 if the most recent access-list load succeeded, 0 if the file on disk was refused.",
+    ),
     ("fjord_workers", "UDP worker threads."),
     ("fjord_build_info", "Always 1; the version is a label."),
     (
@@ -126,6 +138,19 @@ const HELP: &[(&str, &str)] = &[
         "fjord_announce_response_peers",
         "Peers handed out per announce reply.",
     ),
+];
+
+/// The process metrics `metrics-process` exports on Linux (documented there and in
+/// docs/operations.md; the first four are what the dashboards and alerts use).
+pub const PROCESS_METRICS: &[&str] = &[
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_start_time_seconds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
+    "process_threads",
 ];
 
 fn help(name: &str) -> &'static str {
@@ -149,7 +174,9 @@ impl Exposition {
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
+        let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || {
+            process.describe();
             for (name, text) in HELP {
                 let unit = name.ends_with("_bytes_total").then_some(Unit::Bytes);
                 if name.ends_with("_total") {
@@ -162,7 +189,11 @@ impl Exposition {
                 }
             }
         });
-        Exposition { recorder, handle }
+        Exposition {
+            recorder,
+            handle,
+            process,
+        }
     }
 
     /// Sets every value from `input` and renders the text exposition format.
@@ -173,9 +204,11 @@ impl Exposition {
             access_list_entries,
             access_list_reloads_ok,
             access_list_reloads_failed,
+            access_list_last_reload_ok,
             workers,
         } = input;
         metrics::with_local_recorder(&self.recorder, || {
+            self.process.collect();
             counters.visit(|m| {
                 if let Metric::Counter(name, labels, value) = m {
                     metrics::counter!(name, owned_labels(labels)).absolute(value);
@@ -195,6 +228,8 @@ impl Exposition {
                 .absolute(*access_list_reloads_ok);
             metrics::counter!("fjord_access_list_reloads_total", "result" => "error")
                 .absolute(*access_list_reloads_failed);
+            metrics::gauge!("fjord_access_list_last_reload_successful")
+                .set(f64::from(u8::from(*access_list_last_reload_ok)));
             metrics::gauge!("fjord_workers").set(*workers as f64);
             metrics::gauge!("fjord_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         });
@@ -395,6 +430,7 @@ mod tests {
             access_list_entries: 9,
             access_list_reloads_ok: 2,
             access_list_reloads_failed: 1,
+            access_list_last_reload_ok: false,
             workers: 2,
         }
     }
@@ -410,6 +446,7 @@ mod tests {
             "fjord_completed_total 6",
             "fjord_access_list_entries 9",
             "fjord_access_list_reloads_total{result=\"error\"} 1",
+            "fjord_access_list_last_reload_successful 0",
             "fjord_recv_batch_datagrams_bucket{le=\"8\"} 1",
             "fjord_announce_response_peers_sum 50",
             "fjord_workers 2",
@@ -423,7 +460,11 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         )));
         // Every documented metric appears, and nothing undocumented does.
-        for (name, _) in HELP {
+        let documented = HELP
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(PROCESS_METRICS.iter().copied());
+        for name in documented {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
                 "{name} not exported"
@@ -431,7 +472,10 @@ mod tests {
         }
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let name = line.split_whitespace().nth(2).unwrap_or("");
-            assert!(HELP.iter().any(|(n, _)| *n == name), "{name} undocumented");
+            assert!(
+                HELP.iter().any(|(n, _)| *n == name) || PROCESS_METRICS.contains(&name),
+                "{name} undocumented"
+            );
         }
     }
 

@@ -312,6 +312,7 @@ fn start_metrics(
                 access_list_entries: access.current().len() as u64,
                 access_list_reloads_ok: access.generation(),
                 access_list_reloads_failed: access.failed_reloads(),
+                access_list_last_reload_ok: !access.last_reload_failed(),
                 workers,
             })
         },
