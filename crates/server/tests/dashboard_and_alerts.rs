@@ -16,7 +16,6 @@
 //! everything else is the shipped file. Without Prometheus the test is skipped, except in CI.
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,18 +23,12 @@ use std::time::{Duration, Instant};
 use fjord_bench::config::{BenchConfig, LoadMode};
 
 mod support;
-use support::{Prometheus, TempDir, signal, spawn_fjord, wait_exit};
+use support::{Prometheus, TempDir, repo_file, signal, spawn_fjord, wait_exit};
 
 /// Every phase must reach its state within this long.
 const PHASE_DEADLINE: Duration = Duration::from_secs(90);
 /// What `$__rate_interval` stands for (Grafana derives it from the scrape interval).
 const RATE_INTERVAL: &str = "1m";
-
-fn repo_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel)
-}
 
 /// Every `expr` of every panel (rows' nested panels included), with its panel's title.
 fn dashboard_queries() -> Vec<(String, String)> {
