@@ -16,31 +16,10 @@ pub fn repo_file(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// A directory under the system temp dir, removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .subsec_nanos();
-        let p =
-            std::env::temp_dir().join(format!("fjord-test-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+// The unit tests' temporary directory, shared rather than written again.
+#[path = "../../src/test_util.rs"]
+mod test_util;
+pub use test_util::TempDir;
 
 /// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
 pub struct KillOnDrop(pub Child);
