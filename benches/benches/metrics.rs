@@ -4,7 +4,7 @@
 //! is the share of one core that metrics cost.
 use criterion::{Criterion, criterion_group, criterion_main};
 use fjord_server::counters::{Action, Counters, IpFamily};
-use fjord_server::fjord_store::{FamilyStats, StoreStats};
+use fjord_server::fjord_store::{self as fjord_store, FamilyStats, StoreStats};
 use fjord_server::metrics::{Exposition, MetricsInput};
 use std::hint::black_box;
 
@@ -44,9 +44,16 @@ fn scrape(c: &mut Criterion) {
             let text = exposition.render(&MetricsInput {
                 counters,
                 store: StoreStats { v4: fam, v6: fam },
+                clean: fjord_store::CleanStats {
+                    last_cycle_secs: Some(240),
+                    cycles: 100,
+                    cycle_limit_secs: 300,
+                },
+                store_limits: (50_000_000, 10_000_000),
                 access_list_entries: 10_000,
                 access_list_reloads_ok: 3,
                 access_list_reloads_failed: 0,
+                access_list_last_reload_ok: true,
                 workers: 8,
             });
             black_box(text.len())

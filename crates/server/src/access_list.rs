@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -129,6 +129,8 @@ pub struct AccessListSource {
     generation: AtomicU64,
     /// Failed reloads (the previous list stayed in force).
     failures: AtomicU64,
+    /// Whether the most recent load attempt failed (a fixed file's next reload clears it).
+    last_reload_failed: AtomicBool,
     /// Serialises reloads (cold path only) and remembers what the file looked like at the last
     /// load attempt.
     reload_lock: parking_lot::Mutex<Option<FileStamp>>,
@@ -171,6 +173,7 @@ impl AccessListSource {
             path,
             generation: AtomicU64::new(1),
             failures: AtomicU64::new(0),
+            last_reload_failed: AtomicBool::new(false),
             reload_lock: parking_lot::Mutex::new(st),
         })
     }
@@ -183,6 +186,7 @@ impl AccessListSource {
             path: None,
             generation: AtomicU64::new(1),
             failures: AtomicU64::new(0),
+            last_reload_failed: AtomicBool::new(false),
             reload_lock: parking_lot::Mutex::new(None),
         }
     }
@@ -207,6 +211,12 @@ impl AccessListSource {
         self.failures.load(Ordering::Acquire)
     }
 
+    /// Whether the most recent load attempt failed, i.e. the file on disk is not the list in
+    /// force (false after the initial load and after every successful reload).
+    pub fn last_reload_failed(&self) -> bool {
+        self.last_reload_failed.load(Ordering::Acquire)
+    }
+
     /// The file, unless the list is off.
     fn file(&self) -> Option<&Path> {
         self.path
@@ -225,10 +235,12 @@ impl AccessListSource {
         *seen = Some(stamp(path));
         let list = AccessList::load(self.mode, path).inspect_err(|_| {
             self.failures.fetch_add(1, Ordering::AcqRel);
+            self.last_reload_failed.store(true, Ordering::Release);
         })?;
         let hashes = list.len();
         self.current.store(Arc::new(list));
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.last_reload_failed.store(false, Ordering::Release);
         tracing::info!(path = %path.display(), hashes, "access list loaded");
         Ok(Reloaded::Loaded { hashes })
     }
@@ -314,13 +326,19 @@ mod tests {
         assert_eq!(src.generation(), 2);
         assert!(!cache.load().allows(&h(1)));
         assert!(cache.load().allows(&h(2)));
+        assert!(!src.last_reload_failed());
         std::fs::write(&path, "0303\n").unwrap();
         assert!(src.reload().is_err());
+        assert!(src.last_reload_failed(), "the file on disk is not in force");
         assert_eq!(src.generation(), 2);
         assert_eq!(src.failed_reloads(), 1);
         assert!(cache.load().allows(&h(2)), "previous list stays in force");
         // Unchanged file: no reload attempted.
         assert!(!src.reload_if_changed());
+        // A fixed file clears the failure.
+        std::fs::write(&path, "0404040404040404040404040404040404040404\n").unwrap();
+        src.reload().unwrap();
+        assert!(!src.last_reload_failed());
     }
 
     /// Regression (issue 11): a file that can no longer be examined (gone, or its directory

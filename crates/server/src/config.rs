@@ -189,8 +189,11 @@ pub struct StoreSection {
     pub peer_timeout_secs: u32,
     /// How often the maintenance thread runs one cleaning slice, milliseconds.
     pub clean_interval_ms: u64,
-    /// Swarms examined per cleaning slice (keeps expiry incremental).
+    /// Swarms examined per cleaning slice at least (keeps expiry incremental).
     pub clean_swarms_per_slice: usize,
+    /// Longest time a clean cycle (a visit of every swarm) may take, seconds: slices grow as
+    /// needed to keep it (`StoreConfig::clean_cycle_secs`).
+    pub clean_cycle_secs: u32,
 }
 
 /// The store's own defaults ([`StoreConfig::default`](crate::fjord_store::StoreConfig)): one
@@ -204,6 +207,7 @@ impl Default for StoreSection {
             peer_timeout_secs: store.peer_timeout_secs,
             clean_interval_ms: 1000,
             clean_swarms_per_slice: 4096,
+            clean_cycle_secs: store.clean_cycle_secs,
         }
     }
 }
@@ -424,16 +428,33 @@ impl Config {
             ));
         }
         // The store keeps 8-second stamps in 13 bits: at most 4095 units of 8 s.
-        if !(60..=32_760).contains(&s.peer_timeout_secs) {
+        let max_timeout = crate::fjord_store::MAX_PEER_TIMEOUT_SECS;
+        if !(60..=max_timeout).contains(&s.peer_timeout_secs) {
             return Err(invalid(
                 "store.peer_timeout_secs",
-                "must be between 60 and 32760",
+                format!("must be between 60 and {max_timeout}"),
             ));
         }
-        if s.clean_interval_ms == 0 || s.clean_interval_ms > 3_600_000 {
+        if s.clean_interval_ms == 0 || s.clean_interval_ms > 300_000 {
             return Err(invalid(
                 "store.clean_interval_ms",
-                "must be between 1 and 3600000",
+                "must be between 1 and 300000 (5 minutes)",
+            ));
+        }
+        // Every peer must be visited before its stamp's age wraps: the cycle plus one call
+        // interval must fit the window the timeout leaves.
+        let window = self.store_config().max_clean_cycle_secs();
+        let interval = s.clean_interval_ms.div_ceil(1000) as u32;
+        if s.clean_cycle_secs == 0 || s.clean_cycle_secs.saturating_add(interval) > window {
+            return Err(invalid(
+                "store.clean_cycle_secs",
+                format!(
+                    "must be between 1 and {} with peer_timeout_secs = {} and clean_interval_ms = {} \
+                     (a peer must be expired before its 18.2-hour stamp wraps)",
+                    window.saturating_sub(interval),
+                    s.peer_timeout_secs,
+                    s.clean_interval_ms
+                ),
             ));
         }
         if s.clean_swarms_per_slice == 0 {
@@ -492,6 +513,7 @@ impl Config {
             max_peers: self.store.max_peers,
             max_swarms: self.store.max_swarms,
             peer_timeout_secs: self.store.peer_timeout_secs,
+            clean_cycle_secs: self.store.clean_cycle_secs,
             default_num_want: self.protocol.default_num_want as usize,
             max_num_want_v4: self.protocol.max_num_want_v4 as usize,
             max_num_want_v6: self.protocol.max_num_want_v6 as usize,

@@ -48,9 +48,15 @@ fn store_defaults_are_the_stores_and_the_template_says_their_memory() {
         (
             section.max_peers,
             section.max_swarms,
-            section.peer_timeout_secs
+            section.peer_timeout_secs,
+            section.clean_cycle_secs
         ),
-        (store.max_peers, store.max_swarms, store.peer_timeout_secs)
+        (
+            store.max_peers,
+            store.max_swarms,
+            store.peer_timeout_secs,
+            store.clean_cycle_secs
+        )
     );
     assert_eq!(Config::default().store_config(), store);
     let text = section.memory_allowed_text();
@@ -123,6 +129,16 @@ fn invalid_values_name_the_key() {
             "[store]\npeer_timeout_secs = 40000",
             "store.peer_timeout_secs",
         ),
+        (
+            "[store]\nclean_interval_ms = 300001",
+            "store.clean_interval_ms",
+        ),
+        ("[store]\nclean_cycle_secs = 0", "store.clean_cycle_secs"),
+        // Issue 10: at the largest timeout the stamps leave a cycle of ~9 h, not 10.
+        (
+            "[store]\npeer_timeout_secs = 32767\nclean_cycle_secs = 36000",
+            "store.clean_cycle_secs",
+        ),
     ] {
         let e = Config::from_toml_str(toml).unwrap_err();
         assert!(
@@ -132,6 +148,8 @@ fn invalid_values_name_the_key() {
         assert!(e.to_string().contains(key));
     }
     // Wrong types are parse errors naming the key.
+    // The largest timeout with the largest cycle it allows is accepted.
+    Config::from_toml_str("[store]\npeer_timeout_secs = 32767\nclean_cycle_secs = 32631").unwrap();
     let e = Config::from_toml_str("workers = \"four\"")
         .unwrap_err()
         .to_string();

@@ -31,6 +31,7 @@ use crate::access_list::{AccessListCache, AccessListSource};
 use crate::config::Config;
 use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Action, Counters, DropReason, ErrorReason, IpFamily};
+use crate::worker::{Now, StoreClock};
 
 /// Room for one reply: the largest is 1,220 bytes (200 IPv4 peers).
 pub const MAX_REPLY: usize = 1280;
@@ -79,6 +80,8 @@ pub struct Shared {
     pub access: Arc<AccessListSource>,
     /// Protocol settings.
     pub settings: HandlerSettings,
+    /// The store's monotonic clock (workers and the cleaner read the same one).
+    pub clock: StoreClock,
 }
 
 impl std::fmt::Debug for Shared {
@@ -138,12 +141,13 @@ impl RequestHandler {
         (t >> 64) as u64 ^ t as u64
     }
 
-    /// Handles one datagram from `src` received at `now` (Unix seconds). Writes the reply into
+    /// Handles one datagram from `src` received at `now` (Unix seconds for connection ids, the
+    /// store's monotonic seconds for peers). Writes the reply into
     /// `out` (at least [`MAX_REPLY`] bytes) and returns its length, or `None` for
     /// silence. Counts everything.
     pub fn handle(
         &mut self,
-        now: u32,
+        now: Now,
         src: SocketAddr,
         bytes: &[u8],
         out: &mut [u8],
@@ -154,12 +158,12 @@ impl RequestHandler {
         self.counters.rx_bytes += bytes.len() as u64;
         let request = match Request::parse(bytes, &self.shared.settings.limits) {
             Ok(r) => r,
-            Err(e) => return self.parse_error(now, ip, v, &e, out),
+            Err(e) => return self.parse_error(now.unix, ip, v, &e, out),
         };
         let reply = match request {
             Request::Connect(c) => {
                 self.count_request(Action::Connect, v);
-                let id = self.shared.validator.issue(now, ip);
+                let id = self.shared.validator.issue(now.unix, ip);
                 let r = ConnectResponse {
                     transaction_id: c.transaction_id,
                     connection_id: ConnectionId(id),
@@ -168,14 +172,22 @@ impl RequestHandler {
             }
             Request::Announce(a) => {
                 self.count_request(Action::Announce, v);
-                if !self.shared.validator.is_valid(a.connection_id.0, ip, now) {
+                if !self
+                    .shared
+                    .validator
+                    .is_valid(a.connection_id.0, ip, now.unix)
+                {
                     return self.silence(DropReason::BadConnectionId);
                 }
-                self.announce(now, ip, &a, out)
+                self.announce(now.store, ip, &a, out)
             }
             Request::Scrape(s) => {
                 self.count_request(Action::Scrape, v);
-                if !self.shared.validator.is_valid(s.connection_id.0, ip, now) {
+                if !self
+                    .shared
+                    .validator
+                    .is_valid(s.connection_id.0, ip, now.unix)
+                {
                     return self.silence(DropReason::BadConnectionId);
                 }
                 self.scrape(ip, &s, out).map(|n| (n, Action::Scrape))

@@ -17,6 +17,7 @@ use crate::counters::{Action, DropReason, ErrorReason, IpFamily, NotStoredReason
 use crate::fjord_store::PeerStore;
 use crate::handler::MAX_REPLY;
 use crate::handler::{ACCESS_DENIED_MESSAGE, HandlerSettings, RequestHandler, Shared};
+use crate::worker::{Now, StoreClock};
 
 const NOW: u32 = 1_800_000_000;
 const KEY: [u8; 16] = [0x5a; 16];
@@ -28,6 +29,7 @@ fn handler_with(config: &Config, access: AccessList) -> RequestHandler {
         validator: ConnectionIdValidator::new(KEY, config.connection_id.grace_secs),
         access: Arc::new(AccessListSource::fixed(access)),
         settings: HandlerSettings::from_config(config),
+        clock: StoreClock::new(),
     });
     RequestHandler::new(shared, 42)
 }
@@ -54,7 +56,8 @@ fn call(h: &mut RequestHandler, src: SocketAddr, req: &[u8]) -> Option<Vec<u8>> 
 
 fn call_at(h: &mut RequestHandler, now: u32, src: SocketAddr, req: &[u8]) -> Option<Vec<u8>> {
     let mut out = [0u8; MAX_REPLY];
-    h.handle(now, src, req, &mut out).map(|n| out[..n].to_vec())
+    h.handle(Now::at(now), src, req, &mut out)
+        .map(|n| out[..n].to_vec())
 }
 
 fn connect_bytes(tid: u32) -> Vec<u8> {
@@ -690,4 +693,44 @@ fn authenticated_random_requests_get_well_formed_replies() {
     assert!(h.counters.responses(Action::Announce, IpFamily::V4) > 1000);
     assert!(h.counters.responses(Action::Scrape, IpFamily::V4) > 100);
     assert!(h.counters.errors_sent(ErrorReason::Malformed) > 100);
+}
+
+/// Issue 10, time bomb 3: peers age on the store's monotonic clock, connection ids on Unix
+/// time. A wall-clock step forward of 12 hours (a stamp's age would wrap within 18.2 h)
+/// neither expires nor revives anyone; 3,000 s on the monotonic clock expire a peer whatever
+/// the wall clock says.
+#[test]
+fn issue10_peers_age_on_the_monotonic_clock() {
+    let mut h = handler();
+    let (a, b) = (v4([10, 0, 0, 1], 5000), v4([10, 0, 0, 2], 5000));
+    let ann_at = |h: &mut RequestHandler, src, now: Now| {
+        let mut out = [0u8; MAX_REPLY];
+        let n = h.handle(now, src, &connect_bytes(1), &mut out).unwrap();
+        let id = u64::from_be_bytes(out[8..16].try_into().unwrap());
+        let n2 = h
+            .handle(now, src, &Ann::new(id, 1).bytes(), &mut out)
+            .unwrap();
+        assert_eq!(n, 16);
+        peers_v4(&out[..n2])
+    };
+    let t0 = Now {
+        unix: NOW,
+        store: 100,
+    };
+    ann_at(&mut h, a, t0);
+    // The wall clock jumps 12 h ahead, the monotonic clock moves 10 s: `a` is fresh.
+    let jumped = Now {
+        unix: NOW + 12 * 3600,
+        store: 110,
+    };
+    assert_eq!(
+        ann_at(&mut h, b, jumped),
+        [SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 6881)]
+    );
+    // 3,000 monotonic seconds later (timeout 2,700) with the wall clock unchanged: expired.
+    let later = Now {
+        unix: NOW + 12 * 3600,
+        store: 3_200,
+    };
+    assert_eq!(ann_at(&mut h, b, later), []);
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 use fjord_server::Config;
 use fjord_server::access_list::Reloaded;
-use fjord_server::config::DEFAULT_CONFIG_TOML;
+use fjord_server::config::{ConfigError, DEFAULT_CONFIG_TOML};
+use sd_notify::NotifyState;
 
 /// fjord: a lock-free UDP BitTorrent tracker (BEP 15).
 ///
@@ -55,6 +56,15 @@ struct Cli {
     /// Group to switch to after binding (privileges.group).
     #[arg(long, value_name = "NAME")]
     group: Option<String>,
+    /// Connection-id key, 32 hex characters (connection_id.key). Prefer the environment
+    /// variable: a flag is visible to every user in the process list.
+    #[arg(
+        long,
+        value_name = "HEX",
+        env = "FJORD_CONNECTION_ID_KEY",
+        hide_env_values = true
+    )]
+    connection_id_key: Option<String>,
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -96,6 +106,18 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(g) = &cli.group {
         config.privileges.group = g.clone();
+    }
+    if let Some(k) = &cli.connection_id_key {
+        config.connection_id.key = k.clone();
+        if let Err(
+            e @ ConfigError::Invalid {
+                key: "connection_id.key",
+                ..
+            },
+        ) = config.validate()
+        {
+            anyhow::bail!("{e} (from --connection-id-key or FJORD_CONNECTION_ID_KEY)");
+        }
     }
     config.validate()?;
     Ok(config)
@@ -143,6 +165,8 @@ fn main() -> ExitCode {
     if let Some(a) = server.metrics_addr() {
         say(&format!("fjord metrics on http://{a}/metrics"));
     }
+    // Sockets bound, metrics served, workers running: tell systemd (Type=notify).
+    notify_service_manager(&[NotifyState::Ready, NotifyState::Status("serving")]);
     loop {
         if let Some(failure) = server.wait_failure(Duration::from_millis(100)) {
             eprintln!("fjord: {failure}; exiting");
@@ -162,6 +186,7 @@ fn main() -> ExitCode {
         }
         if term.load(Ordering::Relaxed) {
             tracing::info!("stopping");
+            notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
             return match server.shutdown() {
                 Ok(c) => {
                     tracing::info!(
@@ -178,6 +203,15 @@ fn main() -> ExitCode {
                 }
             };
         }
+    }
+}
+
+/// Sends `states` to the service manager when one asked for them (`NOTIFY_SOCKET` set, as
+/// systemd does for `Type=notify`); without it this does nothing. A failed send is logged and
+/// otherwise ignored: the tracker serves whether or not its supervisor listens.
+fn notify_service_manager(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify the service manager (NOTIFY_SOCKET): {e}");
     }
 }
 

@@ -7,6 +7,11 @@
 //! local to this endpoint rather than installed globally, so several servers can run in one
 //! process) and render the text exposition format.
 //!
+//! The standard process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+//! `process_open_fds`, `process_start_time_seconds`, …) come from the `metrics-process` crate,
+//! read from `/proc/self` at each scrape, so the usual Prometheus dashboards and alerts work
+//! unchanged. Its CPU counter has whole-second resolution.
+//!
 //! The three histograms (datagrams per receive and send batch, peers per announce reply) are kept
 //! by the workers as fixed buckets; the `metrics` facade can only record single observations, so
 //! those are rendered here directly in the same exposition format.
@@ -17,7 +22,7 @@ use metrics::{Label, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::counters::{Counters, Metric};
-use crate::fjord_store::StoreStats;
+use crate::fjord_store::{CleanStats, StoreStats};
 
 pub use crate::http::MetricsEndpoint;
 
@@ -28,12 +33,18 @@ pub struct MetricsInput {
     pub counters: Counters,
     /// The store's counts.
     pub store: StoreStats,
+    /// How the store's clean cycle keeps up.
+    pub clean: CleanStats,
+    /// `store.max_peers` and `store.max_swarms`.
+    pub store_limits: (u64, u64),
     /// Info hashes in the access list in force (0 when the list is off).
     pub access_list_entries: u64,
     /// Successful access-list loads since start (the initial load included).
     pub access_list_reloads_ok: u64,
     /// Failed access-list reloads since start (the previous list stayed in force).
     pub access_list_reloads_failed: u64,
+    /// Whether the most recent access-list load succeeded (the file on disk is in force).
+    pub access_list_last_reload_ok: bool,
     /// Worker threads serving UDP.
     pub workers: u64,
 }
@@ -42,6 +53,7 @@ pub struct MetricsInput {
 pub struct Exposition {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    process: metrics_process::Collector,
 }
 
 impl std::fmt::Debug for Exposition {
@@ -108,6 +120,27 @@ const HELP: &[(&str, &str)] = &[
         "fjord_access_list_reloads_total",
         "Access-list loads, by result (ok or error).",
     ),
+    (
+        "fjord_access_list_last_reload_successful",
+        "1 if the most recent access-list load succeeded, 0 if the file on disk was refused.",
+    ),
+    (
+        "fjord_store_max_peers",
+        "Peers the store keeps at most (store.max_peers).",
+    ),
+    (
+        "fjord_store_max_swarms",
+        "Swarms the store keeps at most (store.max_swarms).",
+    ),
+    (
+        "fjord_store_clean_cycle_seconds",
+        "Length of the last complete expiry cycle (a visit of every swarm).",
+    ),
+    (
+        "fjord_store_clean_cycle_limit_seconds",
+        "Bound on an expiry cycle's length (store.clean_cycle_secs).",
+    ),
+    ("fjord_store_clean_cycles_total", "Expiry cycles completed."),
     ("fjord_workers", "UDP worker threads."),
     ("fjord_build_info", "Always 1; the version is a label."),
     (
@@ -122,6 +155,19 @@ const HELP: &[(&str, &str)] = &[
         "fjord_announce_response_peers",
         "Peers handed out per announce reply.",
     ),
+];
+
+/// The process metrics `metrics-process` exports on Linux (documented there and in
+/// docs/operations.md; the first four are what the dashboards and alerts use).
+pub const PROCESS_METRICS: &[&str] = &[
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_start_time_seconds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
+    "process_threads",
 ];
 
 fn help(name: &str) -> &'static str {
@@ -145,7 +191,9 @@ impl Exposition {
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
+        let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || {
+            process.describe();
             for (name, text) in HELP {
                 let unit = name.ends_with("_bytes_total").then_some(Unit::Bytes);
                 if name.ends_with("_total") {
@@ -158,7 +206,11 @@ impl Exposition {
                 }
             }
         });
-        Exposition { recorder, handle }
+        Exposition {
+            recorder,
+            handle,
+            process,
+        }
     }
 
     /// Sets every value from `input` and renders the text exposition format.
@@ -166,12 +218,16 @@ impl Exposition {
         let MetricsInput {
             counters,
             store,
+            clean,
+            store_limits,
             access_list_entries,
             access_list_reloads_ok,
             access_list_reloads_failed,
+            access_list_last_reload_ok,
             workers,
         } = input;
         metrics::with_local_recorder(&self.recorder, || {
+            self.process.collect();
             counters.visit(|m| {
                 if let Metric::Counter(name, labels, value) = m {
                     metrics::counter!(name, owned_labels(labels)).absolute(value);
@@ -186,11 +242,21 @@ impl Exposition {
                 metrics::gauge!("fjord_peers", "ip_version" => v, "role" => "leecher")
                     .set(fam.leechers as f64);
             }
+            metrics::gauge!("fjord_store_max_peers").set(store_limits.0 as f64);
+            metrics::gauge!("fjord_store_max_swarms").set(store_limits.1 as f64);
+            if let Some(secs) = clean.last_cycle_secs {
+                metrics::gauge!("fjord_store_clean_cycle_seconds").set(f64::from(secs));
+            }
+            metrics::gauge!("fjord_store_clean_cycle_limit_seconds")
+                .set(f64::from(clean.cycle_limit_secs));
+            metrics::counter!("fjord_store_clean_cycles_total").absolute(clean.cycles);
             metrics::gauge!("fjord_access_list_entries").set(*access_list_entries as f64);
             metrics::counter!("fjord_access_list_reloads_total", "result" => "ok")
                 .absolute(*access_list_reloads_ok);
             metrics::counter!("fjord_access_list_reloads_total", "result" => "error")
                 .absolute(*access_list_reloads_failed);
+            metrics::gauge!("fjord_access_list_last_reload_successful")
+                .set(f64::from(u8::from(*access_list_last_reload_ok)));
             metrics::gauge!("fjord_workers").set(*workers as f64);
             metrics::gauge!("fjord_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         });
@@ -259,9 +325,16 @@ mod tests {
                     completed: 1,
                 },
             },
+            clean: CleanStats {
+                last_cycle_secs: Some(240),
+                cycles: 3,
+                cycle_limit_secs: 300,
+            },
+            store_limits: (1_000, 100),
             access_list_entries: 9,
             access_list_reloads_ok: 2,
             access_list_reloads_failed: 1,
+            access_list_last_reload_ok: false,
             workers: 2,
         }
     }
@@ -273,10 +346,16 @@ mod tests {
             "fjord_requests_total{action=\"announce\",ip_version=\"6\"} 7",
             "fjord_dropped_total{reason=\"bad_connection_id\"} 3",
             "fjord_torrents{ip_version=\"4\"} 2",
+            "fjord_store_clean_cycle_seconds 240",
+            "fjord_store_clean_cycle_limit_seconds 300",
+            "fjord_store_clean_cycles_total 3",
+            "fjord_store_max_peers 1000",
+            "fjord_store_max_swarms 100",
             "fjord_peers{ip_version=\"4\",role=\"leecher\"} 4",
             "fjord_completed_total 6",
             "fjord_access_list_entries 9",
             "fjord_access_list_reloads_total{result=\"error\"} 1",
+            "fjord_access_list_last_reload_successful 0",
             "fjord_recv_batch_datagrams_bucket{le=\"8\"} 1",
             "fjord_announce_response_peers_sum 50",
             "fjord_workers 2",
@@ -290,7 +369,11 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         )));
         // Every documented metric appears, and nothing undocumented does.
-        for (name, _) in HELP {
+        let documented = HELP
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(PROCESS_METRICS.iter().copied());
+        for name in documented {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
                 "{name} not exported"
@@ -298,7 +381,10 @@ mod tests {
         }
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let name = line.split_whitespace().nth(2).unwrap_or("");
-            assert!(HELP.iter().any(|(n, _)| *n == name), "{name} undocumented");
+            assert!(
+                HELP.iter().any(|(n, _)| *n == name) || PROCESS_METRICS.contains(&name),
+                "{name} undocumented"
+            );
         }
     }
 

@@ -29,7 +29,7 @@ use crate::metrics::{Exposition, MetricsEndpoint, MetricsInput};
 use crate::privileges::{PrivilegeChange, drop_privileges};
 use crate::worker::{MAX_DATAGRAM, Maintenance, WAKER, Worker};
 
-pub use crate::worker::{PUBLISH_INTERVAL, unix_now};
+pub use crate::worker::{Now, PUBLISH_INTERVAL, StoreClock, unix_now};
 
 /// A running tracker. Dropping it stops it (like [`RunningServer::shutdown`], ignoring errors).
 pub struct RunningServer {
@@ -75,6 +75,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         validator,
         access,
         settings: HandlerSettings::from_config(&config),
+        clock: StoreClock::new(),
     });
 
     let (local_addrs, sockets) = crate::listen::bind_all(&config, workers)?;
@@ -200,9 +201,15 @@ fn start_metrics(
             exposition.render(&MetricsInput {
                 counters,
                 store: shared.store.stats(),
+                clean: shared.store.clean_stats(),
+                store_limits: {
+                    let c = shared.store.config();
+                    (c.max_peers as u64, c.max_swarms as u64)
+                },
                 access_list_entries: access.current().len() as u64,
                 access_list_reloads_ok: access.generation(),
                 access_list_reloads_failed: access.failed_reloads(),
+                access_list_last_reload_ok: !access.last_reload_failed(),
                 workers,
             })
         },

@@ -42,6 +42,57 @@ pub fn unix_now() -> u32 {
         .unwrap_or(0)
 }
 
+/// The two clocks a request is handled with, read once per batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Unix time in seconds: connection ids carry it, so that a fleet sharing a key (and a
+    /// restarted node) agree on their age.
+    pub unix: u32,
+    /// Seconds on the store's monotonic clock ([`StoreClock`]): peer stamps and expiry. A
+    /// wall-clock step cannot age or revive peers.
+    pub store: u32,
+}
+
+impl Now {
+    /// Both clocks at `t` (tests).
+    pub fn at(t: u32) -> Now {
+        Now { unix: t, store: t }
+    }
+}
+
+/// The peer store's clock: monotonic seconds since the server started (`Instant`, which a
+/// wall-clock step does not move), shared by the workers and the cleaner.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreClock {
+    start: Instant,
+}
+
+impl StoreClock {
+    /// A clock reading 0 now.
+    pub fn new() -> Self {
+        StoreClock {
+            start: Instant::now(),
+        }
+    }
+    /// Seconds since the clock started.
+    pub fn now(&self) -> u32 {
+        u32::try_from(self.start.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+    /// Both clocks, read now.
+    pub fn read(&self) -> Now {
+        Now {
+            unix: unix_now(),
+            store: self.now(),
+        }
+    }
+}
+
+impl Default for StoreClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// One UDP worker thread's state.
 pub(crate) struct Worker {
     pub(crate) index: usize,
@@ -121,7 +172,7 @@ impl Worker {
                 }
             };
             self.handler.counters.recv_batch.record(n as u64);
-            let now = unix_now();
+            let now = self.handler.shared().clock.read();
             for j in 0..n {
                 let d = self.rx.get(j);
                 let Some(buf) = self.tx.next_buf() else { break };
@@ -167,7 +218,10 @@ impl Maintenance {
             }
             let now = Instant::now();
             if now >= next_clean {
-                let report = self.shared.store.clean(unix_now(), self.clean_budget);
+                let report = self
+                    .shared
+                    .store
+                    .clean(self.shared.clock.now(), self.clean_budget);
                 tracing::trace!(?report, "clean slice");
                 limits.observe(&self.shared.store.stats(), self.shared.store.config());
                 next_clean = now + self.clean_interval;
