@@ -22,7 +22,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use fjord_store::{Event, PeerStore, StoreConfig, SwarmCounts};
+use fjord_store::{AnnounceEvent, PeerStore, StoreConfig, SwarmCounts};
 use parking_lot::RwLock;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -246,7 +246,7 @@ fn bench_store(c: &mut Criterion) {
             ih,
             peer(r, j),
             left(r, j),
-            Event::Started,
+            AnnounceEvent::Started,
             0,
             NOW,
             0,
@@ -270,7 +270,7 @@ fn bench_store(c: &mut Criterion) {
                     thread_local!(static OUT: std::cell::RefCell<Vec<SocketAddrV4>> = const { std::cell::RefCell::new(Vec::new()) });
                     let (r, j, rnd) = ops[offset(t, i)];
                     OUT.with_borrow_mut(|out| {
-                        black_box(fjord.announce(&w.hashes[r as usize], peer(r, j), left(r, j), Event::None, NUM_WANT, NOW, rnd, out));
+                        black_box(fjord.announce(&w.hashes[r as usize], peer(r, j), left(r, j), AnnounceEvent::None, NUM_WANT, NOW, rnd, out));
                     });
                 })
             })

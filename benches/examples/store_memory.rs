@@ -16,7 +16,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::time::Instant;
 
-use fjord_store::{Event, PeerAddress, PeerStatus, PeerStore, StoreConfig};
+use fjord_store::{AnnounceEvent, PeerAddress, PeerStatus, PeerStore, StoreConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -134,7 +134,7 @@ fn run<A: Gen>(peers: u64, swarms: u64) {
             &info_hash(r),
             A::peer(r, j),
             left,
-            Event::Started,
+            AnnounceEvent::Started,
             0,
             1_000,
             k as u64,

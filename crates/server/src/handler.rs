@@ -269,12 +269,12 @@ impl RequestHandler {
             );
         }
         let event = match a.event {
-            AnnounceEvent::Started => fjord_store::Event::Started,
-            AnnounceEvent::Completed => fjord_store::Event::Completed,
-            AnnounceEvent::Stopped => fjord_store::Event::Stopped,
-            AnnounceEvent::None | AnnounceEvent::Unknown(_) => fjord_store::Event::None,
+            AnnounceEvent::Started => fjord_store::AnnounceEvent::Started,
+            AnnounceEvent::Completed => fjord_store::AnnounceEvent::Completed,
+            AnnounceEvent::Stopped => fjord_store::AnnounceEvent::Stopped,
+            AnnounceEvent::None | AnnounceEvent::Unknown(_) => fjord_store::AnnounceEvent::None,
         };
-        if event == fjord_store::Event::Completed {
+        if event == fjord_store::AnnounceEvent::Completed {
             self.counters.completed += 1;
         }
         let random = self.next_random();
@@ -342,7 +342,7 @@ fn announce_in<A: fjord_store::PeerAddress>(
     store: &PeerStore,
     a: &AnnounceRequest<'_>,
     peer: A,
-    (event, want, now, random): (fjord_store::Event, i32, u32, u64),
+    (event, want, now, random): (fjord_store::AnnounceEvent, i32, u32, u64),
     scratch: &mut Vec<A>,
     write: impl FnOnce(
         &fjord_store::AnnounceOutcome,

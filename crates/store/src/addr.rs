@@ -30,21 +30,24 @@ const V6_RESERVED: u64 = 1 << V6_STATE_SHIFT;
 const V6_PUBLISHED: u64 = 2 << V6_STATE_SHIFT;
 const V6_STATE_MASK: u64 = 3 << V6_STATE_SHIFT;
 
-#[doc(hidden)]
-/// Address family of a table (runtime tag so that `clean` can walk both families).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Fam {
+/// An address family. IPv4 and IPv6 swarms are kept apart: a torrent announced over both is
+/// two swarms (a peer list must hold one family only). Same name as fjord-protocol's, which
+/// the store does not depend on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum IpFamily {
+    /// IPv4 peers (one 8-byte word each).
     V4,
+    /// IPv6 peers (three words each).
     V6,
 }
 
-impl Fam {
+impl IpFamily {
     /// Number of `AtomicU64` words per slot.
     #[inline]
     pub(crate) const fn words(self) -> usize {
         match self {
-            Fam::V4 => 1,
-            Fam::V6 => 3,
+            IpFamily::V4 => 1,
+            IpFamily::V6 => 3,
         }
     }
 }
@@ -87,11 +90,11 @@ impl PeerKey {
         }
     }
     /// Rebuilds the key of a stored (published or removed) slot.
-    pub(crate) fn from_slot(fam: Fam, meta: u64, addr: [u64; 2], seed: u64) -> Self {
+    pub(crate) fn from_slot(fam: IpFamily, meta: u64, addr: [u64; 2], seed: u64) -> Self {
         let port = ((meta >> 16) & 0xFFFF) as u16;
         match fam {
-            Fam::V4 => PeerKey::v4((meta >> 32) as u32, port, seed),
-            Fam::V6 => PeerKey::v6(addr[0], addr[1], port, seed),
+            IpFamily::V4 => PeerKey::v4((meta >> 32) as u32, port, seed),
+            IpFamily::V6 => PeerKey::v6(addr[0], addr[1], port, seed),
         }
     }
     /// The meta word an inserter CASes into an EMPTY v6 slot before writing the address.
@@ -107,12 +110,12 @@ pub(crate) fn is_empty(m: u64) -> bool {
     m & !FROZEN == 0
 }
 #[inline]
-pub(crate) fn is_reserved(fam: Fam, m: u64) -> bool {
-    fam == Fam::V6 && m & REMOVED == 0 && m & V6_STATE_MASK == V6_RESERVED
+pub(crate) fn is_reserved(fam: IpFamily, m: u64) -> bool {
+    fam == IpFamily::V6 && m & REMOVED == 0 && m & V6_STATE_MASK == V6_RESERVED
 }
 /// A peer that is stored (maybe expired): not empty, not removed, not a pending reservation.
 #[inline]
-pub(crate) fn is_live(fam: Fam, m: u64) -> bool {
+pub(crate) fn is_live(fam: IpFamily, m: u64) -> bool {
     !is_empty(m) && m & REMOVED == 0 && !is_reserved(fam, m)
 }
 #[inline]
@@ -140,11 +143,11 @@ pub(crate) fn live_value(key: u64, now_stamp: u64, seeder: bool) -> u64 {
 }
 
 pub(crate) mod sealed {
-    use super::{Fam, PeerKey};
+    use super::{IpFamily, PeerKey};
     /// Private half of [`PeerAddress`](crate::PeerAddress): how a family is keyed and decoded.
     pub trait Sealed: Sized {
         #[doc(hidden)]
-        const FAM: Fam;
+        const FAM: IpFamily;
         #[doc(hidden)]
         fn port(&self) -> u16;
         #[doc(hidden)]
@@ -158,7 +161,7 @@ pub(crate) mod sealed {
 pub trait PeerAddress: Copy + Send + Sync + 'static + sealed::Sealed {}
 
 impl sealed::Sealed for SocketAddrV4 {
-    const FAM: Fam = Fam::V4;
+    const FAM: IpFamily = IpFamily::V4;
     fn port(&self) -> u16 {
         SocketAddrV4::port(self)
     }
@@ -175,7 +178,7 @@ impl sealed::Sealed for SocketAddrV4 {
 impl PeerAddress for SocketAddrV4 {}
 
 impl sealed::Sealed for SocketAddrV6 {
-    const FAM: Fam = Fam::V6;
+    const FAM: IpFamily = IpFamily::V6;
     fn port(&self) -> u16 {
         SocketAddrV6::port(self)
     }

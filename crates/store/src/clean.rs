@@ -12,9 +12,10 @@
 use std::sync::Mutex;
 
 use crate::addr::stamp_of;
+use crate::family::Family;
 use crate::family::{MapSlot, SHARDS};
 use crate::sync::{AtomicU64, Ordering::Relaxed, epoch};
-use crate::{CleanReport, CleanStats, PeerStore};
+use crate::{CleanReport, CleanStats, PeerStore, SwarmSummary};
 
 /// State of the walk, touched only by `clean` (one caller at a time; see [`Cleaner::state`]).
 #[derive(Debug, Default)]
@@ -96,6 +97,18 @@ impl PeerStore {
     /// (`peer_timeout_secs + clean_cycle_secs` plus one interval). A concurrent call returns at
     /// once with an empty report.
     pub fn clean(&self, now_secs: u32, min_swarms: usize) -> CleanReport {
+        self.clean_observed(now_secs, min_swarms, |_| {})
+    }
+
+    /// [`PeerStore::clean`], calling `on_swarm` for every swarm it visited and left alive
+    /// (freed swarms are not reported), so that statistics over all swarms ride on the walk
+    /// that happens anyway.
+    pub fn clean_observed(
+        &self,
+        now_secs: u32,
+        min_swarms: usize,
+        mut on_swarm: impl FnMut(&SwarmSummary),
+    ) -> CleanReport {
         let Ok(mut cur) = self.cleaner.state.try_lock() else {
             return CleanReport::default();
         };
@@ -159,15 +172,20 @@ impl PeerStore {
                 MapSlot::Live(sw) => {
                     rep.swarms_visited += 1;
                     cur.visited += 1;
-                    let freed = rep.swarms_freed;
-                    fam.clean_swarm(sw, now_stamp, &self.ctx, &guard, &mut rep);
+                    let after = fam.clean_swarm(sw, now_stamp, &self.ctx, &guard, &mut rep);
                     if let Some(c) = census.as_mut() {
                         // A swarm this visit freed left a tombstone behind.
-                        if rep.swarms_freed > freed {
-                            c.1 += 1
-                        } else {
-                            c.0 += 1
-                        }
+                        if after.is_some() { c.0 += 1 } else { c.1 += 1 }
+                    }
+                    if let Some(b) = after {
+                        let (seeders, leechers) = fam.counts(b);
+                        on_swarm(&SwarmSummary {
+                            info_hash: *b.info_hash(),
+                            family: fam.fam,
+                            seeders,
+                            leechers,
+                            completed: Family::completed_of(b),
+                        });
                     }
                 }
                 MapSlot::Dead => {

@@ -6,8 +6,8 @@ use crossbeam_utils::CachePadded;
 
 use crate::CleanReport;
 use crate::addr::{
-    FROZEN, Fam, KEY_MASK, PeerAddress, PeerKey, REMOVED, SEEDER, is_empty, is_expired, is_live,
-    is_reserved, live_value, mix,
+    FROZEN, IpFamily, KEY_MASK, PeerAddress, PeerKey, REMOVED, SEEDER, is_empty, is_expired,
+    is_live, is_reserved, live_value, mix,
 };
 use crate::block::{
     Block, COMPLETED_FROZEN, NEXT_GROW, NEXT_KILL, NEXT_NONE, SMALL_MAX, block_bytes, peer_cap_for,
@@ -150,7 +150,7 @@ unsafe fn free_map_table(t: Table, words: usize) {
 }
 
 pub(crate) struct Family {
-    pub(crate) fam: Fam,
+    pub(crate) fam: IpFamily,
     /// Address of each shard's current map table (1 word per slot).
     shards: Box<[AtomicUsize]>,
     pub(crate) seeders: Box<[CachePadded<AtomicI64>]>,
@@ -160,7 +160,7 @@ pub(crate) struct Family {
 }
 
 impl Family {
-    pub(crate) fn new(fam: Fam) -> Self {
+    pub(crate) fn new(fam: IpFamily) -> Self {
         Family {
             fam,
             shards: (0..SHARDS)
@@ -290,7 +290,7 @@ impl Family {
     #[inline]
     fn matches(&self, b: Block, i: usize, m: u64, pk: &PeerKey) -> bool {
         (m & KEY_MASK) == pk.key
-            && (self.fam == Fam::V4
+            && (self.fam == IpFamily::V4
                 || (b.word(i, 1).load(Relaxed) == pk.addr[0]
                     && b.word(i, 2).load(Relaxed) == pk.addr[1]))
     }
@@ -300,7 +300,7 @@ impl Family {
     }
     #[inline]
     fn addr_words(&self, b: Block, i: usize) -> [u64; 2] {
-        if self.fam == Fam::V6 {
+        if self.fam == IpFamily::V6 {
             [b.word(i, 1).load(Relaxed), b.word(i, 2).load(Relaxed)]
         } else {
             [0; 2]
@@ -571,7 +571,7 @@ impl Family {
         ctx: &Ctx,
         g: &Guard,
     ) -> (Upsert, Block) {
-        let v6 = self.fam == Fam::V6;
+        let v6 = self.fam == IpFamily::V6;
         let new_val = live_value(pk.key, now_stamp, seeder);
         let mut backoff = Backoff::new();
         'retry: loop {
@@ -906,7 +906,7 @@ impl Family {
     /// by publishing it (the same value and address the other copier writes). Only in the
     /// ~2^-30 case of a second such peer does a copier wait for the other one's publication.
     fn copy_peer(&self, old: Block, new: Block, v: u64, addr: [u64; 2], ctx: &Ctx) {
-        let v6 = self.fam == Fam::V6;
+        let v6 = self.fam == IpFamily::V6;
         let pk = PeerKey::from_slot(self.fam, v, addr, ctx.seed);
         let cap = new.cap();
         let mut i = index(pk.hash, cap);
@@ -960,7 +960,7 @@ impl Family {
     }
 
     /// Expires old peers of the swarm of block `b`; frees the swarm if empty, compacts its
-    /// block if tombstone-heavy.
+    /// block if tombstone-heavy. Returns the swarm's block afterwards (`None`: it was freed).
     pub(crate) fn clean_swarm(
         &self,
         mut b: Block,
@@ -968,7 +968,7 @@ impl Family {
         ctx: &Ctx,
         g: &Guard,
         rep: &mut CleanReport,
-    ) {
+    ) -> Option<Block> {
         let stripe = stripe_of(info_hash_hash(b.info_hash(), ctx.seed));
         // A migration met on the way is helped, then the swarm is cleaned again on its new
         // block (a few times at most; after that it waits for the next cycle).
@@ -981,7 +981,7 @@ impl Family {
                     }
                     Migrated::Dead(mine) => {
                         rep.swarms_freed += usize::from(mine);
-                        return;
+                        return None;
                     }
                 }
             }
@@ -1022,14 +1022,18 @@ impl Family {
             } else if used > live && (cap <= SMALL_MAX || (used - live) * 4 > cap) {
                 NEXT_GROW
             } else {
-                return;
+                return Some(b);
             };
             let _ = b.cas_state(NEXT_NONE, kind);
-            if let Migrated::Dead(true) = self.help_migrate(b, ctx, g) {
-                rep.swarms_freed += 1;
-            }
-            return;
+            return match self.help_migrate(b, ctx, g) {
+                Migrated::Moved(n) => Some(n),
+                Migrated::Dead(mine) => {
+                    rep.swarms_freed += usize::from(mine);
+                    None
+                }
+            };
         }
+        Some(b)
     }
 
     /// Test/debug view: the live peers (address, seeder) of the swarm for `ih`.

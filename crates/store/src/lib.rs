@@ -11,12 +11,12 @@
 //!
 //! ```
 //! use std::net::SocketAddrV4;
-//! use fjord_store::{Event, PeerStatus, PeerStore, StoreConfig};
+//! use fjord_store::{AnnounceEvent, PeerStatus, PeerStore, StoreConfig};
 //!
 //! let store = PeerStore::new(StoreConfig::default());
 //! let mut out = Vec::new();
 //! let a: SocketAddrV4 = "10.0.0.1:6881".parse().unwrap();
-//! let o = store.announce(&[7; 20], a, 100, Event::Started, -1, 1_000, 42, &mut out);
+//! let o = store.announce(&[7; 20], a, 100, AnnounceEvent::Started, -1, 1_000, 42, &mut out);
 //! assert_eq!(o.status, PeerStatus::Inserted);
 //! assert_eq!((o.seeders, o.leechers), (0, 1));
 //! assert!(out.is_empty()); // nobody else in the swarm
@@ -33,9 +33,9 @@ mod test_hooks;
 #[cfg(test)]
 mod tests;
 
-pub use addr::PeerAddress;
+pub use addr::{IpFamily, PeerAddress};
 
-use addr::{Fam, stamp_of};
+use addr::stamp_of;
 use crossbeam_utils::CachePadded;
 use family::{Ctx, Family, Remove, Upsert, info_hash_hash, stripe_of};
 use sync::{AtomicI64, Ordering::Relaxed, epoch};
@@ -100,7 +100,7 @@ impl StoreConfig {
 
 /// The announce event, as the store sees it (independent of the wire codec).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Event {
+pub enum AnnounceEvent {
     /// A regular announce (or an event code the codec did not know).
     #[default]
     None,
@@ -180,6 +180,22 @@ pub struct CleanReport {
     pub budget: usize,
     /// Swarm-map tables rebuilt smaller (tombstones dropped, corpses freed) by this call.
     pub maps_shrunk: usize,
+}
+
+/// One swarm as [`PeerStore::clean_observed`] left it: what statistics gathered on the
+/// cleaner's walk (the largest swarms, say) need, with no walk of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwarmSummary {
+    /// The swarm's info hash.
+    pub info_hash: [u8; 20],
+    /// Its address family.
+    pub family: IpFamily,
+    /// Seeders after the clean.
+    pub seeders: u32,
+    /// Leechers after the clean.
+    pub leechers: u32,
+    /// Downloads completed since the swarm was created.
+    pub completed: u32,
 }
 
 /// How the clean cycle keeps up (see [`PeerStore::clean`]); read without a lock.
@@ -274,7 +290,7 @@ impl PeerStore {
                 swarms: CachePadded::new(AtomicI64::new(0)),
             },
             config,
-            fams: [Family::new(Fam::V4), Family::new(Fam::V6)],
+            fams: [Family::new(IpFamily::V4), Family::new(IpFamily::V6)],
             cleaner: clean::Cleaner::new(cycle_limit),
         }
     }
@@ -287,8 +303,8 @@ impl PeerStore {
     #[inline]
     fn family<A: PeerAddress>(&self) -> &Family {
         match A::FAM {
-            Fam::V4 => &self.fams[0],
-            Fam::V6 => &self.fams[1],
+            IpFamily::V4 => &self.fams[0],
+            IpFamily::V6 => &self.fams[1],
         }
     }
 
@@ -306,7 +322,7 @@ impl PeerStore {
         info_hash: &[u8; 20],
         peer: A,
         left: i64,
-        event: Event,
+        event: AnnounceEvent,
         num_want: i32,
         now_secs: u32,
         random: u64,
@@ -322,11 +338,11 @@ impl PeerStore {
         let h = info_hash_hash(info_hash, ctx.seed);
         let stripe = stripe_of(h);
         let cap = match A::FAM {
-            Fam::V4 => self.config.max_num_want_v4,
-            Fam::V6 => self.config.max_num_want_v6,
+            IpFamily::V4 => self.config.max_num_want_v4,
+            IpFamily::V6 => self.config.max_num_want_v6,
         };
         let want = match event {
-            Event::Stopped => 0,
+            AnnounceEvent::Stopped => 0,
             _ if num_want < 0 => self.config.default_num_want.min(cap),
             _ => (num_want as usize).min(cap),
         };
@@ -337,7 +353,7 @@ impl PeerStore {
         };
         loop {
             let status;
-            let block = if event == Event::Stopped {
+            let block = if event == AnnounceEvent::Stopped {
                 let Some(b) = fam.lookup(info_hash, h, ctx, &guard) else {
                     return zero(PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped));
                 };
@@ -367,7 +383,7 @@ impl PeerStore {
                 };
                 // A finished download: `completed` with nothing left. Counted when the peer is
                 // new or was a leecher, so at most once per download (not per announce).
-                let completed = event == Event::Completed && seeder;
+                let completed = event == AnnounceEvent::Completed && seeder;
                 let (r, b) = fam.upsert(sw, stripe, &pk, seeder, completed, now_stamp, ctx, &guard);
                 status = match r {
                     Upsert::Inserted => PeerStatus::Inserted,

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::test_hooks::{self, Publisher};
-use crate::{Event, PeerStatus, PeerStore, StoreConfig};
+use crate::{AnnounceEvent, PeerStatus, PeerStore, StoreConfig};
 
 const NOW: u32 = 50_000;
 const LIMIT: Duration = Duration::from_secs(20);
@@ -17,7 +17,7 @@ fn p6(i: u16) -> SocketAddrV6 {
     SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, i), 6881, 0, 0)
 }
 
-fn ann(s: &PeerStore, ih: &[u8; 20], p: SocketAddrV6, ev: Event) -> PeerStatus {
+fn ann(s: &PeerStore, ih: &[u8; 20], p: SocketAddrV6, ev: AnnounceEvent) -> PeerStatus {
     s.announce(ih, p, 1, ev, 0, NOW, 0, &mut Vec::new()).status
 }
 
@@ -37,7 +37,7 @@ fn stalled(
             reserved_tx.send(()).unwrap();
             let _ = release_rx.recv();
         });
-        ann(&s, &ih, p, Event::Started)
+        ann(&s, &ih, p, AnnounceEvent::Started)
     });
     reserved_rx
         .recv_timeout(LIMIT)
@@ -77,14 +77,23 @@ fn same_peer_does_not_wait_for_a_stalled_inserter() {
     let s = Arc::new(PeerStore::new(StoreConfig::default()));
     let ih = [5; 20];
     for i in 0..3 {
-        ann(&s, &ih, p6(i), Event::Started);
+        ann(&s, &ih, p6(i), AnnounceEvent::Started);
     }
     let (release, stalled) = stalled(Publisher::Inserter, &s, ih, p6(100));
     let s2 = Arc::clone(&s);
     without_waiting("insert, stop and insert of the same peer", move || {
-        assert_eq!(ann(&s2, &ih, p6(100), Event::Started), PeerStatus::Inserted);
-        assert_eq!(ann(&s2, &ih, p6(100), Event::Stopped), PeerStatus::Removed);
-        assert_eq!(ann(&s2, &ih, p6(100), Event::Started), PeerStatus::Inserted);
+        assert_eq!(
+            ann(&s2, &ih, p6(100), AnnounceEvent::Started),
+            PeerStatus::Inserted
+        );
+        assert_eq!(
+            ann(&s2, &ih, p6(100), AnnounceEvent::Stopped),
+            PeerStatus::Removed
+        );
+        assert_eq!(
+            ann(&s2, &ih, p6(100), AnnounceEvent::Started),
+            PeerStatus::Inserted
+        );
     });
     release.send(()).unwrap();
     assert_eq!(stalled.join().unwrap(), PeerStatus::Updated);
@@ -100,16 +109,19 @@ fn same_peer_does_not_wait_for_a_stalled_inserter() {
 fn migrations_stops_and_clean_do_not_wait_for_a_stalled_inserter() {
     let s = Arc::new(PeerStore::new(StoreConfig::default()));
     let ih = [6; 20];
-    ann(&s, &ih, p6(0), Event::Started);
+    ann(&s, &ih, p6(0), AnnounceEvent::Started);
     let (release, stalled) = stalled(Publisher::Inserter, &s, ih, p6(100));
     let s2 = Arc::clone(&s);
     without_waiting("stop, 40 inserts (growth) and clean", move || {
         assert_eq!(
-            ann(&s2, &ih, p6(100), Event::Stopped),
+            ann(&s2, &ih, p6(100), AnnounceEvent::Stopped),
             PeerStatus::NotStored(crate::NotStoredReason::UnknownPeerStopped)
         );
         for i in 1..=40 {
-            assert_eq!(ann(&s2, &ih, p6(i), Event::Started), PeerStatus::Inserted);
+            assert_eq!(
+                ann(&s2, &ih, p6(i), AnnounceEvent::Started),
+                PeerStatus::Inserted
+            );
         }
         s2.clean(NOW, usize::MAX);
     });
@@ -131,12 +143,18 @@ fn fellow_copiers_do_not_wait_for_a_stalled_copier() {
     let s = Arc::new(PeerStore::new(StoreConfig::default()));
     let ih = [7; 20];
     // A one-peer block is full: the next insert migrates it, and copies p6(0).
-    ann(&s, &ih, p6(0), Event::Started);
+    ann(&s, &ih, p6(0), AnnounceEvent::Started);
     let (release, stalled) = stalled(Publisher::Copier, &s, ih, p6(100));
     let s2 = Arc::clone(&s);
     without_waiting("a second helper of the same migration", move || {
-        assert_eq!(ann(&s2, &ih, p6(1), Event::Started), PeerStatus::Inserted);
-        assert_eq!(ann(&s2, &ih, p6(0), Event::None), PeerStatus::Updated);
+        assert_eq!(
+            ann(&s2, &ih, p6(1), AnnounceEvent::Started),
+            PeerStatus::Inserted
+        );
+        assert_eq!(
+            ann(&s2, &ih, p6(0), AnnounceEvent::None),
+            PeerStatus::Updated
+        );
     });
     release.send(()).unwrap();
     assert_eq!(stalled.join().unwrap(), PeerStatus::Inserted);

@@ -9,7 +9,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
-use fjord_store::{Event, PeerAddress, PeerStatus, PeerStore, StoreConfig};
+use fjord_store::{AnnounceEvent, PeerAddress, PeerStatus, PeerStore, StoreConfig};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -35,12 +35,18 @@ fn store() -> Arc<PeerStore> {
     }))
 }
 
-fn ann<A: PeerAddress>(s: &PeerStore, p: A, ev: Event, now: u32) -> PeerStatus {
+fn ann<A: PeerAddress>(s: &PeerStore, p: A, ev: AnnounceEvent, now: u32) -> PeerStatus {
     ann_in(s, &H, p, ev, now)
 }
 
 /// A leecher's announce (num_want 0) to swarm `ih`; its status.
-fn ann_in<A: PeerAddress>(s: &PeerStore, ih: &[u8; 20], p: A, ev: Event, now: u32) -> PeerStatus {
+fn ann_in<A: PeerAddress>(
+    s: &PeerStore,
+    ih: &[u8; 20],
+    p: A,
+    ev: AnnounceEvent,
+    now: u32,
+) -> PeerStatus {
     let mut out = Vec::new();
     s.announce(ih, p, 1, ev, 0, now, 0, &mut out).status
 }
@@ -74,8 +80,8 @@ fn same_new_peer_twice() {
     loom::model(|| {
         let s = store();
         let s2 = s.clone();
-        let t = thread::spawn(move || ann(&s2, p4(1), Event::Started, NOW));
-        let a = ann(&s, p4(1), Event::Started, NOW);
+        let t = thread::spawn(move || ann(&s2, p4(1), AnnounceEvent::Started, NOW));
+        let a = ann(&s, p4(1), AnnounceEvent::Started, NOW);
         let b = t.join().unwrap();
         let mut st = [a, b];
         st.sort_by_key(|x| format!("{x:?}"));
@@ -92,10 +98,10 @@ fn same_new_peer_twice() {
 fn same_new_peer_twice_v6() {
     loom::model(|| {
         let s = store();
-        ann(&s, p6(9), Event::Started, NOW); // swarm exists, table of 1 is full
+        ann(&s, p6(9), AnnounceEvent::Started, NOW); // swarm exists, table of 1 is full
         let s2 = s.clone();
-        let t = thread::spawn(move || ann(&s2, p6(1), Event::Started, NOW));
-        let a = ann(&s, p6(1), Event::Started, NOW);
+        let t = thread::spawn(move || ann(&s2, p6(1), AnnounceEvent::Started, NOW));
+        let a = ann(&s, p6(1), AnnounceEvent::Started, NOW);
         let b = t.join().unwrap();
         assert!(matches!(
             (a, b),
@@ -115,10 +121,13 @@ fn same_new_peer_twice_v6() {
 fn inserts_racing_resize_in<A: PeerAddress + Ord + std::fmt::Debug>(p: fn(u8) -> A, fam: usize) {
     model(fam, move || {
         let s = store();
-        ann(&s, p(1), Event::Started, NOW);
+        ann(&s, p(1), AnnounceEvent::Started, NOW);
         let s2 = s.clone();
-        let t = thread::spawn(move || ann(&s2, p(2), Event::Started, NOW));
-        assert_eq!(ann(&s, p(3), Event::Started, NOW), PeerStatus::Inserted);
+        let t = thread::spawn(move || ann(&s2, p(2), AnnounceEvent::Started, NOW));
+        assert_eq!(
+            ann(&s, p(3), AnnounceEvent::Started, NOW),
+            PeerStatus::Inserted
+        );
         assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
         let mut got: Vec<_> = s
             .peers_of::<A>(&H)
@@ -142,11 +151,11 @@ fn inserts_racing_resize() {
 fn stop_racing_refresh() {
     loom::model(|| {
         let s = store();
-        ann(&s, p4(1), Event::Started, NOW);
-        ann(&s, p4(2), Event::Started, NOW);
+        ann(&s, p4(1), AnnounceEvent::Started, NOW);
+        ann(&s, p4(2), AnnounceEvent::Started, NOW);
         let s2 = s.clone();
-        let t = thread::spawn(move || ann(&s2, p4(1), Event::Stopped, NOW));
-        let refresh = ann(&s, p4(1), Event::None, NOW);
+        let t = thread::spawn(move || ann(&s2, p4(1), AnnounceEvent::Stopped, NOW));
+        let refresh = ann(&s, p4(1), AnnounceEvent::None, NOW);
         let stop = t.join().unwrap();
         assert_eq!(stop, PeerStatus::Removed);
         let present = s
@@ -172,10 +181,13 @@ fn clean_freeing_swarm_racing_insert_in<A: PeerAddress + PartialEq + std::fmt::D
 ) {
     model(fam, move || {
         let s = store();
-        ann(&s, p(1), Event::Started, NOW - 1_000); // expired at NOW
+        ann(&s, p(1), AnnounceEvent::Started, NOW - 1_000); // expired at NOW
         let s2 = s.clone();
         let t = thread::spawn(move || s2.clean(NOW, 10));
-        assert_eq!(ann(&s, p(2), Event::Started, NOW), PeerStatus::Inserted);
+        assert_eq!(
+            ann(&s, p(2), AnnounceEvent::Started, NOW),
+            PeerStatus::Inserted
+        );
         let rep = t.join().unwrap();
         assert_eq!(rep.peers_expired, 1);
         let got: Vec<_> = s
@@ -208,10 +220,10 @@ fn clean_freeing_swarm_racing_insert_v6() {
 fn swarm_creation_racing_map_growth() {
     loom::model(|| {
         let s = store();
-        ann_in(&s, &[1; 20], p4(1), Event::Started, NOW);
+        ann_in(&s, &[1; 20], p4(1), AnnounceEvent::Started, NOW);
         let s2 = s.clone();
-        let t = thread::spawn(move || ann_in(&s2, &[2; 20], p4(2), Event::Started, NOW));
-        let a = ann_in(&s, &[3; 20], p4(3), Event::Started, NOW);
+        let t = thread::spawn(move || ann_in(&s2, &[2; 20], p4(2), AnnounceEvent::Started, NOW));
+        let a = ann_in(&s, &[3; 20], p4(3), AnnounceEvent::Started, NOW);
         assert_eq!(a, PeerStatus::Inserted);
         assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
         for k in 1..=3u8 {
@@ -232,10 +244,13 @@ fn swarm_creation_racing_map_growth() {
 fn late_copier_does_not_resurrect() {
     loom::model(|| {
         let s = store();
-        ann(&s, p4(1), Event::Started, NOW);
+        ann(&s, p4(1), AnnounceEvent::Started, NOW);
         let s2 = s.clone();
-        let t = thread::spawn(move || ann(&s2, p4(2), Event::Started, NOW));
-        assert_eq!(ann(&s, p4(1), Event::Stopped, NOW), PeerStatus::Removed);
+        let t = thread::spawn(move || ann(&s2, p4(2), AnnounceEvent::Started, NOW));
+        assert_eq!(
+            ann(&s, p4(1), AnnounceEvent::Stopped, NOW),
+            PeerStatus::Removed
+        );
         assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
         let got: Vec<_> = s
             .peers_of::<SocketAddrV4>(&H)
@@ -255,11 +270,11 @@ fn late_copier_does_not_resurrect() {
 fn completed_racing_migration() {
     loom::model(|| {
         let s = store();
-        ann(&s, p4(1), Event::Started, NOW); // leecher; the block of 1 slot is full
+        ann(&s, p4(1), AnnounceEvent::Started, NOW); // leecher; the block of 1 slot is full
         let s2 = s.clone();
-        let t = thread::spawn(move || ann(&s2, p4(2), Event::Started, NOW));
+        let t = thread::spawn(move || ann(&s2, p4(2), AnnounceEvent::Started, NOW));
         let mut out = Vec::new();
-        let c = s.announce(&H, p4(1), 0, Event::Completed, 0, NOW, 0, &mut out);
+        let c = s.announce(&H, p4(1), 0, AnnounceEvent::Completed, 0, NOW, 0, &mut out);
         assert_eq!(c.status, PeerStatus::Updated);
         assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
         let mut rows = Vec::new();
@@ -280,11 +295,11 @@ fn completed_racing_migration() {
 fn block_move_racing_map_growth() {
     loom::model(|| {
         let s = store();
-        ann_in(&s, &[1; 20], p4(1), Event::Started, NOW);
-        ann_in(&s, &[2; 20], p4(2), Event::Started, NOW);
+        ann_in(&s, &[1; 20], p4(1), AnnounceEvent::Started, NOW);
+        ann_in(&s, &[2; 20], p4(2), AnnounceEvent::Started, NOW);
         let s2 = s.clone();
-        let t = thread::spawn(move || ann_in(&s2, &[1; 20], p4(9), Event::Started, NOW));
-        let a = ann_in(&s, &[3; 20], p4(3), Event::Started, NOW);
+        let t = thread::spawn(move || ann_in(&s2, &[1; 20], p4(9), AnnounceEvent::Started, NOW));
+        let a = ann_in(&s, &[3; 20], p4(3), AnnounceEvent::Started, NOW);
         assert_eq!(a, PeerStatus::Inserted);
         assert_eq!(t.join().unwrap(), PeerStatus::Inserted);
         let mut one: Vec<_> = s
@@ -309,11 +324,11 @@ fn block_move_racing_map_growth() {
 fn swarm_free_racing_map_growth() {
     loom::model(|| {
         let s = store();
-        ann_in(&s, &[1; 20], p4(1), Event::Started, NOW - 1_000);
-        ann_in(&s, &[2; 20], p4(2), Event::Started, NOW);
+        ann_in(&s, &[1; 20], p4(1), AnnounceEvent::Started, NOW - 1_000);
+        ann_in(&s, &[2; 20], p4(2), AnnounceEvent::Started, NOW);
         let s2 = s.clone();
         let t = thread::spawn(move || s2.clean(NOW, 10));
-        let a = ann_in(&s, &[3; 20], p4(3), Event::Started, NOW);
+        let a = ann_in(&s, &[3; 20], p4(3), AnnounceEvent::Started, NOW);
         assert_eq!(a, PeerStatus::Inserted);
         let rep = t.join().unwrap();
         assert_eq!(rep.peers_expired, 1);
@@ -326,7 +341,7 @@ fn swarm_free_racing_map_growth() {
         );
         assert_eq!(s.audit::<SocketAddrV4>().0, 2);
         assert_eq!(s.stats().v4.swarms, 2);
-        let o = ann_in(&s, &[1; 20], p4(5), Event::Started, NOW);
+        let o = ann_in(&s, &[1; 20], p4(5), AnnounceEvent::Started, NOW);
         assert_eq!(o, PeerStatus::Inserted);
         assert_eq!(s.audit::<SocketAddrV4>().0, 3);
         assert_eq!(consistent::<SocketAddrV4>(&s, 0), 3);

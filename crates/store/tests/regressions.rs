@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fjord_store::{Event, PeerStatus, PeerStore, StoreConfig, SwarmCounts};
+use fjord_store::{AnnounceEvent, PeerStatus, PeerStore, StoreConfig, SwarmCounts};
 
 fn v4(i: u32) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 + i), 6881)
@@ -27,7 +27,7 @@ fn ann(
     ih: &[u8; 20],
     p: SocketAddrV4,
     left: i64,
-    ev: Event,
+    ev: AnnounceEvent,
     now: u32,
 ) -> PeerStatus {
     s.announce(ih, p, left, ev, 0, now, 0, &mut Vec::new())
@@ -66,7 +66,7 @@ fn issue10_clean_returns_after_cursor_shard_shrinks() {
     let t0 = 1_000;
     for i in 0..120_000 {
         assert_eq!(
-            ann(&s, &hash(i), v4(1), 1, Event::Started, t0),
+            ann(&s, &hash(i), v4(1), 1, AnnounceEvent::Started, t0),
             PeerStatus::Inserted
         );
     }
@@ -84,9 +84,9 @@ fn issue10_clean_returns_after_cursor_shard_shrinks() {
             for _ in 0..500 {
                 let ih = hash(next);
                 next += 1;
-                ann(&s2, &ih, v4(2), 1, Event::Started, t1);
+                ann(&s2, &ih, v4(2), 1, AnnounceEvent::Started, t1);
                 assert_eq!(
-                    ann(&s2, &ih, v4(2), 1, Event::Stopped, t1),
+                    ann(&s2, &ih, v4(2), 1, AnnounceEvent::Stopped, t1),
                     PeerStatus::Removed
                 );
             }
@@ -111,14 +111,23 @@ fn issue10_peers_expire_at_the_maximum_timeout() {
     });
     let ih = [7; 20];
     let t0 = 100_000;
-    ann(&s, &ih, v4(1), 1, Event::Started, t0);
+    ann(&s, &ih, v4(1), 1, AnnounceEvent::Started, t0);
     let mut out = Vec::new();
     // Just inside the timeout: still handed out.
-    s.announce(&ih, v4(2), 1, Event::Started, 50, t0 + 32_700, 1, &mut out);
+    s.announce(
+        &ih,
+        v4(2),
+        1,
+        AnnounceEvent::Started,
+        50,
+        t0 + 32_700,
+        1,
+        &mut out,
+    );
     assert_eq!(out, [v4(1)]);
     // Past it: never handed out, and `clean` removes it.
     let late = t0 + 32_760 + 100;
-    s.announce(&ih, v4(3), 1, Event::Started, 50, late, 1, &mut out);
+    s.announce(&ih, v4(3), 1, AnnounceEvent::Started, 50, late, 1, &mut out);
     assert!(!out.contains(&v4(1)), "expired peer handed out: {out:?}");
     let rep = s.clean(late, usize::MAX);
     assert_eq!(rep.peers_expired, 1);
@@ -136,23 +145,23 @@ fn issue10_peers_expire_at_the_maximum_timeout() {
 fn issue10_completed_with_left_counts_once_per_peer() {
     let s = PeerStore::new(StoreConfig::default());
     let ih = [8; 20];
-    ann(&s, &ih, v4(1), 10, Event::Started, 1_000);
+    ann(&s, &ih, v4(1), 10, AnnounceEvent::Started, 1_000);
     for _ in 0..5 {
-        ann(&s, &ih, v4(1), 10, Event::Completed, 1_000);
+        ann(&s, &ih, v4(1), 10, AnnounceEvent::Completed, 1_000);
     }
     assert_eq!(
         scrape(&s, &ih).completed,
         0,
         "left > 0 is not a finished download"
     );
-    ann(&s, &ih, v4(2), 10, Event::Started, 1_000);
+    ann(&s, &ih, v4(2), 10, AnnounceEvent::Started, 1_000);
     for _ in 0..3 {
-        ann(&s, &ih, v4(2), 0, Event::Completed, 1_000);
+        ann(&s, &ih, v4(2), 0, AnnounceEvent::Completed, 1_000);
     }
     assert_eq!(scrape(&s, &ih).completed, 1);
     // An unknown peer reporting its finished download counts once too.
     for _ in 0..3 {
-        ann(&s, &ih, v4(3), 0, Event::Completed, 1_000);
+        ann(&s, &ih, v4(3), 0, AnnounceEvent::Completed, 1_000);
     }
     assert_eq!(scrape(&s, &ih).completed, 2);
 }
@@ -169,7 +178,7 @@ fn issue10_clean_cycle_is_bounded_whatever_the_budget() {
             ..StoreConfig::default()
         });
         for i in 0..20_000 {
-            ann(&s, &hash(i), v4(1), 1, Event::Started, 1_000);
+            ann(&s, &hash(i), v4(1), 1, AnnounceEvent::Started, 1_000);
         }
         let mut now = 1_000;
         let mut cycles = Vec::new();
@@ -178,7 +187,7 @@ fn issue10_clean_cycle_is_bounded_whatever_the_budget() {
             // Keep the peers fresh so nothing is freed: the walk stays 20,000 swarms long.
             if now % 600 < interval {
                 for i in 0..20_000 {
-                    ann(&s, &hash(i), v4(1), 1, Event::None, now);
+                    ann(&s, &hash(i), v4(1), 1, AnnounceEvent::None, now);
                 }
             }
             let rep = s.clean(now, 1);
@@ -197,7 +206,7 @@ fn issue10_clean_cycle_is_bounded_whatever_the_budget() {
     // A long pause: the next call walks to the end of the cycle, whatever its budget.
     let s = PeerStore::new(StoreConfig::default());
     for i in 0..5_000 {
-        ann(&s, &hash(i), v4(1), 1, Event::Started, 1_000);
+        ann(&s, &hash(i), v4(1), 1, AnnounceEvent::Started, 1_000);
     }
     s.clean(1_000, 10);
     let rep = s.clean(1_000 + 3_600, 10);
@@ -215,7 +224,7 @@ fn issue10_map_tables_shrink_after_a_swarm_flood() {
     });
     let (_, _, empty_map) = s.allocated_bytes::<SocketAddrV4>();
     for i in 0..200_000 {
-        ann(&s, &hash(i), v4(1), 1, Event::Started, 1_000);
+        ann(&s, &hash(i), v4(1), 1, AnnounceEvent::Started, 1_000);
     }
     let (_, _, flooded) = s.allocated_bytes::<SocketAddrV4>();
     // Two full cycles: the first frees the swarms, the second finds the tables all tombstones.

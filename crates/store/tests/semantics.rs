@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
-use fjord_store::{Event, NotStoredReason, PeerStatus, PeerStore, StoreConfig, SwarmCounts};
+use fjord_store::{
+    AnnounceEvent, IpFamily, NotStoredReason, PeerStatus, PeerStore, StoreConfig, SwarmCounts,
+};
 
 const H: [u8; 20] = [1; 20];
 const T0: u32 = 10_000;
@@ -27,7 +29,7 @@ fn ann4(
     s: &PeerStore,
     p: SocketAddrV4,
     left: i64,
-    ev: Event,
+    ev: AnnounceEvent,
     nw: i32,
     now: u32,
     out: &mut Vec<SocketAddrV4>,
@@ -71,7 +73,7 @@ fn assert_consistent(s: &PeerStore) {
 fn insert_update_and_seeder_iff_left_zero() {
     let s = store();
     let mut out = Vec::new();
-    let o = ann4(&s, v4(1), 500, Event::Started, 50, T0, &mut out);
+    let o = ann4(&s, v4(1), 500, AnnounceEvent::Started, 50, T0, &mut out);
     assert_eq!(
         o,
         fjord_store::AnnounceOutcome {
@@ -80,20 +82,20 @@ fn insert_update_and_seeder_iff_left_zero() {
             status: PeerStatus::Inserted
         }
     );
-    let o = ann4(&s, v4(2), 0, Event::Started, 50, T0, &mut out);
+    let o = ann4(&s, v4(2), 0, AnnounceEvent::Started, 50, T0, &mut out);
     assert_eq!(
         (o.seeders, o.leechers, o.status),
         (1, 1, PeerStatus::Inserted)
     );
-    let o = ann4(&s, v4(1), 0, Event::None, 50, T0, &mut out);
+    let o = ann4(&s, v4(1), 0, AnnounceEvent::None, 50, T0, &mut out);
     assert_eq!(
         (o.seeders, o.leechers, o.status),
         (2, 0, PeerStatus::Updated)
     );
     // Negative left (and huge left) are leechers and never panic.
-    let o = ann4(&s, v4(1), -1, Event::None, 50, T0, &mut out);
+    let o = ann4(&s, v4(1), -1, AnnounceEvent::None, 50, T0, &mut out);
     assert_eq!((o.seeders, o.leechers), (1, 1));
-    let o = ann4(&s, v4(1), i64::MAX, Event::None, 50, T0, &mut out);
+    let o = ann4(&s, v4(1), i64::MAX, AnnounceEvent::None, 50, T0, &mut out);
     assert_eq!((o.seeders, o.leechers), (1, 1));
     let peers = s.peers_of::<SocketAddrV4>(&H).unwrap();
     assert_eq!(peers.len(), 2);
@@ -109,13 +111,13 @@ fn completed_counts_once_per_download() {
         s.scrape::<SocketAddrV4>(&[H], &mut v);
         v[0].completed
     };
-    ann4(&s, v4(1), 10, Event::Started, 0, T0, &mut out);
+    ann4(&s, v4(1), 10, AnnounceEvent::Started, 0, T0, &mut out);
     assert_eq!(scrape(&s), 0);
-    ann4(&s, v4(1), 0, Event::Completed, 0, T0, &mut out); // stored leecher completes
+    ann4(&s, v4(1), 0, AnnounceEvent::Completed, 0, T0, &mut out); // stored leecher completes
     assert_eq!(scrape(&s), 1);
-    ann4(&s, v4(1), 0, Event::Completed, 0, T0, &mut out); // a seeder repeats it
+    ann4(&s, v4(1), 0, AnnounceEvent::Completed, 0, T0, &mut out); // a seeder repeats it
     assert_eq!(scrape(&s), 1);
-    ann4(&s, v4(2), 0, Event::Completed, 0, T0, &mut out); // unknown peer reports it
+    ann4(&s, v4(2), 0, AnnounceEvent::Completed, 0, T0, &mut out); // unknown peer reports it
     assert_eq!(scrape(&s), 2);
     assert_eq!(s.stats().v4.completed, 2);
 }
@@ -125,12 +127,12 @@ fn stopped_removes_and_returns_no_peers() {
     let s = store();
     let mut out = Vec::new();
     for i in 1..=5 {
-        ann4(&s, v4(i), 5, Event::Started, 0, T0, &mut out);
+        ann4(&s, v4(i), 5, AnnounceEvent::Started, 0, T0, &mut out);
     }
-    let o = ann4(&s, v4(3), 5, Event::Stopped, 50, T0, &mut out);
+    let o = ann4(&s, v4(3), 5, AnnounceEvent::Stopped, 50, T0, &mut out);
     assert_eq!((o.leechers, o.status), (4, PeerStatus::Removed));
     assert!(out.is_empty());
-    let o = ann4(&s, v4(3), 5, Event::Stopped, 50, T0, &mut out);
+    let o = ann4(&s, v4(3), 5, AnnounceEvent::Stopped, 50, T0, &mut out);
     assert_eq!(
         (o.leechers, o.status),
         (
@@ -139,7 +141,16 @@ fn stopped_removes_and_returns_no_peers() {
         )
     );
     // Stop in an unknown swarm creates nothing.
-    let o = s.announce(&[9; 20], v4(1), 0, Event::Stopped, 50, T0, 1, &mut out);
+    let o = s.announce(
+        &[9; 20],
+        v4(1),
+        0,
+        AnnounceEvent::Stopped,
+        50,
+        T0,
+        1,
+        &mut out,
+    );
     assert_eq!(
         o.status,
         PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped)
@@ -147,7 +158,7 @@ fn stopped_removes_and_returns_no_peers() {
     assert!(s.peers_of::<SocketAddrV4>(&[9; 20]).is_none());
     assert_eq!(s.stats().v4.swarms, 1);
     // Re-announce after stop re-inserts (the keyed tombstone is revived).
-    let o = ann4(&s, v4(3), 0, Event::Started, 50, T0, &mut out);
+    let o = ann4(&s, v4(3), 0, AnnounceEvent::Started, 50, T0, &mut out);
     assert_eq!(
         (o.seeders, o.leechers, o.status),
         (1, 4, PeerStatus::Inserted)
@@ -160,7 +171,7 @@ fn port_zero_is_answered_but_never_stored() {
     let s = store();
     let mut out = Vec::new();
     let zero = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 99), 0);
-    let o = ann4(&s, zero, 5, Event::Started, 50, T0, &mut out);
+    let o = ann4(&s, zero, 5, AnnounceEvent::Started, 50, T0, &mut out);
     assert_eq!(
         o.status,
         PeerStatus::NotStored(NotStoredReason::InvalidPort)
@@ -169,9 +180,9 @@ fn port_zero_is_answered_but_never_stored() {
         s.peers_of::<SocketAddrV4>(&H).is_none(),
         "no swarm created for port 0"
     );
-    ann4(&s, v4(1), 5, Event::Started, 50, T0, &mut out);
-    ann4(&s, v4(2), 0, Event::Started, 50, T0, &mut out);
-    let o = ann4(&s, zero, 5, Event::Started, 50, T0, &mut out);
+    ann4(&s, v4(1), 5, AnnounceEvent::Started, 50, T0, &mut out);
+    ann4(&s, v4(2), 0, AnnounceEvent::Started, 50, T0, &mut out);
+    let o = ann4(&s, zero, 5, AnnounceEvent::Started, 50, T0, &mut out);
     assert_eq!(
         (o.seeders, o.leechers, o.status),
         (1, 1, PeerStatus::NotStored(NotStoredReason::InvalidPort))
@@ -194,7 +205,7 @@ fn selection_is_bounded_unique_and_excludes_requester() {
             &s,
             v4(i),
             1 + i64::from(i % 2),
-            Event::Started,
+            AnnounceEvent::Started,
             0,
             T0,
             &mut out,
@@ -206,7 +217,7 @@ fn selection_is_bounded_unique_and_excludes_requester() {
                 &H,
                 v4(5),
                 1,
-                Event::None,
+                AnnounceEvent::None,
                 nw,
                 T0,
                 r.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -226,7 +237,7 @@ fn selection_is_bounded_unique_and_excludes_requester() {
             &H,
             v4(5),
             1,
-            Event::None,
+            AnnounceEvent::None,
             3,
             T0,
             r.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -250,19 +261,19 @@ fn seeders_get_leechers_only() {
             &s,
             v4(i),
             if i < 30 { 0 } else { 9 },
-            Event::Started,
+            AnnounceEvent::Started,
             0,
             T0,
             &mut out,
         );
     }
     let leechers: HashSet<_> = (30..40).map(v4).collect();
-    let o = s.announce(&H, v4(0), 0, Event::None, 50, T0, 77, &mut out);
+    let o = s.announce(&H, v4(0), 0, AnnounceEvent::None, 50, T0, 77, &mut out);
     assert_eq!((o.seeders, o.leechers), (30, 10));
     assert_eq!(out.len(), 10);
     assert!(out.iter().all(|p| leechers.contains(p)));
     // A leecher gets both kinds.
-    s.announce(&H, v4(35), 9, Event::None, 50, T0, 77, &mut out);
+    s.announce(&H, v4(35), 9, AnnounceEvent::None, 50, T0, 77, &mut out);
     assert_eq!(out.len(), 39);
 }
 
@@ -275,14 +286,32 @@ fn expired_peers_are_never_handed_out_and_clean_frees_swarms() {
     let s = PeerStore::new(cfg);
     let mut out = Vec::new();
     for i in 0..20 {
-        ann4(&s, v4(i), 1, Event::Started, 0, T0, &mut out);
+        ann4(&s, v4(i), 1, AnnounceEvent::Started, 0, T0, &mut out);
     }
     for i in 20..25 {
-        ann4(&s, v4(i), 1, Event::Started, 0, T0 + 90, &mut out);
+        ann4(&s, v4(i), 1, AnnounceEvent::Started, 0, T0 + 90, &mut out);
     }
-    s.announce(&[2; 20], v4(1), 1, Event::Started, 0, T0, 0, &mut out);
+    s.announce(
+        &[2; 20],
+        v4(1),
+        1,
+        AnnounceEvent::Started,
+        0,
+        T0,
+        0,
+        &mut out,
+    );
     // At T0 + 150 the first 20 are expired (not yet cleaned): never returned.
-    let o = s.announce(&H, v4(99), 1, Event::Started, 200, T0 + 150, 5, &mut out);
+    let o = s.announce(
+        &H,
+        v4(99),
+        1,
+        AnnounceEvent::Started,
+        200,
+        T0 + 150,
+        5,
+        &mut out,
+    );
     assert_eq!(o.leechers, 26, "counts include expired peers until clean()");
     let got: HashSet<_> = out.iter().copied().collect();
     assert_eq!(got, (20..25).map(v4).collect::<HashSet<_>>());
@@ -307,7 +336,15 @@ fn expired_peers_are_never_handed_out_and_clean_frees_swarms() {
             ..Default::default()
         }
     );
-    let o = ann4(&s, v4(1), 0, Event::Started, 50, T0 + 1_000, &mut out);
+    let o = ann4(
+        &s,
+        v4(1),
+        0,
+        AnnounceEvent::Started,
+        50,
+        T0 + 1_000,
+        &mut out,
+    );
     assert_eq!((o.seeders, o.status), (1, PeerStatus::Inserted));
     assert_consistent(&s);
 }
@@ -317,7 +354,16 @@ fn clean_budget_and_cursor() {
     let s = store();
     let mut out = Vec::new();
     for k in 0..50u8 {
-        s.announce(&[k; 20], v4(1), 1, Event::Started, 0, T0, 0, &mut out);
+        s.announce(
+            &[k; 20],
+            v4(1),
+            1,
+            AnnounceEvent::Started,
+            0,
+            T0,
+            0,
+            &mut out,
+        );
     }
     let mut visited = 0;
     let mut calls = 0;
@@ -354,11 +400,11 @@ fn store_full_and_swarm_limit_still_answer() {
     let mut out = Vec::new();
     for i in 0..5 {
         assert_eq!(
-            ann4(&s, v4(i), 1, Event::Started, 0, T0, &mut out).status,
+            ann4(&s, v4(i), 1, AnnounceEvent::Started, 0, T0, &mut out).status,
             PeerStatus::Inserted
         );
     }
-    let o = ann4(&s, v4(9), 1, Event::Started, 50, T0, &mut out);
+    let o = ann4(&s, v4(9), 1, AnnounceEvent::Started, 50, T0, &mut out);
     assert_eq!(
         (o.leechers, o.status),
         (5, PeerStatus::NotStored(NotStoredReason::StoreFull))
@@ -366,19 +412,46 @@ fn store_full_and_swarm_limit_still_answer() {
     assert_eq!(out.len(), 5, "a refused peer still gets peers");
     // Refresh of a stored peer still works when full.
     assert_eq!(
-        ann4(&s, v4(1), 0, Event::None, 0, T0, &mut out).status,
+        ann4(&s, v4(1), 0, AnnounceEvent::None, 0, T0, &mut out).status,
         PeerStatus::Updated
     );
-    ann4(&s, v4(4), 1, Event::Stopped, 0, T0, &mut out);
+    ann4(&s, v4(4), 1, AnnounceEvent::Stopped, 0, T0, &mut out);
     assert_eq!(
-        s.announce(&[3; 20], v4(1), 1, Event::Started, 0, T0, 0, &mut out)
-            .status,
+        s.announce(
+            &[3; 20],
+            v4(1),
+            1,
+            AnnounceEvent::Started,
+            0,
+            T0,
+            0,
+            &mut out
+        )
+        .status,
         PeerStatus::Inserted
     );
-    let o = s.announce(&[4; 20], v4(1), 1, Event::Started, 0, T0, 0, &mut out);
+    let o = s.announce(
+        &[4; 20],
+        v4(1),
+        1,
+        AnnounceEvent::Started,
+        0,
+        T0,
+        0,
+        &mut out,
+    );
     assert_eq!(o.status, PeerStatus::NotStored(NotStoredReason::StoreFull));
-    ann4(&s, v4(3), 1, Event::Stopped, 0, T0, &mut out);
-    let o = s.announce(&[4; 20], v4(1), 1, Event::Started, 0, T0, 0, &mut out);
+    ann4(&s, v4(3), 1, AnnounceEvent::Stopped, 0, T0, &mut out);
+    let o = s.announce(
+        &[4; 20],
+        v4(1),
+        1,
+        AnnounceEvent::Started,
+        0,
+        T0,
+        0,
+        &mut out,
+    );
     assert_eq!(o.status, PeerStatus::NotStored(NotStoredReason::SwarmLimit));
     assert!(s.peers_of::<SocketAddrV4>(&[4; 20]).is_none());
     assert_consistent(&s);
@@ -390,12 +463,12 @@ fn families_are_kept_apart() {
     let mut o4 = Vec::new();
     let mut o6 = Vec::new();
     for i in 0..10 {
-        s.announce(&H, v4(i), 1, Event::Started, 0, T0, 0, &mut o4);
+        s.announce(&H, v4(i), 1, AnnounceEvent::Started, 0, T0, 0, &mut o4);
     }
     for i in 0..3 {
-        s.announce(&H, v6(i), 0, Event::Started, 0, T0, 0, &mut o6);
+        s.announce(&H, v6(i), 0, AnnounceEvent::Started, 0, T0, 0, &mut o6);
     }
-    let o = s.announce(&H, v6(100), 1, Event::Started, 200, T0, 3, &mut o6);
+    let o = s.announce(&H, v6(100), 1, AnnounceEvent::Started, 200, T0, 3, &mut o6);
     assert_eq!((o.seeders, o.leechers), (3, 1));
     assert_eq!(o6.len(), 3);
     assert!(o6.iter().all(|p| (0..3).map(v6).any(|q| q == *p)));
@@ -433,22 +506,22 @@ fn ipv6_cap_and_growth() {
         // Same address, many ports too: the tag must not confuse them.
         let p = SocketAddrV6::new(*v6(i / 4).ip(), 1000 + (i % 4) as u16, 0, 0);
         assert_eq!(
-            s.announce(&H, p, 1, Event::Started, 0, T0, 0, &mut out)
+            s.announce(&H, p, 1, AnnounceEvent::Started, 0, T0, 0, &mut out)
                 .status,
             PeerStatus::Inserted
         );
     }
-    let o = s.announce(&H, v6(9999), 1, Event::Started, -1, T0, 1, &mut out);
+    let o = s.announce(&H, v6(9999), 1, AnnounceEvent::Started, -1, T0, 1, &mut out);
     assert_eq!(o.leechers, 501);
     assert_eq!(out.len(), 50);
-    s.announce(&H, v6(9999), 1, Event::None, 1000, T0, 1, &mut out);
+    s.announce(&H, v6(9999), 1, AnnounceEvent::None, 1000, T0, 1, &mut out);
     assert_eq!(out.len(), 66, "IPv6 cap");
     let peers = s.peers_of::<SocketAddrV6>(&H).unwrap();
     assert_eq!(peers.iter().map(|p| p.0).collect::<HashSet<_>>().len(), 501);
     for i in 0..250 {
         let p = SocketAddrV6::new(*v6(i / 4).ip(), 1000 + (i % 4) as u16, 0, 0);
         assert_eq!(
-            s.announce(&H, p, 1, Event::Stopped, 0, T0, 0, &mut out)
+            s.announce(&H, p, 1, AnnounceEvent::Stopped, 0, T0, 0, &mut out)
                 .status,
             PeerStatus::Removed
         );
@@ -472,7 +545,11 @@ fn growth_churn_and_compaction_keep_every_peer() {
         let sw = [(x % 3) as u8; 20];
         let i = ((x >> 8) % 400) as u32;
         let stop = (x >> 20).is_multiple_of(3);
-        let ev = if stop { Event::Stopped } else { Event::None };
+        let ev = if stop {
+            AnnounceEvent::Stopped
+        } else {
+            AnnounceEvent::None
+        };
         let o = s.announce(&sw, v4(i), ((x >> 30) % 2) as i64, ev, 5, T0, x, &mut out);
         let was = model.contains(&(sw[0], i));
         match (stop, was) {
@@ -510,8 +587,26 @@ fn growth_churn_and_compaction_keep_every_peer() {
 fn scrape_keeps_order_duplicates_and_zeros() {
     let s = store();
     let mut out = Vec::new();
-    s.announce(&[5; 20], v4(1), 0, Event::Started, 0, T0, 0, &mut out);
-    s.announce(&[6; 20], v4(1), 3, Event::Started, 0, T0, 0, &mut out);
+    s.announce(
+        &[5; 20],
+        v4(1),
+        0,
+        AnnounceEvent::Started,
+        0,
+        T0,
+        0,
+        &mut out,
+    );
+    s.announce(
+        &[6; 20],
+        v4(1),
+        3,
+        AnnounceEvent::Started,
+        0,
+        T0,
+        0,
+        &mut out,
+    );
     let mut rows = vec![SwarmCounts {
         seeders: 9,
         completed: 9,
@@ -554,7 +649,16 @@ fn many_swarms_grow_the_map() {
     for k in 0..20_000u32 {
         let mut ih = [0u8; 20];
         ih[..4].copy_from_slice(&k.to_le_bytes());
-        s.announce(&ih, v4(k % 7), 1, Event::Started, 0, T0, 0, &mut out);
+        s.announce(
+            &ih,
+            v4(k % 7),
+            1,
+            AnnounceEvent::Started,
+            0,
+            T0,
+            0,
+            &mut out,
+        );
     }
     assert_eq!(s.stats().v4.swarms, 20_000);
     assert_eq!(s.audit::<SocketAddrV4>().0, 20_000);
@@ -562,4 +666,71 @@ fn many_swarms_grow_the_map() {
     assert_eq!((rep.peers_expired, rep.swarms_freed), (20_000, 20_000));
     assert_eq!(s.stats().v4.swarms, 0);
     assert_eq!(s.audit::<SocketAddrV4>().0, 0);
+}
+
+#[test]
+fn clean_observed_reports_every_live_swarm_once_per_cycle() {
+    let s = store();
+    let mut out = Vec::new();
+    for k in 1..=3u8 {
+        for i in 0..u32::from(k) {
+            s.announce(
+                &[k; 20],
+                v4(i),
+                i64::from(i % 2),
+                AnnounceEvent::Started,
+                0,
+                T0,
+                0,
+                &mut out,
+            );
+        }
+    }
+    s.announce(
+        &[9; 20],
+        v6(1),
+        0,
+        AnnounceEvent::Started,
+        0,
+        T0,
+        0,
+        &mut Vec::new(),
+    );
+    // One expired swarm, freed by this cycle: not reported.
+    s.announce(
+        &[7; 20],
+        v4(1),
+        1,
+        AnnounceEvent::Started,
+        0,
+        T0 - 10_000,
+        0,
+        &mut out,
+    );
+    let mut seen = Vec::new();
+    let rep = s.clean_observed(T0, usize::MAX, |sw| seen.push(*sw));
+    assert!(rep.cycle_complete);
+    assert_eq!(rep.swarms_freed, 1);
+    seen.sort_by_key(|sw| sw.info_hash);
+    let got: Vec<_> = seen
+        .iter()
+        .map(|sw| {
+            (
+                sw.info_hash[0],
+                sw.family,
+                sw.seeders,
+                sw.leechers,
+                sw.completed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, IpFamily::V4, 1, 0, 0),
+            (2, IpFamily::V4, 1, 1, 0),
+            (3, IpFamily::V4, 2, 1, 0),
+            (9, IpFamily::V6, 1, 0, 0),
+        ]
+    );
 }

@@ -23,7 +23,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use fjord_store::{
-    AnnounceOutcome, Event, NotStoredReason, PeerAddress, PeerStatus, PeerStore, StoreConfig,
+    AnnounceEvent, AnnounceOutcome, NotStoredReason, PeerAddress, PeerStatus, PeerStore,
+    StoreConfig,
 };
 
 const NOW: u32 = 50_000;
@@ -192,9 +193,9 @@ fn shared_peers<A: Mk>(threads: u32, ops_per_thread: usize, peers: u16, swarms: 
                         let k = (x % u64::from(swarms)) as u8;
                         let port = 1 + ((x >> 8) % u64::from(peers)) as u16;
                         let ev = if (x >> 32).is_multiple_of(3) {
-                            Event::Stopped
+                            AnnounceEvent::Stopped
                         } else {
-                            Event::Started
+                            AnnounceEvent::Started
                         };
                         let o = store.announce(
                             &swarm(k),
@@ -284,9 +285,9 @@ fn expiry_churn<A: Mk>(threads: u32, ops_per_thread: usize, peers: u16, swarms: 
                         let k = (x % u64::from(swarms)) as u8;
                         let port = 1 + ((x >> 8) % u64::from(peers)) as u16;
                         let ev = if (x >> 32).is_multiple_of(5) {
-                            Event::Stopped
+                            AnnounceEvent::Stopped
                         } else {
-                            Event::None
+                            AnnounceEvent::None
                         };
                         store.announce(
                             &swarm(k),
@@ -370,9 +371,9 @@ fn owned_peers<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16, swarms: u
                         let seeder = (x >> 40).is_multiple_of(3);
                         let stopping = (x >> 44) % 8 < if churn { 3 } else { 2 };
                         let ev = if stopping {
-                            Event::Stopped
+                            AnnounceEvent::Stopped
                         } else {
-                            Event::None
+                            AnnounceEvent::None
                         };
                         let left = if seeder { 0 } else { 7 };
                         let o = store.announce(&swarm32(k), peer, left, ev, 8, NOW, x, &mut out);
@@ -418,7 +419,16 @@ fn completed_exact<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16) {
     let store = PeerStore::new(StoreConfig::default());
     let mut out = Vec::new();
     let anchor = A::mk(9_999, 1);
-    store.announce(&swarm32(7), anchor, 0, Event::None, 0, NOW, 1, &mut out);
+    store.announce(
+        &swarm32(7),
+        anchor,
+        0,
+        AnnounceEvent::None,
+        0,
+        NOW,
+        1,
+        &mut out,
+    );
     let counted: u32 = std::thread::scope(|sc| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
@@ -434,16 +444,16 @@ fn completed_exact<A: Mk>(threads: u32, ops_per_thread: usize, ports: u16) {
                         let port = 1 + (x % u64::from(ports)) as u16;
                         let peer = A::mk(t, port);
                         let (ev, left) = match (x >> 20) % 4 {
-                            0 => (Event::Stopped, 7),
-                            1 => (Event::Completed, 0),
-                            _ => (Event::None, 7),
+                            0 => (AnnounceEvent::Stopped, 7),
+                            1 => (AnnounceEvent::Completed, 0),
+                            _ => (AnnounceEvent::None, 7),
                         };
                         store.announce(&swarm32(7), peer, left, ev, 0, NOW, x, &mut out);
                         match ev {
-                            Event::Stopped => {
+                            AnnounceEvent::Stopped => {
                                 state.remove(&port);
                             }
-                            Event::Completed => {
+                            AnnounceEvent::Completed => {
                                 counted += u32::from(state.get(&port) != Some(&true));
                                 state.insert(port, true);
                             }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use fjord_store::{Event, MAX_PEER_TIMEOUT_SECS, PeerStore, StoreConfig};
+use fjord_store::{AnnounceEvent, MAX_PEER_TIMEOUT_SECS, PeerStore, StoreConfig};
 
 const SWARMS: u8 = 24;
 const PEERS: u32 = 12;
@@ -63,14 +63,23 @@ fn simulate(timeout: u32, cycle: u32, interval: u32, days: u32, seed: u64) {
             let ih = [sw + 1; 20];
             match rng.below(10) {
                 0 => {
-                    s.announce(&ih, peer(p), 1, Event::Stopped, 0, now, 0, &mut out);
+                    s.announce(&ih, peer(p), 1, AnnounceEvent::Stopped, 0, now, 0, &mut out);
                     heard.remove(&(sw, p));
                     active[k] = false;
                 }
                 1 => active[k] = false, // goes silent (crashes, loses its network)
                 _ => {
                     active[k] = true;
-                    let o = s.announce(&ih, peer(p), 1, Event::None, 50, now, rng.next(), &mut out);
+                    let o = s.announce(
+                        &ih,
+                        peer(p),
+                        1,
+                        AnnounceEvent::None,
+                        50,
+                        now,
+                        rng.next(),
+                        &mut out,
+                    );
                     heard.insert((sw, p), now);
                     handed_out += out.len() as u64;
                     for q in &out {
@@ -93,7 +102,16 @@ fn simulate(timeout: u32, cycle: u32, interval: u32, days: u32, seed: u64) {
                     .get(&(sw, p))
                     .is_some_and(|&t| now - t + interval >= timeout / 2)
             {
-                s.announce(&[sw + 1; 20], peer(p), 1, Event::None, 0, now, 0, &mut out);
+                s.announce(
+                    &[sw + 1; 20],
+                    peer(p),
+                    1,
+                    AnnounceEvent::None,
+                    0,
+                    now,
+                    0,
+                    &mut out,
+                );
                 heard.insert((sw, p), now);
             }
         }
