@@ -23,6 +23,10 @@ struct Cursor {
     /// Next position: unit = family * SHARDS + shard, and a slot of that shard's table.
     unit: usize,
     slot: usize,
+    /// Generation of the map table `slot` refers to (0: none yet; tables start at 1). If the
+    /// shard's table has been replaced since, its swarms have moved: the walk restarts that
+    /// shard at slot 0, so that none is skipped in this cycle (some may be visited twice).
+    table: u64,
     /// `now` of the call that started the current cycle (`None` before the first call).
     cycle_start: Option<u32>,
     /// Swarms visited since the current cycle started.
@@ -39,15 +43,20 @@ pub(crate) struct Cleaner {
     last_cycle: AtomicU64,
     cycles: AtomicU64,
     pub(crate) cycle_limit_secs: u32,
+    /// [`StoreConfig::max_clean_cycle_secs`](crate::StoreConfig::max_clean_cycle_secs): a
+    /// cycle plus the interval between calls must stay within it, so the target shrinks by
+    /// the interval observed.
+    window_secs: u32,
 }
 
 impl Cleaner {
-    pub(crate) fn new(cycle_limit_secs: u32) -> Self {
+    pub(crate) fn new(cycle_limit_secs: u32, window_secs: u32) -> Self {
         Cleaner {
             state: Mutex::new(Cursor::default()),
             last_cycle: AtomicU64::new(0),
             cycles: AtomicU64::new(0),
             cycle_limit_secs,
+            window_secs,
         }
     }
 
@@ -65,21 +74,24 @@ impl Cleaner {
 }
 
 impl Cursor {
-    /// The budget of a call at `now`: at least `min`; enough that the swarms not yet visited
-    /// in this cycle are visited by its deadline at the interval observed between calls; and
-    /// `None` (walk to the end of the cycle) once the deadline has come.
-    fn budget(&self, now: u32, min: usize, swarms: u64, limit: u32) -> Option<usize> {
+    /// The budget of a call at `now`: at least `min` swarms; enough that the swarms not yet
+    /// visited in this cycle are visited by its deadline at the interval observed between
+    /// calls; and, once the deadline has come, `overdue`: walk at least to the cycle's end.
+    /// The deadline is `limit` after the cycle's start, brought forward if needed so that the
+    /// cycle plus one interval fits `window`.
+    fn budget(&self, now: u32, min: usize, swarms: u64, limit: u32, window: u32) -> (usize, bool) {
         let Some(start) = self.cycle_start else {
-            return Some(min);
+            return (min, false);
         };
+        let interval = self.last_call.map_or(1, |l| now.saturating_sub(l).max(1));
+        let limit = limit.min(window.saturating_sub(interval)).max(1);
         let elapsed = now.saturating_sub(start);
         if elapsed >= limit {
-            return None;
+            return (min, true);
         }
-        let interval = self.last_call.map_or(1, |l| now.saturating_sub(l).max(1));
         let calls_left = u64::from((limit - elapsed) / interval).max(1);
         let need = swarms.saturating_sub(self.visited).div_ceil(calls_left);
-        Some(min.max(usize::try_from(need).unwrap_or(usize::MAX)))
+        (min.max(usize::try_from(need).unwrap_or(usize::MAX)), false)
     }
 }
 
@@ -115,89 +127,111 @@ impl PeerStore {
         let guard = epoch::pin();
         let now_stamp = stamp_of(now_secs);
         let swarms = self.ctx.swarms.load(Relaxed).max(0) as u64;
-        let budget = cur.budget(now_secs, min_swarms, swarms, self.cleaner.cycle_limit_secs);
+        let (budget, overdue) = cur.budget(
+            now_secs,
+            min_swarms,
+            swarms,
+            self.cleaner.cycle_limit_secs,
+            self.cleaner.window_secs,
+        );
         cur.cycle_start.get_or_insert(now_secs);
         cur.last_call = Some(now_secs);
         let mut rep = CleanReport {
-            budget: budget.unwrap_or(usize::MAX),
+            budget,
+            overdue,
             ..CleanReport::default()
         };
         let units = 2 * SHARDS;
         let (start_unit, start_slot) = (cur.unit % units, cur.slot);
-        let (mut unit, mut slot) = (start_unit, start_slot);
+        let (mut unit, mut slot, mut table) = (start_unit, start_slot, cur.table);
         // Units entered so far; at `units` the walk is back on its first unit, where it stops
         // at the slot it started from (or the table's end, if the table shrank meanwhile).
         let mut units_done = 0;
         // Live swarms and tombstones of the current unit, if the walk covered it from slot 0.
         let mut census = (slot == 0).then_some((0usize, 0usize));
-        while budget.is_none_or(|b| rep.swarms_visited < b) {
+        // An overdue call walks at least to the end of the cycle; any call, its budget.
+        'walk: loop {
             let fam = &self.fams[unit / SHARDS];
             let shard = unit & (SHARDS - 1);
-            let (cap, at) = fam.swarm_at(shard, slot, &guard);
+            // One snapshot of the shard's table per unit: if it is replaced while we walk it,
+            // its frozen slots still name every swarm it held (stale blocks lead to their
+            // successors), and the next call sees the new generation.
+            let t = fam.map_table(shard, &guard);
+            let generation = t.header().generation;
+            if generation != table {
+                if table != 0 && slot > 0 {
+                    slot = 0;
+                    census = Some((0, 0));
+                }
+                table = generation;
+            }
+            let cap = t.cap();
             let end = if units_done == units {
                 cap.min(start_slot)
             } else {
                 cap
             };
-            if slot >= end {
-                if units_done == units {
-                    break;
+            while slot < end {
+                if rep.swarms_visited >= budget && !(overdue && !rep.cycle_complete) {
+                    break 'walk;
                 }
-                if let Some((live, dead)) = census
-                    && fam.shrink_map_if_sparse(shard, cap, live, dead, &self.ctx, &guard)
-                {
-                    rep.maps_shrunk += 1;
-                }
-                slot = 0;
-                unit += 1;
-                units_done += 1;
-                census = Some((0, 0));
-                if unit == units {
-                    unit = 0;
-                    rep.cycle_complete = true;
-                    let secs = now_secs.saturating_sub(cur.cycle_start.unwrap_or(now_secs));
-                    rep.cycle_secs = Some(secs);
-                    self.cleaner.last_cycle.store(u64::from(secs) + 1, Relaxed);
-                    self.cleaner.cycles.fetch_add(1, Relaxed);
-                    cur.cycle_start = Some(now_secs);
-                    cur.visited = 0;
-                    if budget.is_none() {
-                        break; // the overdue cycle is finished; the next one starts on time
+                let at = fam.map_slot(t, slot, &guard);
+                slot += 1;
+                match at {
+                    MapSlot::Live(sw) => {
+                        rep.swarms_visited += 1;
+                        cur.visited += 1;
+                        let after = fam.clean_swarm(sw, now_stamp, &self.ctx, &guard, &mut rep);
+                        if let Some(c) = census.as_mut() {
+                            // A swarm this visit freed left a tombstone behind.
+                            if after.is_some() { c.0 += 1 } else { c.1 += 1 }
+                        }
+                        if let Some(b) = after {
+                            let (seeders, leechers) = fam.counts(b);
+                            on_swarm(&SwarmSummary {
+                                info_hash: *b.info_hash(),
+                                family: fam.fam,
+                                seeders,
+                                leechers,
+                                completed: Family::completed_of(b),
+                            });
+                        }
                     }
+                    MapSlot::Dead => {
+                        if let Some(c) = census.as_mut() {
+                            c.1 += 1;
+                        }
+                    }
+                    MapSlot::Empty => {}
                 }
-                continue;
             }
-            slot += 1;
-            match at {
-                MapSlot::Live(sw) => {
-                    rep.swarms_visited += 1;
-                    cur.visited += 1;
-                    let after = fam.clean_swarm(sw, now_stamp, &self.ctx, &guard, &mut rep);
-                    if let Some(c) = census.as_mut() {
-                        // A swarm this visit freed left a tombstone behind.
-                        if after.is_some() { c.0 += 1 } else { c.1 += 1 }
-                    }
-                    if let Some(b) = after {
-                        let (seeders, leechers) = fam.counts(b);
-                        on_swarm(&SwarmSummary {
-                            info_hash: *b.info_hash(),
-                            family: fam.fam,
-                            seeders,
-                            leechers,
-                            completed: Family::completed_of(b),
-                        });
-                    }
-                }
-                MapSlot::Dead => {
-                    if let Some(c) = census.as_mut() {
-                        c.1 += 1;
-                    }
-                }
-                MapSlot::Empty => {}
+            if units_done == units {
+                break;
+            }
+            if let Some((live, dead)) = census
+                && fam.shrink_map_if_sparse(shard, t, live, dead, &self.ctx, &guard)
+            {
+                rep.maps_shrunk += 1;
+            }
+            slot = 0;
+            table = 0;
+            unit += 1;
+            units_done += 1;
+            census = Some((0, 0));
+            if unit == units {
+                unit = 0;
+                rep.cycle_complete = true;
+                let secs = now_secs.saturating_sub(cur.cycle_start.unwrap_or(now_secs));
+                rep.cycle_secs = Some(secs);
+                self.cleaner.last_cycle.store(u64::from(secs) + 1, Relaxed);
+                self.cleaner.cycles.fetch_add(1, Relaxed);
+                cur.cycle_start = Some(now_secs);
+                cur.visited = 0;
             }
         }
         cur.unit = unit;
         cur.slot = slot;
+        cur.table = table;
         rep
     }
 

@@ -19,10 +19,14 @@ use crate::table::{
     NEXT_GROW as MAP_GROW, NEXT_NONE as MAP_NONE, Table, index, map_cap_for, map_max_used,
 };
 
-#[cfg(not(loom))]
+#[cfg(not(any(loom, fuzzing)))]
 pub(crate) const SHARDS: usize = 1024;
 #[cfg(loom)]
 pub(crate) const SHARDS: usize = 1;
+/// Under cargo-fuzz: few shards, so that a clean cycle of a small store is a short walk and
+/// the fuzzer runs many more operation sequences (the code paths are the same).
+#[cfg(all(fuzzing, not(loom)))]
+pub(crate) const SHARDS: usize = 8;
 #[cfg(not(loom))]
 const MAP_MIN_CAP: usize = 8;
 #[cfg(loom)]
@@ -164,7 +168,7 @@ impl Family {
         Family {
             fam,
             shards: (0..SHARDS)
-                .map(|_| AtomicUsize::new(shard_word(Table::alloc(MAP_MIN_CAP, 1))))
+                .map(|_| AtomicUsize::new(shard_word(Table::alloc(MAP_MIN_CAP, 1, 1))))
                 .collect(),
             seeders: counters(STRIPES),
             leechers: counters(STRIPES),
@@ -466,7 +470,7 @@ impl Family {
                     v != 0 && v & M_REMOVED == 0
                 })
                 .count();
-            let new = Table::alloc(map_cap_for(live + 1, MAP_MIN_CAP), 1).addr();
+            let new = Table::alloc(map_cap_for(live + 1, MAP_MIN_CAP), 1, hd.generation + 1).addr();
             match hd.next.compare_exchange(MAP_GROW, new, AcqRel, Acquire) {
                 Ok(_) => n = new,
                 Err(cur) => {
@@ -1111,26 +1115,20 @@ impl Family {
         (hd, sl, map)
     }
 
-    /// What map slot `i` of shard `s` holds, and the shard table's capacity.
-    pub(crate) fn swarm_at(&self, s: usize, i: usize, g: &Guard) -> (usize, MapSlot) {
-        let t = self.map_table(s, g);
-        let cap = t.cap();
-        if i >= cap {
-            return (cap, MapSlot::Empty);
-        }
+    /// What slot `i` of map table `t` (read under `g`) holds.
+    pub(crate) fn map_slot(&self, t: Table, i: usize, g: &Guard) -> MapSlot {
         let v = t.word(i, 0).load(Acquire) & !M_FROZEN;
-        let at = if v == 0 {
+        if v == 0 {
             MapSlot::Empty
         } else if v & M_REMOVED != 0 {
             MapSlot::Dead
         } else {
-            // SAFETY: live slot read under `g`.
+            // SAFETY: a live slot of a table reachable under `g`.
             MapSlot::Live(unsafe { self.block_of(v, g) })
-        };
-        (cap, at)
+        }
     }
 
-    /// Rebuilds shard `s`'s map table if a walk of all its `cap` slots found it mostly
+    /// Rebuilds shard `s`'s map table `t` if a walk of all its slots found it mostly
     /// tombstones (`dead` > cap/4) or more than four times the size a rebuild would have
     /// (`live` swarms): the rebuild drops the tombstones and, with the old table, frees their
     /// corpses. True if it did. (Left alone, such a table would wait for enough new swarms to
@@ -1138,12 +1136,13 @@ impl Family {
     pub(crate) fn shrink_map_if_sparse(
         &self,
         s: usize,
-        cap: usize,
+        t: Table,
         live: usize,
         dead: usize,
         ctx: &Ctx,
         g: &Guard,
     ) -> bool {
+        let cap = t.cap();
         // Not under loom: a shrink is `help_map_migrate`, whose races the growth models cover,
         // and a map migration inside every model's `clean` multiplies their executions.
         if cfg!(loom)
@@ -1152,8 +1151,7 @@ impl Family {
         {
             return false;
         }
-        let t = self.map_table(s, g);
-        if t.cap() != cap {
+        if self.map_table(s, g).addr() != t.addr() {
             return false; // it migrated since the walk
         }
         self.help_map_migrate(s, t, ctx, g);

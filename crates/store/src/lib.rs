@@ -51,8 +51,10 @@ pub struct StoreConfig {
     /// [`MAX_PEER_TIMEOUT_SECS`]). Default 2,700 (the announce interval is 1,800 by default).
     pub peer_timeout_secs: u32,
     /// Longest time one clean cycle (a visit of every swarm) may take: [`PeerStore::clean`]
-    /// raises its budget as needed to finish each cycle within it, so a departed peer is gone
-    /// within `peer_timeout_secs + clean_cycle_secs` (plus one call interval). At most
+    /// raises its budget as needed to finish each cycle within it (plus one call interval).
+    /// Two visits of a swarm are then at most two cycles apart, so a departed peer is gone
+    /// within `peer_timeout_secs` + 2 × (`clean_cycle_secs` + the call interval) + 8 s (about
+    /// one cycle in practice: the walk advances evenly). At most
     /// [`StoreConfig::max_clean_cycle_secs`]. Default 300.
     pub clean_cycle_secs: u32,
     /// Peers returned when the request's `num_want` is negative. Default 50.
@@ -81,20 +83,22 @@ impl Default for StoreConfig {
 pub const MAX_PEER_TIMEOUT_SECS: u32 = 32_767;
 
 impl StoreConfig {
-    /// The longest clean cycle that still removes every expired peer before its 13-bit stamp
-    /// (8 s units, wrapping every 18.2 h) wraps, for this `peer_timeout_secs`: the stamp range
-    /// minus the timeout, the future tolerance and two units of rounding.
+    /// The longest clean cycle (call interval included) that still removes every expired peer
+    /// before its 13-bit stamp (8 s units, wrapping every 18.2 h) wraps, for this
+    /// `peer_timeout_secs`: half of what the stamp range leaves after the timeout, the future
+    /// tolerance and two units of rounding, since two visits of a swarm may be two cycles
+    /// apart.
     ///
     /// ```
     /// use fjord_store::{MAX_PEER_TIMEOUT_SECS, StoreConfig};
-    /// assert_eq!(StoreConfig::default().max_clean_cycle_secs(), 62_696); // ~17.4 h
+    /// assert_eq!(StoreConfig::default().max_clean_cycle_secs(), 31_348); // ~8.7 h
     /// let slowest = StoreConfig { peer_timeout_secs: MAX_PEER_TIMEOUT_SECS, ..Default::default() };
-    /// assert_eq!(slowest.max_clean_cycle_secs(), 32_632); // ~9 h
+    /// assert_eq!(slowest.max_clean_cycle_secs(), 16_316); // ~4.5 h
     /// ```
     pub fn max_clean_cycle_secs(&self) -> u32 {
         let t = u64::from(self.peer_timeout_secs.min(MAX_PEER_TIMEOUT_SECS) >> addr::STAMP_SHIFT);
         let units = addr::STAMP_RANGE - addr::FUTURE_UNITS - t.max(1) - 2;
-        (units << addr::STAMP_SHIFT) as u32
+        ((units << addr::STAMP_SHIFT) / 2) as u32
     }
 }
 
@@ -175,9 +179,10 @@ pub struct CleanReport {
     pub cycle_complete: bool,
     /// The length in seconds of the cycle that completed in this call, if one did.
     pub cycle_secs: Option<u32>,
-    /// The budget this call used: the caller's minimum, raised to finish the cycle in time
-    /// (`usize::MAX`: the cycle was due, so this call walked to its end).
+    /// The budget this call used: the caller's minimum, raised to finish the cycle in time.
     pub budget: usize,
+    /// The cycle was due: this call walked at least to its end, whatever its budget.
+    pub overdue: bool,
     /// Swarm-map tables rebuilt smaller (tombstones dropped, corpses freed) by this call.
     pub maps_shrunk: usize,
 }
@@ -277,9 +282,8 @@ impl PeerStore {
         let timeout_units =
             u64::from(config.peer_timeout_secs.min(MAX_PEER_TIMEOUT_SECS) >> addr::STAMP_SHIFT)
                 .max(1);
-        let cycle_limit = config
-            .clean_cycle_secs
-            .clamp(1, config.max_clean_cycle_secs());
+        let window = config.max_clean_cycle_secs();
+        let cycle_limit = config.clean_cycle_secs.clamp(1, window);
         PeerStore {
             ctx: Ctx {
                 seed: random_seed(),
@@ -291,7 +295,7 @@ impl PeerStore {
             },
             config,
             fams: [Family::new(IpFamily::V4), Family::new(IpFamily::V6)],
-            cleaner: clean::Cleaner::new(cycle_limit),
+            cleaner: clean::Cleaner::new(cycle_limit, window),
         }
     }
 

@@ -13,14 +13,17 @@ pub(crate) const NEXT_GROW: usize = 2;
 /// Header of an open-addressing table of `AtomicU64` slots; `cap * words` slot words follow it
 /// in the same allocation.
 ///
-/// Invariants: `cap` never changes; `used` counts slots that ever left EMPTY (it only grows);
-/// `next` goes `NEXT_NONE` → `NEXT_GROW` (a migration was started; slots are being frozen) →
-/// successor address, and never back.
+/// Invariants: `cap` and `generation` never change; `used` counts slots that ever left EMPTY
+/// (it only grows); `next` goes `NEXT_NONE` → `NEXT_GROW` (a migration was started; slots are
+/// being frozen) → successor address, and never back.
 #[repr(C)]
 pub(crate) struct TableHeader {
     pub(crate) cap: u32,
     pub(crate) used: AtomicU32,
     pub(crate) next: AtomicUsize,
+    /// One more than the predecessor's: identifies a shard's table without the ABA of an
+    /// address (the cleaner's cursor compares it).
+    pub(crate) generation: u64,
 }
 
 /// A borrowed view of a table. Copyable; valid while the epoch guard it was read under lives.
@@ -45,7 +48,7 @@ pub(crate) fn table_bytes(cap: usize, words: usize) -> usize {
 
 impl Table {
     /// Allocates a table of `cap` slots of `words` words, all EMPTY.
-    pub(crate) fn alloc(cap: usize, words: usize) -> Table {
+    pub(crate) fn alloc(cap: usize, words: usize, generation: u64) -> Table {
         assert!(cap >= 1 && cap <= u32::MAX as usize);
         let (l, off) = layout(cap, words);
         // SAFETY: the layout has non-zero size (it contains the header).
@@ -61,6 +64,7 @@ impl Table {
                 cap: cap as u32,
                 used: AtomicU32::new(0),
                 next: AtomicUsize::new(NEXT_NONE),
+                generation,
             });
             init_slots(raw, off, cap * words);
         }
