@@ -21,9 +21,10 @@
 //! empty slot migrates) and their counts come from a scan of at most `SMALL_MAX` slots. This
 //! saves 16 bytes on the ~90 % of swarms that hold a handful of peers.
 
-use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::alloc::Layout;
 use std::ptr::NonNull;
 
+use crate::slab::Slab;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::table::{drop_slots, init_slots, slot_word};
 
@@ -106,18 +107,18 @@ pub(crate) fn block_bytes(cap: usize, words: usize) -> (usize, usize) {
     (off, l.size() - off)
 }
 
-/// The capacity to allocate for at least `cap` slots: rounded up to fill the allocator's
-/// chunk. glibc hands out chunks of `request + 8` rounded up to 16 bytes (32 at least), so a
-/// request of 40 + 16k bytes has no slack; the slack of other sizes becomes free slots (a
-/// 2-peer IPv4 swarm gets 3 slots in the same 64-byte chunk). Other allocators merely get a
-/// slot or two more than asked. Small blocks stay small. Exact under loom.
+/// The capacity to allocate for at least `cap` slots: rounded up to fill the memory the
+/// allocator hands out for it, so the slack becomes free slots. The store's slabs
+/// ([`Slab`]) round up to their class size (8-byte steps to 256 bytes, 16 to 1,024: a 2-peer
+/// IPv4 swarm gets 3 slots in a 56-byte object); beyond, glibc hands out chunks of
+/// `request + 8` rounded up to 16 bytes. Small blocks stay small. Exact under loom.
 pub(crate) fn fitted_cap(cap: usize, words: usize) -> usize {
     if cfg!(loom) {
         return cap;
     }
     let big = cap > SMALL_MAX;
     let (l, off) = layout(cap, words, big);
-    let usable = (l.size() + 8).next_multiple_of(16).max(32) - 8;
+    let usable = Slab::usable_size(l.size());
     let fit = (usable - off) / (8 * words);
     if big { fit } else { fit.min(SMALL_MAX) }
 }
@@ -126,6 +127,7 @@ impl Block {
     /// Allocates a block with all slots EMPTY and state `NEXT_NONE`. A big block starts with
     /// `used = 0` and the given counts; a small one ignores them.
     pub(crate) fn alloc(
+        slab: &Slab,
         info_hash: [u8; 20],
         cap: usize,
         words: usize,
@@ -136,7 +138,7 @@ impl Block {
         assert!((1..=u32::MAX as usize).contains(&cap) && (1..=3).contains(&words));
         let big = cap > SMALL_MAX;
         let code = if big { CODE_BIG } else { cap as u64 };
-        let b = Self::raw(info_hash, cap, words, code, completed);
+        let b = Self::raw(slab, info_hash, cap, words, code, completed);
         if big {
             // SAFETY: `raw` allocated a big layout: the `Big` header follows `Head`; it is
             // initialised here, before the block is shared.
@@ -153,19 +155,23 @@ impl Block {
     }
 
     /// A slot-less block that marks a freed swarm in the map (a tombstone's referent).
-    pub(crate) fn corpse(info_hash: [u8; 20], words: usize) -> Block {
-        Self::raw(info_hash, 0, words, CODE_CORPSE, COMPLETED_FROZEN)
+    pub(crate) fn corpse(slab: &Slab, info_hash: [u8; 20], words: usize) -> Block {
+        Self::raw(slab, info_hash, 0, words, CODE_CORPSE, COMPLETED_FROZEN)
     }
 
-    fn raw(info_hash: [u8; 20], cap: usize, words: usize, code: u64, completed: u32) -> Block {
+    fn raw(
+        slab: &Slab,
+        info_hash: [u8; 20],
+        cap: usize,
+        words: usize,
+        code: u64,
+        completed: u32,
+    ) -> Block {
         let big = code == CODE_BIG;
         let (l, off) = layout(cap, words, big);
         debug_assert_eq!(off, if big { BIG_SLOTS_OFF } else { SMALL_SLOTS_OFF });
-        // SAFETY: the layout has non-zero size (it contains the head).
-        let raw = unsafe { alloc(l) };
-        let Some(ptr) = NonNull::new(raw.cast::<Head>()) else {
-            handle_alloc_error(l)
-        };
+        let ptr = slab.alloc(l).cast::<Head>();
+        let raw = ptr.as_ptr().cast::<u8>();
         assert!(
             (raw.expose_provenance() as u64) >> CODE_SHIFT == 0,
             "block address does not fit 48 bits"
@@ -219,11 +225,11 @@ impl Block {
         self.ptr.as_ptr().expose_provenance()
     }
 
-    /// Frees the block.
+    /// Frees the block (to `slab`, the one it was allocated from).
     ///
     /// # Safety
     /// No thread may access the block afterwards, and it is freed at most once.
-    pub(crate) unsafe fn free(self) {
+    pub(crate) unsafe fn free(self, slab: &Slab) {
         let words = usize::from(self.words);
         let code = self.head().code();
         let cap = self.cap as usize;
@@ -238,7 +244,7 @@ impl Block {
                 std::ptr::drop_in_place(self.big_ptr());
             }
             std::ptr::drop_in_place(self.ptr.as_ptr());
-            dealloc(raw, l);
+            slab.free(self.ptr.cast(), l);
         }
     }
 

@@ -172,7 +172,7 @@ impl PeerStore {
                 cap
             };
             while slot < end {
-                if rep.swarms_visited >= budget && !(overdue && !rep.cycle_complete) {
+                if rep.swarms_visited >= budget && (rep.cycle_complete || !overdue) {
                     break 'walk;
                 }
                 let at = fam.map_slot(t, slot, &guard);

@@ -4,6 +4,8 @@
 
 use crossbeam_utils::CachePadded;
 
+use std::sync::Arc;
+
 use crate::CleanReport;
 use crate::addr::{
     FROZEN, IpFamily, KEY_MASK, PeerAddress, PeerKey, REMOVED, SEEDER, is_empty, is_expired,
@@ -13,6 +15,7 @@ use crate::block::{
     Block, COMPLETED_FROZEN, NEXT_GROW, NEXT_KILL, NEXT_NONE, SMALL_MAX, block_bytes, peer_cap_for,
     peer_max_used,
 };
+use crate::slab::Slab;
 use crate::sync::epoch::{Guard, retire};
 use crate::sync::{AtomicI64, AtomicUsize, Backoff, Ordering::*};
 use crate::table::{
@@ -140,21 +143,23 @@ unsafe fn shard_table(w: usize) -> Table {
 ///
 /// # Safety
 /// The table must be unreachable for every thread, and freed at most once.
-unsafe fn free_map_table(t: Table, words: usize) {
+unsafe fn free_map_table(t: Table, words: usize, slab: &Slab) {
     for i in 0..t.cap() {
         let v = t.word(i, 0).load(Relaxed) & !M_FROZEN;
         if v & M_REMOVED != 0 {
             // SAFETY: a corpse is owned by the one REMOVED slot that names it (REMOVED slots
             // are never copied), and that slot's table is being freed.
-            unsafe { Block::from_addr((v & M_PTR) as usize, words).free() };
+            unsafe { Block::from_addr((v & M_PTR) as usize, words).free(slab) };
         }
     }
     // SAFETY: per the contract.
-    unsafe { t.free() };
+    unsafe { t.free(slab) };
 }
 
 pub(crate) struct Family {
     pub(crate) fam: IpFamily,
+    /// Where this family's blocks live (shared with the other family and with deferred frees).
+    pub(crate) slab: Arc<Slab>,
     /// Address of each shard's current map table (1 word per slot).
     shards: Box<[AtomicUsize]>,
     pub(crate) seeders: Box<[CachePadded<AtomicI64>]>,
@@ -164,12 +169,13 @@ pub(crate) struct Family {
 }
 
 impl Family {
-    pub(crate) fn new(fam: IpFamily) -> Self {
+    pub(crate) fn new(fam: IpFamily, slab: Arc<Slab>) -> Self {
         Family {
             fam,
             shards: (0..SHARDS)
-                .map(|_| AtomicUsize::new(shard_word(Table::alloc(MAP_MIN_CAP, 1, 1))))
+                .map(|_| AtomicUsize::new(shard_word(Table::alloc(&slab, MAP_MIN_CAP, 1, 1))))
                 .collect(),
+            slab,
             seeders: counters(STRIPES),
             leechers: counters(STRIPES),
             completed: counters(STRIPES),
@@ -379,7 +385,7 @@ impl Family {
                                 break 'retry None;
                             }
                             let cap = peer_cap_for(1, self.words());
-                            *fresh.insert(Block::alloc(*ih, cap, self.words(), 0, 0, 0))
+                            *fresh.insert(Block::alloc(&self.slab, *ih, cap, self.words(), 0, 0, 0))
                         }
                     };
                     self.swarms.fetch_add(1, Relaxed);
@@ -404,7 +410,7 @@ impl Family {
         };
         if let Some(b) = fresh {
             // SAFETY: `b` was never published, so this thread is its only owner.
-            unsafe { b.free() };
+            unsafe { b.free(&self.slab) };
             ctx.swarms.fetch_sub(1, Relaxed);
         }
         found
@@ -470,12 +476,18 @@ impl Family {
                     v != 0 && v & M_REMOVED == 0
                 })
                 .count();
-            let new = Table::alloc(map_cap_for(live + 1, MAP_MIN_CAP), 1, hd.generation + 1).addr();
+            let new = Table::alloc(
+                &self.slab,
+                map_cap_for(live + 1, MAP_MIN_CAP),
+                1,
+                hd.generation + 1,
+            )
+            .addr();
             match hd.next.compare_exchange(MAP_GROW, new, AcqRel, Acquire) {
                 Ok(_) => n = new,
                 Err(cur) => {
                     // SAFETY: `new` was never published.
-                    unsafe { Table::from_addr(new, 1).free() };
+                    unsafe { Table::from_addr(new, 1).free(&self.slab) };
                     n = cur;
                 }
             }
@@ -493,12 +505,15 @@ impl Family {
             .compare_exchange(shard_word(t), shard_word(new), AcqRel, Acquire)
             .is_ok()
         {
-            let a = t.addr();
-            let words = self.words();
+            let (a, words, slab) = (t.addr(), self.words(), Arc::clone(&self.slab));
             // SAFETY: the shard no longer points to `t`; threads that still see it pinned
             // before now. Retired once: only the winner of this CAS gets here. Its corpses go
             // with it (they were not copied).
-            unsafe { retire(g, move || free_map_table(Table::from_addr(a, 1), words)) };
+            unsafe {
+                retire(g, move || {
+                    free_map_table(Table::from_addr(a, 1), words, &slab)
+                })
+            };
         }
     }
 
@@ -813,10 +828,11 @@ impl Family {
                 }
             }
             let succ = if live == 0 && n == NEXT_KILL {
-                Block::corpse(*b.info_hash(), words)
+                Block::corpse(&self.slab, *b.info_hash(), words)
             } else {
                 let c = peer_cap_for(live + 1, words);
                 Block::alloc(
+                    &self.slab,
                     *b.info_hash(),
                     c,
                     words,
@@ -829,7 +845,7 @@ impl Family {
                 Ok(()) => n = succ.addr() as u64,
                 Err(cur) => {
                     // SAFETY: never published.
-                    unsafe { succ.free() };
+                    unsafe { succ.free(&self.slab) };
                     n = cur;
                 }
             }
@@ -858,11 +874,12 @@ impl Family {
     }
 
     fn retire_block(&self, b: Block, g: &Guard) {
-        let (a, words) = (b.addr(), self.words());
+        let (a, words, slab) = (b.addr(), self.words(), Arc::clone(&self.slab));
         // SAFETY: the map no longer names `b` (the caller won the replacing CAS, so this runs
         // once per block) and no late copier can put it back (`map_copy`), so only threads
-        // pinned before now can reach it, through the map or a predecessor's `next`.
-        unsafe { retire(g, move || Block::from_addr(a, words).free()) };
+        // pinned before now can reach it, through the map or a predecessor's `next`. The
+        // closure keeps the slab alive (it may run after the store is dropped).
+        unsafe { retire(g, move || Block::from_addr(a, words).free(&slab)) };
     }
 
     /// Writes the address words of v6 slot `i` of `b`, reserved with value `reserved`, and
@@ -1021,9 +1038,17 @@ impl Family {
             if let Some(x) = b.big() {
                 used = x.used.load(Relaxed) as usize;
             }
+            // Compact a small block only when its successor would be smaller (a successor of
+            // the same size would only trade tombstones for EMPTY slots, and reallocating
+            // every swarm a peer left fragments memory); a big one when a quarter is tombstones.
+            let compact = if cap <= SMALL_MAX {
+                used > live && peer_cap_for(live + 1, self.words()) < cap
+            } else {
+                (used - live) * 4 > cap
+            };
             let kind = if live == 0 {
                 NEXT_KILL
-            } else if used > live && (cap <= SMALL_MAX || (used - live) * 4 > cap) {
+            } else if compact {
                 NEXT_GROW
             } else {
                 return Some(b);
@@ -1188,11 +1213,11 @@ impl Drop for Family {
                 if v != 0 && v & M_REMOVED == 0 {
                     // SAFETY: each live swarm's newest block is owned by exactly one live map
                     // slot; replaced blocks were retired through the epoch instead.
-                    unsafe { Block::from_addr((v & M_PTR) as usize, words).free() };
+                    unsafe { Block::from_addr((v & M_PTR) as usize, words).free(&self.slab) };
                 }
             }
             // SAFETY: as above; the current map table (and its corpses) is freed once.
-            unsafe { free_map_table(t, words) };
+            unsafe { free_map_table(t, words, &self.slab) };
         }
     }
 }

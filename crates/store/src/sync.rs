@@ -53,6 +53,14 @@ impl Backoff {
 pub(crate) mod epoch {
     pub(crate) use crossbeam_epoch::{Guard, pin};
 
+    /// Runs what this thread and the global queue hold of retired memory whose epoch has
+    /// passed (each flush moves the local garbage to the global queue and collects some).
+    pub(crate) fn drain() {
+        for _ in 0..256 {
+            pin().flush();
+        }
+    }
+
     /// Runs `free` once no thread can still hold a reference obtained before this call.
     ///
     /// # Safety
@@ -73,6 +81,7 @@ pub(crate) mod epoch {
     pub(crate) fn pin() -> Guard {
         Guard
     }
+    pub(crate) fn drain() {}
     /// # Safety
     /// Same contract as the non-loom version; this shim never frees (leaks) the memory.
     pub(crate) unsafe fn retire(_guard: &Guard, free: impl FnOnce() + 'static) {

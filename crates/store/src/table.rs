@@ -1,7 +1,9 @@
 //! Raw storage of the swarm-map tables (header + slots in one allocation): allocation,
 //! freeing and slot addressing.
 
-use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::alloc::Layout;
+
+use crate::slab::Slab;
 use std::ptr::NonNull;
 
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize};
@@ -48,14 +50,11 @@ pub(crate) fn table_bytes(cap: usize, words: usize) -> usize {
 
 impl Table {
     /// Allocates a table of `cap` slots of `words` words, all EMPTY.
-    pub(crate) fn alloc(cap: usize, words: usize, generation: u64) -> Table {
+    pub(crate) fn alloc(slab: &Slab, cap: usize, words: usize, generation: u64) -> Table {
         assert!(cap >= 1 && cap <= u32::MAX as usize);
         let (l, off) = layout(cap, words);
-        // SAFETY: the layout has non-zero size (it contains the header).
-        let raw = unsafe { alloc(l) };
-        let Some(ptr) = NonNull::new(raw.cast::<TableHeader>()) else {
-            handle_alloc_error(l)
-        };
+        let ptr = slab.alloc(l).cast::<TableHeader>();
+        let raw = ptr.as_ptr().cast::<u8>();
         // SAFETY: `raw` is a fresh allocation of `l`, which holds the header at offset 0 and
         // `cap * words` AtomicU64 at `off`; each is initialised exactly once here before the
         // pointer is shared.
@@ -104,7 +103,7 @@ impl Table {
     ///
     /// # Safety
     /// No thread may access the table afterwards, and it is freed at most once.
-    pub(crate) unsafe fn free(self) {
+    pub(crate) unsafe fn free(self, slab: &Slab) {
         let cap = self.header().cap as usize;
         let (l, off) = layout(cap, self.words);
         // SAFETY: per the contract nobody else uses the table; every element was initialised
@@ -113,7 +112,7 @@ impl Table {
             let raw = self.ptr.as_ptr().cast::<u8>();
             drop_slots(raw, off, cap * self.words);
             std::ptr::drop_in_place(self.ptr.as_ptr());
-            dealloc(raw, l);
+            slab.free(self.ptr.cast(), l);
         }
     }
 

@@ -447,7 +447,7 @@ pub fn store_ops(data: &[u8]) {
                 }
             }
         }
-        h.check(ops % 16 == 0);
+        h.check(ops.is_multiple_of(16));
     }
     h.check(true);
 }
