@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_list;
+pub mod clients;
 pub mod config;
 pub mod connection_id;
 pub mod counters;

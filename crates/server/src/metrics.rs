@@ -96,6 +96,14 @@ const HELP: &[(&str, &str)] = &[
         "fjord_completed_events_total",
         "Announces with event completed (repeats included).",
     ),
+    (
+        "fjord_client_announces_total",
+        "Announces answered, by client software (from the peer id).",
+    ),
+    (
+        "fjord_client_started_total",
+        "Announces with event started (downloads beginning), by client software.",
+    ),
     ("fjord_rx_packets_total", "Datagrams received."),
     ("fjord_rx_bytes_total", "UDP payload bytes received."),
     ("fjord_tx_packets_total", "Datagrams sent."),
