@@ -322,6 +322,28 @@ mod tests {
         drop(ep);
     }
 
+    /// The page loads nothing from elsewhere (the browser test checks it renders `/stats`).
+    #[test]
+    fn the_status_page_is_self_contained() {
+        let page = STATUS_PAGE.to_ascii_lowercase();
+        for external in [
+            "http:",
+            "https:",
+            "src=",
+            "<link",
+            "@import",
+            "url(",
+            "@font-face",
+            "<iframe",
+        ] {
+            assert!(
+                !page.contains(external),
+                "the status page contains {external}"
+            );
+        }
+        assert!(page.contains("fetch(\"stats\""));
+    }
+
     /// Regression (issue 11): `HEAD /health` was answered 400.
     #[test]
     fn head_requests_get_the_headers_without_a_body() {
