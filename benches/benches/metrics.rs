@@ -87,29 +87,40 @@ fn scrape(c: &mut Criterion) {
         reloads_failed: 0,
         last_reload_ok: true,
     };
-    c.bench_function("metrics scrape (sum 8 workers + render)", |b| {
-        b.iter(|| {
-            let mut counters = Counters::default();
-            for s in &slots {
-                counters.merge(s);
-            }
-            let text = exposition.render(&MetricsInput {
-                counters,
-                store: StoreStats { v4: fam, v6: fam },
-                clean: fjord_store::CleanStats {
-                    last_cycle_secs: Some(240),
-                    cycles: 100,
-                    cycle_limit_secs: 300,
-                },
-                store_limits: (50_000_000, 10_000_000),
-                access_list: list(10_000),
-                catalogue: list(1_000),
-                torrents: Arc::clone(&torrents),
-                workers: 8,
-            });
-            black_box(text.len())
-        })
-    });
+    for (label, torrents) in [
+        (
+            "metrics scrape (sum 8 workers + render)",
+            Arc::new(Vec::new()),
+        ),
+        (
+            "metrics scrape (sum 8 workers + render, 1,000 catalogued torrents)",
+            Arc::clone(&torrents),
+        ),
+    ] {
+        c.bench_function(label, |b| {
+            b.iter(|| {
+                let mut counters = Counters::default();
+                for s in &slots {
+                    counters.merge(s);
+                }
+                let text = exposition.render(&MetricsInput {
+                    counters,
+                    store: StoreStats { v4: fam, v6: fam },
+                    clean: fjord_store::CleanStats {
+                        last_cycle_secs: Some(240),
+                        cycles: 100,
+                        cycle_limit_secs: 300,
+                    },
+                    store_limits: (50_000_000, 10_000_000),
+                    access_list: list(10_000),
+                    catalogue: list(torrents.len() as u64),
+                    torrents: Arc::clone(&torrents),
+                    workers: 8,
+                });
+                black_box(text.len())
+            })
+        });
+    }
 }
 
 criterion_group!(benches, scrape);

@@ -3,9 +3,10 @@
 //! The maintenance thread's expiry slices visit every swarm once per clean cycle anyway
 //! ([`PeerStore::clean_observed`](crate::fjord_store::PeerStore::clean_observed) reports each
 //! one they leave alive); [`TopSwarms::observe`] keeps the `n` largest seen so far in a
-//! bounded list: a scan of `n` eight-byte keys (is it ranked already? then its counts are
-//! updated, or it leaves the list if it is now empty) and one comparison with the `n`-th
-//! largest; an insertion costs O(`n`) and is rare after the first few thousand swarms.
+//! bounded list: a look at a 1,024-bit filter of the ranked swarms' hashes (is it ranked
+//! already? only then a scan of `n` eight-byte keys, and its counts are updated, or it leaves
+//! the list if it is now empty) and one comparison with the `n`-th largest; an insertion
+//! costs O(`n`) and is rare after the first few thousand swarms.
 //! `n` is at most [`MAX_TOP_SWARMS`]. Nothing walks the store for statistics, and the workers
 //! never see any of it.
 //!
@@ -79,8 +80,10 @@ pub struct TopSwarms {
     n: usize,
     by: RankBy,
     entries: Vec<SwarmEntry>,
-    /// `key(entries[i])`, scanned for every observation.
+    /// `key(entries[i])`, scanned when the filter says a swarm may be ranked.
     keys: Vec<u64>,
+    /// One bit per ranked key ([`filter_bit`]): a clear bit means "not ranked".
+    filter: [u64; 16],
     /// Index and value of the smallest entry, when the list is full.
     min: Option<(usize, u64)>,
 }
@@ -93,6 +96,13 @@ fn key(e: &SwarmEntry) -> u64 {
     (u64::from_le_bytes([a, b, c, d, f, g, h, i]) & !1) | u64::from(e.family == IpFamily::V6)
 }
 
+/// The filter bit of a key (bits 20–29 of the info hash's first word: random for real hashes).
+#[inline]
+fn filter_bit(k: u64) -> (usize, u64) {
+    let bit = (k >> 20) as usize & 1023;
+    (bit >> 6, 1 << (bit & 63))
+}
+
 impl TopSwarms {
     /// An empty ranking of at most `n` swarms by `by`.
     pub fn new(n: usize, by: RankBy) -> Self {
@@ -101,6 +111,7 @@ impl TopSwarms {
             by,
             entries: Vec::with_capacity(n),
             keys: Vec::with_capacity(n),
+            filter: [0; 16],
             min: None,
         }
     }
@@ -109,12 +120,16 @@ impl TopSwarms {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.keys.clear();
+        self.filter = [0; 16];
         self.min = None;
     }
 
     #[inline]
-    fn position(&self, e: &SwarmEntry) -> Option<usize> {
-        let k = key(e);
+    fn position(&self, k: u64, e: &SwarmEntry) -> Option<usize> {
+        let (word, bit) = filter_bit(k);
+        if self.filter[word] & bit == 0 {
+            return None;
+        }
         self.keys.iter().enumerate().find_map(|(i, &x)| {
             (x == k
                 && self.entries[i].info_hash == e.info_hash
@@ -123,7 +138,13 @@ impl TopSwarms {
         })
     }
 
+    /// After any change of the entries: the smallest entry and the filter.
     fn recompute_min(&mut self) {
+        self.filter = [0; 16];
+        for &k in &self.keys {
+            let (word, bit) = filter_bit(k);
+            self.filter[word] |= bit;
+        }
         self.min = if self.entries.len() == self.n {
             self.entries
                 .iter()
@@ -143,7 +164,8 @@ impl TopSwarms {
             return;
         }
         let v = self.by.value(e);
-        if let Some(i) = self.position(e) {
+        let k = key(e);
+        if let Some(i) = self.position(k, e) {
             self.update(i, e, v);
             return;
         }
@@ -157,10 +179,10 @@ impl TopSwarms {
         }
         if self.entries.len() < self.n {
             self.entries.push(*e);
-            self.keys.push(key(e));
+            self.keys.push(k);
         } else if let Some((i, _)) = self.min {
             self.entries[i] = *e;
-            self.keys[i] = key(e);
+            self.keys[i] = k;
         }
         self.recompute_min();
     }
