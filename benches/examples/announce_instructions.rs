@@ -80,7 +80,7 @@ fn announce(cid: u64, swarm: u32, peer: u32, kind: &str, event: AnnounceEvent) -
         info_hash: InfoHash(hash),
         peer_id: PeerId(peer_id(kind, peer)),
         downloaded: 0,
-        left: if peer % 2 == 0 { 0 } else { 1000 },
+        left: if peer.is_multiple_of(2) { 0 } else { 1000 },
         uploaded: 0,
         event,
         ip_address: 0,
