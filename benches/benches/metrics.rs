@@ -12,22 +12,6 @@ use fjord_server::stats::TorrentSample;
 use std::hint::black_box;
 use std::sync::Arc;
 
-/// Peer-id prefixes of many clients and versions (what a public tracker's workers itemise).
-const PREFIXES: [&[u8; 8]; 12] = [
-    b"-qB4630-",
-    b"-qB5010-",
-    b"-UT355W-",
-    b"-TR3000-",
-    b"-TR4060-",
-    b"-LT2080-",
-    b"-BT7a5S-",
-    b"-DE211s-",
-    b"-BC0206-",
-    b"-lt0D80-",
-    b"-AZ5770-",
-    b"TIX0289-",
-];
-
 fn busy_counters(seed: u64) -> Counters {
     let mut c = Counters::default();
     for a in [Action::Connect, Action::Announce, Action::Scrape] {
@@ -43,7 +27,7 @@ fn busy_counters(seed: u64) -> Counters {
         c.announce_peers.record(i % 210);
     }
     // A few hundred distinct prefixes per worker (versions of the common clients).
-    for (k, p) in PREFIXES.iter().enumerate() {
+    for (k, (p, _)) in fjord_bench::population::CLIENT_MIX.iter().enumerate() {
         for minor in b'0'..=b'9' {
             for build in b'0'..=b'3' {
                 let mut id = [0u8; 20];

@@ -214,6 +214,11 @@ impl AccessListSource {
         self.file.current()
     }
 
+    /// The file and its load counts.
+    pub fn file(&self) -> &WatchedFile<AccessList> {
+        &self.file
+    }
+
     /// Successful loads so far.
     pub fn generation(&self) -> u64 {
         self.file.generation()

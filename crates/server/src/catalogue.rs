@@ -142,24 +142,9 @@ impl CatalogueSource {
         self.file.current()
     }
 
-    /// The file, if one is configured.
-    pub fn path(&self) -> Option<&Path> {
-        self.file.path()
-    }
-
-    /// Successful loads so far (1 after start).
-    pub fn generation(&self) -> u64 {
-        self.file.generation()
-    }
-
-    /// Failed reloads so far (each left the previous catalogue in force).
-    pub fn failed_reloads(&self) -> u64 {
-        self.file.failed_reloads()
-    }
-
-    /// Whether the file on disk was refused at the last attempt.
-    pub fn last_reload_failed(&self) -> bool {
-        self.file.last_reload_failed()
+    /// The file and its load counts.
+    pub fn file(&self) -> &WatchedFile<Catalogue> {
+        &self.file
     }
 
     /// Re-reads the file now; `None` without one. On error the previous catalogue stays,
@@ -233,8 +218,11 @@ mod tests {
         assert!(e.to_string().starts_with("catalogue "), "{e}");
         assert_eq!(src.current().len(), 1);
         assert_eq!(&*src.current().entries()[0].name, "One");
-        assert_eq!((src.generation(), src.failed_reloads()), (1, 1));
-        assert!(src.last_reload_failed());
+        assert_eq!(
+            (src.file().generation(), src.file().failed_reloads()),
+            (1, 1)
+        );
+        assert!(src.file().last_reload_failed());
         assert!(!src.reload_if_changed(), "a refused file is reported once");
         std::fs::write(
             &path,
@@ -242,7 +230,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(src.reload().unwrap().unwrap(), 2);
-        assert!(!src.last_reload_failed());
+        assert!(!src.file().last_reload_failed());
         assert!(CatalogueSource::new(None).unwrap().reload().is_none());
     }
 }

@@ -44,7 +44,7 @@ pub mod privileges;
 pub mod server;
 pub mod stats;
 pub mod top_swarms;
-mod watched_file;
+pub mod watched_file;
 mod worker;
 
 /// The peer store crate, re-exported so that embedders name the same types.

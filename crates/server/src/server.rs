@@ -26,7 +26,7 @@ use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Counters, CountersSnapshot};
 use crate::handler::{HandlerSettings, MAX_REPLY, RequestHandler, Shared};
 use crate::http::Page;
-use crate::metrics::{Exposition, ListFileStatus, MetricsEndpoint, MetricsInput};
+use crate::metrics::{Exposition, MetricsEndpoint, MetricsInput};
 use crate::privileges::{PrivilegeChange, drop_privileges};
 use crate::stats::{StatsCollector, StatsHub, StatsInput, stats_json};
 use crate::worker::{MAX_DATAGRAM, Maintenance, WAKER, Worker};
@@ -234,18 +234,8 @@ impl ServerView {
                 let c = shared.store.config();
                 (c.max_peers as u64, c.max_swarms as u64)
             },
-            access_list: ListFileStatus {
-                entries: access.current().len() as u64,
-                reloads_ok: access.generation(),
-                reloads_failed: access.failed_reloads(),
-                last_reload_ok: !access.last_reload_failed(),
-            },
-            catalogue: ListFileStatus {
-                entries: catalogue.current().len() as u64,
-                reloads_ok: catalogue.generation(),
-                reloads_failed: catalogue.failed_reloads(),
-                last_reload_ok: !catalogue.last_reload_failed(),
-            },
+            access_list: access.file().status(access.current().len() as u64),
+            catalogue: catalogue.file().status(catalogue.current().len() as u64),
             torrents: self.stats.published().torrents,
             workers,
         }

@@ -149,7 +149,7 @@ impl StatsCollector {
         StatsCollector {
             top: TopWindow::new(hub.config.top_swarms),
             completed: HashMap::default(),
-            catalogue_generation: hub.catalogue.generation(),
+            catalogue_generation: hub.catalogue.file().generation(),
             hub,
         }
     }
@@ -187,7 +187,7 @@ impl StatsCollector {
         let catalogue = self.hub.catalogue.current();
         let max = self.hub.config.max_torrent_series;
         let entries = catalogue.entries().iter().take(max);
-        let generation = self.hub.catalogue.generation();
+        let generation = self.hub.catalogue.file().generation();
         if generation != self.catalogue_generation {
             // Forget the torrents no longer sampled.
             let kept: std::collections::HashSet<&[u8; 20]> =
@@ -469,13 +469,13 @@ pub fn stats_json(input: &StatsInput<'_>) -> String {
             in_progress: ranking(&published.in_progress, &name_of),
         },
         catalogue: CatalogueJson {
-            path: hub.catalogue.path().map(|p| p.display().to_string()),
+            path: hub.catalogue.file().path().map(|p| p.display().to_string()),
             entries: catalogue.len(),
             exported: published.torrents.len(),
             max_torrent_series: hub.config.max_torrent_series,
-            reloads_ok: hub.catalogue.generation(),
-            reloads_failed: hub.catalogue.failed_reloads(),
-            last_reload_ok: !hub.catalogue.last_reload_failed(),
+            reloads_ok: hub.catalogue.file().generation(),
+            reloads_failed: hub.catalogue.file().failed_reloads(),
+            last_reload_ok: !hub.catalogue.file().last_reload_failed(),
             torrents: published
                 .torrents
                 .iter()

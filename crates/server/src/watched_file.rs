@@ -129,6 +129,16 @@ impl<T> WatchedFile<T> {
         })
     }
 
+    /// The file's state for metrics, with `entries` in the value in force.
+    pub fn status(&self, entries: u64) -> crate::metrics::ListFileStatus {
+        crate::metrics::ListFileStatus {
+            entries,
+            reloads_ok: self.generation(),
+            reloads_failed: self.failed_reloads(),
+            last_reload_ok: !self.last_reload_failed(),
+        }
+    }
+
     /// Whether the file's modification time or length changed since the last load attempt,
     /// or the file can no longer be examined (once: the attempt records the new state).
     /// False when there is no file.

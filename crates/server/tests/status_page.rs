@@ -229,6 +229,23 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// `count` peers of one client (`prefix`), on ports `base_port..`.
+    fn announce_many(
+        &mut self,
+        hash: [u8; 20],
+        prefix: &[u8; 8],
+        count: u8,
+        left: i64,
+        event: AnnounceEvent,
+        base_port: u16,
+    ) {
+        for i in 0..count {
+            self.announce(hash, pid(prefix, i), left, event, base_port + u16::from(i));
+        }
+    }
+}
+
 fn pid(prefix: &[u8; 8], n: u8) -> [u8; 20] {
     let mut id = [b'x'; 20];
     id[..8].copy_from_slice(prefix);
@@ -271,36 +288,12 @@ fn the_status_page_shows_what_stats_says() {
     // news: 3 qBittorrent seeders (one finished its download here), 2 Transmission leechers;
     // skam: 1 libtorrent leecher; other (not catalogued): 4 µTorrent peers; one garbage id.
     let mut p = Peer::new(udp);
-    for i in 0..3u8 {
-        p.announce(
-            news,
-            pid(b"-qB4630-", i),
-            0,
-            AnnounceEvent::Started,
-            7000 + u16::from(i),
-        );
-    }
+    p.announce_many(news, b"-qB4630-", 3, 0, AnnounceEvent::Started, 7000);
     p.announce(news, pid(b"-qB4630-", 9), 100, AnnounceEvent::Started, 7009);
     p.announce(news, pid(b"-qB4630-", 9), 0, AnnounceEvent::Completed, 7009);
-    for i in 0..2u8 {
-        p.announce(
-            news,
-            pid(b"-TR3000-", i),
-            500,
-            AnnounceEvent::Started,
-            7100 + u16::from(i),
-        );
-    }
+    p.announce_many(news, b"-TR3000-", 2, 500, AnnounceEvent::Started, 7100);
     p.announce(skam, pid(b"-LT2080-", 0), 500, AnnounceEvent::Started, 7200);
-    for i in 0..4u8 {
-        p.announce(
-            other,
-            pid(b"-UT355W-", i),
-            1,
-            AnnounceEvent::None,
-            7300 + u16::from(i),
-        );
-    }
+    p.announce_many(other, b"-UT355W-", 4, 1, AnnounceEvent::None, 7300);
     p.announce(other, [0xee; 20], 1, AnnounceEvent::Started, 7400);
     const ANNOUNCES: u64 = 3 + 2 + 2 + 1 + 4 + 1;
 
