@@ -571,6 +571,8 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(prefix)
             );
+            // Not even a stable prefix: a cache may never keep it.
+            assert!(!i.fixed_prefix, "{}", String::from_utf8_lossy(prefix));
         }
         // Azureus structure but an unknown code is a fixed prefix; garbage is not.
         assert!(identify(&id(b"-ZZ0000-")).fixed_prefix);

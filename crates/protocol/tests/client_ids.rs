@@ -95,6 +95,33 @@ proptest! {
     }
 }
 
+/// Every real prefix, whole (Shadow style and aria2 run past byte 8), then the same first eight
+/// bytes with other bytes after them: an answer marked `fixed_prefix` must not change.
+#[test]
+fn fixed_prefixes_of_real_ids_ignore_the_bytes_after_eight() {
+    for prefix in PREFIXES
+        .iter()
+        .chain([&&b"A2-1-35-0-"[..], &&b"S58B-----"[..]])
+    {
+        for (fill_a, fill_b) in [(b'Z', b'q'), (b'-', b'\0'), (b'0', b'-')] {
+            let mut a = [fill_a; 20];
+            a[..prefix.len()].copy_from_slice(prefix);
+            let mut b = [fill_b; 20];
+            b[..8].copy_from_slice(&a[..8]);
+            let (ia, ib) = (identify(&a), identify(&b));
+            if ia.fixed_prefix {
+                assert_eq!(
+                    ia,
+                    ib,
+                    "{:?} vs {:?}",
+                    String::from_utf8_lossy(&a),
+                    String::from_utf8_lossy(&b)
+                );
+            }
+        }
+    }
+}
+
 /// A million uniformly random ids (a fixed xorshift seed, so the run is reproducible): every
 /// one is `Other`. A false positive needs `-` plus a known code plus valid version characters
 /// (or `TIX`, `A2-`, `M` + digits, …), far below one in a million.
