@@ -239,11 +239,46 @@ pub fn info_hash(seed: u64, index: u32) -> [u8; 20] {
     out
 }
 
-/// The peer id of global peer `index`: Azureus style `-FB0100-` and 12 bytes derived from it.
+/// Client prefixes the simulated peers announce with, and how many of every 100 peers use
+/// each: an illustrative mix of the clients seen on public trackers (qBittorrent first, then
+/// µTorrent, Transmission, libtorrent-based clients, …; not a measurement), and fjord-bench's
+/// own `-FB0100-` for software a tracker does not know. Trackers that count clients (fjord's
+/// `fjord_client_announces_total`) then do the work real traffic makes them do.
+pub const CLIENT_MIX: [(&[u8; 8], u64); 16] = [
+    (b"-qB4630-", 30),
+    (b"-qB5010-", 10),
+    (b"-UT355W-", 12),
+    (b"-TR3000-", 6),
+    (b"-TR4060-", 5),
+    (b"-LT2080-", 5),
+    (b"-BT7a5S-", 5),
+    (b"-DE211s-", 4),
+    (b"-BC0206-", 3),
+    (b"-lt0D80-", 3),
+    (b"-AZ5770-", 2),
+    (b"-BI3600-", 2),
+    (b"-WW0109-", 2),
+    (b"TIX0289-", 2),
+    (b"A2-1-35-", 3),
+    (b"-FB0100-", 6),
+];
+
+/// The peer id of global peer `index`: a client prefix from [`CLIENT_MIX`] (eight bytes,
+/// stable per peer) and 12 bytes derived from the index.
 pub fn peer_id(seed: u64, index: u32) -> [u8; 20] {
     let a = mix64(seed.rotate_left(17) ^ u64::from(index));
     let b = mix64(a);
-    let mut out = *b"-FB0100-000000000000";
+    let mut pick = b % 100;
+    let mut prefix = CLIENT_MIX[0].0;
+    for (p, share) in CLIENT_MIX {
+        if pick < share {
+            prefix = p;
+            break;
+        }
+        pick -= share;
+    }
+    let mut out = [0u8; 20];
+    out[..8].copy_from_slice(prefix);
     out[8..16].copy_from_slice(&a.to_be_bytes());
     out[16..].copy_from_slice(&b.to_be_bytes()[..4]);
     out
@@ -481,6 +516,13 @@ mod tests {
         assert_ne!(info_hash(1, 5), info_hash(1, 6));
         assert_ne!(info_hash(1, 5), info_hash(2, 5));
         assert_ne!(peer_id(1, 5), peer_id(1, 6));
-        assert!(peer_id(1, 5).starts_with(b"-FB0100-"));
+        assert_eq!(CLIENT_MIX.iter().map(|(_, n)| n).sum::<u64>(), 100);
+        let mut fb = 0;
+        for i in 0..10_000 {
+            let id = peer_id(1, i);
+            assert!(CLIENT_MIX.iter().any(|(p, _)| id.starts_with(&p[..])));
+            fb += u32::from(id.starts_with(b"-FB0100-"));
+        }
+        assert!((400..800).contains(&fb), "{fb} of 10,000 are -FB0100-");
     }
 }

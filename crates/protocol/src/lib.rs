@@ -104,6 +104,7 @@
     )
 )]
 
+pub mod client;
 mod codec;
 mod common;
 mod request;

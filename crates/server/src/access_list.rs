@@ -1,18 +1,21 @@
 //! Info-hash access list: off / allow / deny, loaded from a file of hex info hashes.
 //!
-//! The list in force lives in an [`AccessListSource`] (an `ArcSwap`). Reloading builds a new list
-//! off to the side and swaps the pointer atomically; a file with a malformed line is refused as a
-//! whole and the previous list stays in force. Workers hold an `arc_swap::Cache`, which costs one
-//! atomic load per check and never takes a lock.
+//! The list in force lives in an [`AccessListSource`] (a [`WatchedFile`]: an `ArcSwap`).
+//! Reloading builds a new list off to the side and swaps the pointer atomically; a file with a
+//! malformed line is refused as a whole and the previous list stays in force. Workers hold an
+//! `arc_swap::Cache`, which costs one atomic load per check and never takes a lock.
+//!
+//! The file format ([`parse_listing`]) is shared with the torrent catalogue
+//! ([`crate::catalogue`]): one info hash (40 hex characters) a line, optionally followed by
+//! whitespace and a display name, `#` starting a comment anywhere. The access list ignores the
+//! names, so one file can be both.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use arc_swap::ArcSwap;
 
 use crate::config::{AccessListMode, hex_val};
+use crate::watched_file::WatchedFile;
 
 /// A loaded access list.
 #[derive(Debug, Clone, Default)]
@@ -21,21 +24,25 @@ pub struct AccessList {
     hashes: HashSet<[u8; 20], ahash::RandomState>,
 }
 
-/// Why a file was refused.
+/// Why a list file (access list or catalogue) was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum AccessListError {
+pub enum ListFileError {
     /// The file could not be read. The cause is part of the message (and deliberately not
     /// an error `source`, so that a printed chain states it once).
-    #[error("access list {path}: {cause}")]
+    #[error("{what} {path}: {cause}")]
     Io {
+        /// Which file: "access list" or "catalogue".
+        what: &'static str,
         /// File.
         path: PathBuf,
         /// Cause.
         cause: std::io::Error,
     },
-    /// A line is not 40 hex characters.
-    #[error("access list {path}, line {line}: {reason}")]
+    /// A line does not start with 40 hex characters.
+    #[error("{what} {path}, line {line}: {reason}")]
     Malformed {
+        /// Which file: "access list" or "catalogue".
+        what: &'static str,
         /// File.
         path: PathBuf,
         /// 1-based line number.
@@ -45,6 +52,74 @@ pub enum AccessListError {
     },
 }
 
+/// The access list's name for [`ListFileError`].
+pub type AccessListError = ListFileError;
+
+/// One entry of a list file: an info hash and the name written after it, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedHash<'a> {
+    /// The info hash.
+    pub info_hash: [u8; 20],
+    /// The rest of the line after the hash and whitespace, trimmed (`None` if empty).
+    pub name: Option<&'a str>,
+}
+
+/// Parses a list file: per line, 40 hex characters, optionally whitespace and a name; `#`
+/// starts a comment (so names cannot contain it); blank lines are skipped. The first bad line
+/// refuses the whole file, with its 1-based number; `what` and `path` are for the message.
+pub fn parse_listing<'a>(
+    what: &'static str,
+    text: &'a str,
+    path: &Path,
+) -> Result<Vec<ListedHash<'a>>, ListFileError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let content = line.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let malformed = |reason: String| ListFileError::Malformed {
+            what,
+            path: path.to_owned(),
+            line: i + 1,
+            reason,
+        };
+        let (hex, rest) =
+            content.split_at(content.find(char::is_whitespace).unwrap_or(content.len()));
+        let b = hex.as_bytes();
+        if b.len() != 40 {
+            return Err(malformed(format!(
+                "expected 40 hex characters, got {}",
+                b.len()
+            )));
+        }
+        let mut h = [0u8; 20];
+        for (j, pair) in b.chunks(2).enumerate() {
+            match (hex_val(pair[0]), hex_val(pair[1])) {
+                (Some(hi), Some(lo)) => h[j] = hi << 4 | lo,
+                _ => return Err(malformed("not hexadecimal".into())),
+            }
+        }
+        let name = rest.trim();
+        out.push(ListedHash {
+            info_hash: h,
+            name: (!name.is_empty()).then_some(name),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a list file as text.
+pub(crate) fn read_list_file(what: &'static str, path: &Path) -> Result<String, ListFileError> {
+    std::fs::read_to_string(path).map_err(|cause| ListFileError::Io {
+        what,
+        path: path.to_owned(),
+        cause,
+    })
+}
+
+const WHAT: &str = "access list";
+
 impl AccessList {
     /// A list that allows everything.
     pub fn off() -> Self {
@@ -53,43 +128,16 @@ impl AccessList {
 
     /// Builds a list from its text; errors carry the 1-based line number (`path` only for messages).
     pub fn parse(mode: AccessListMode, text: &str, path: &Path) -> Result<Self, AccessListError> {
-        let mut hashes = HashSet::with_hasher(ahash::RandomState::new());
-        for (i, line) in text.lines().enumerate() {
-            let content = line.split('#').next().unwrap_or("").trim();
-            if content.is_empty() {
-                continue;
-            }
-            let malformed = |reason: String| AccessListError::Malformed {
-                path: path.to_owned(),
-                line: i + 1,
-                reason,
-            };
-            let b = content.as_bytes();
-            if b.len() != 40 {
-                return Err(malformed(format!(
-                    "expected 40 hex characters, got {}",
-                    b.len()
-                )));
-            }
-            let mut h = [0u8; 20];
-            for (j, pair) in b.chunks(2).enumerate() {
-                match (hex_val(pair[0]), hex_val(pair[1])) {
-                    (Some(hi), Some(lo)) => h[j] = hi << 4 | lo,
-                    _ => return Err(malformed("not hexadecimal".into())),
-                }
-            }
-            hashes.insert(h);
-        }
+        let hashes = parse_listing(WHAT, text, path)?
+            .into_iter()
+            .map(|l| l.info_hash)
+            .collect();
         Ok(AccessList { mode, hashes })
     }
 
     /// Reads and parses `path`.
     pub fn load(mode: AccessListMode, path: &Path) -> Result<Self, AccessListError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| AccessListError::Io {
-            path: path.to_owned(),
-            cause,
-        })?;
-        Self::parse(mode, &text, path)
+        Self::parse(mode, &read_list_file(WHAT, path)?, path)
     }
 
     /// Whether announces for `info_hash` are served.
@@ -122,27 +170,8 @@ impl AccessList {
 /// thread / SIGHUP handler (reloading).
 #[derive(Debug)]
 pub struct AccessListSource {
-    current: ArcSwap<AccessList>,
+    file: WatchedFile<AccessList>,
     mode: AccessListMode,
-    path: Option<PathBuf>,
-    /// Successful loads so far (1 after the initial load). Lets tests wait for a reload.
-    generation: AtomicU64,
-    /// Failed reloads (the previous list stayed in force).
-    failures: AtomicU64,
-    /// Whether the most recent load attempt failed (a fixed file's next reload clears it).
-    last_reload_failed: AtomicBool,
-    /// Serialises reloads (cold path only) and remembers what the file looked like at the last
-    /// load attempt.
-    reload_lock: parking_lot::Mutex<Option<FileStamp>>,
-}
-
-/// What a file looked like: (mtime, length), or why it could not be examined (e.g. its
-/// directory became unreadable after privileges were dropped).
-type FileStamp = Result<(std::time::SystemTime, u64), std::io::ErrorKind>;
-
-fn stamp(path: &Path) -> FileStamp {
-    let m = std::fs::metadata(path).map_err(|e| e.kind())?;
-    Ok((m.modified().map_err(|e| e.kind())?, m.len()))
 }
 
 /// What a successful [`AccessListSource::reload`] did.
@@ -160,21 +189,10 @@ pub enum Reloaded {
 impl AccessListSource {
     /// Loads the initial list (an error here should stop the start).
     pub fn new(mode: AccessListMode, path: Option<PathBuf>) -> Result<Self, AccessListError> {
-        let (list, st) = match (&path, mode) {
-            (Some(p), m) if m != AccessListMode::Off => {
-                let st = stamp(p);
-                (AccessList::load(mode, p)?, Some(st))
-            }
-            _ => (AccessList::off(), None),
-        };
+        let path = path.filter(|_| mode != AccessListMode::Off);
         Ok(AccessListSource {
-            current: ArcSwap::from_pointee(list),
+            file: WatchedFile::new(path, AccessList::off(), |p| AccessList::load(mode, p))?,
             mode,
-            path,
-            generation: AtomicU64::new(1),
-            failures: AtomicU64::new(0),
-            last_reload_failed: AtomicBool::new(false),
-            reload_lock: parking_lot::Mutex::new(st),
         })
     }
 
@@ -182,12 +200,7 @@ impl AccessListSource {
     pub fn fixed(list: AccessList) -> Self {
         AccessListSource {
             mode: list.mode,
-            current: ArcSwap::from_pointee(list),
-            path: None,
-            generation: AtomicU64::new(1),
-            failures: AtomicU64::new(0),
-            last_reload_failed: AtomicBool::new(false),
-            reload_lock: parking_lot::Mutex::new(None),
+            file: WatchedFile::fixed(list),
         }
     }
 
@@ -198,50 +211,41 @@ impl AccessListSource {
 
     /// The list in force now.
     pub fn current(&self) -> Arc<AccessList> {
-        self.current.load_full()
+        self.file.current()
+    }
+
+    /// The file and its load counts.
+    pub fn file(&self) -> &WatchedFile<AccessList> {
+        &self.file
     }
 
     /// Successful loads so far.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.file.generation()
     }
 
     /// Failed reloads so far (each left the previous list in force).
     pub fn failed_reloads(&self) -> u64 {
-        self.failures.load(Ordering::Acquire)
+        self.file.failed_reloads()
     }
 
     /// Whether the most recent load attempt failed, i.e. the file on disk is not the list in
     /// force (false after the initial load and after every successful reload).
     pub fn last_reload_failed(&self) -> bool {
-        self.last_reload_failed.load(Ordering::Acquire)
-    }
-
-    /// The file, unless the list is off.
-    fn file(&self) -> Option<&Path> {
-        self.path
-            .as_deref()
-            .filter(|_| self.mode != AccessListMode::Off)
+        self.file.last_reload_failed()
     }
 
     /// Re-reads the file and swaps it in; on error the previous list stays, the failure is
     /// counted and the error returned. [`Reloaded::Off`] when the list is off.
     pub fn reload(&self) -> Result<Reloaded, AccessListError> {
-        let Some(path) = self.file() else {
+        let mode = self.mode;
+        let Some(result) = self.file.reload(|p| AccessList::load(mode, p)) else {
             return Ok(Reloaded::Off);
         };
-        let mut seen = self.reload_lock.lock();
-        // Remember the stamp even if the load fails, so a broken file is reported once.
-        *seen = Some(stamp(path));
-        let list = AccessList::load(self.mode, path).inspect_err(|_| {
-            self.failures.fetch_add(1, Ordering::AcqRel);
-            self.last_reload_failed.store(true, Ordering::Release);
-        })?;
-        let hashes = list.len();
-        self.current.store(Arc::new(list));
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.last_reload_failed.store(false, Ordering::Release);
-        tracing::info!(path = %path.display(), hashes, "access list loaded");
+        let hashes = result?.len();
+        if let Some(path) = self.file.path() {
+            tracing::info!(path = %path.display(), hashes, "access list loaded");
+        }
         Ok(Reloaded::Loaded { hashes })
     }
 
@@ -249,11 +253,7 @@ impl AccessListSource {
     /// or if the file can no longer be examined (then the failed reload is logged and counted
     /// once, not at every poll). Returns whether a reload was attempted.
     pub fn reload_if_changed(&self) -> bool {
-        let Some(path) = self.file() else {
-            return false;
-        };
-        let st = stamp(path);
-        if self.reload_lock.lock().as_ref() == Some(&st) {
+        if !self.file.changed() {
             return false;
         }
         if let Err(e) = self.reload() {
@@ -271,9 +271,9 @@ pub type AccessListCache = arc_swap::Cache<ArcSwapHolder, Arc<AccessList>>;
 pub struct ArcSwapHolder(Arc<AccessListSource>);
 
 impl std::ops::Deref for ArcSwapHolder {
-    type Target = ArcSwap<AccessList>;
+    type Target = arc_swap::ArcSwap<AccessList>;
     fn deref(&self) -> &Self::Target {
-        &self.0.current
+        self.0.file.cell()
     }
 }
 
@@ -297,6 +297,27 @@ mod tests {
         assert!(!d.allows(&h(1)));
         assert!(d.allows(&h(2)));
         assert!(AccessList::off().allows(&h(1)));
+    }
+
+    /// An optional name after the hash (the catalogue's format) is accepted and ignored.
+    #[test]
+    fn names_after_the_hash_are_accepted() {
+        let text = "0101010101010101010101010101010101010101 Dagsrevyen 2026-05-17\n\
+                    0202020202020202020202020202020202020202\tSkam, episode 3 # note\n\
+                    0303030303030303030303030303030303030303#no name\n";
+        let l = AccessList::parse(AccessListMode::Allow, text, Path::new("x")).unwrap();
+        assert_eq!(l.len(), 3);
+        let listed = parse_listing("catalogue", text, Path::new("x")).unwrap();
+        let names: Vec<Option<&str>> = listed.iter().map(|e| e.name).collect();
+        assert_eq!(
+            names,
+            [Some("Dagsrevyen 2026-05-17"), Some("Skam, episode 3"), None]
+        );
+        let e = parse_listing("catalogue", "01 a name\n", Path::new("c.txt")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "catalogue c.txt, line 1: expected 40 hex characters, got 2"
+        );
     }
 
     #[test]

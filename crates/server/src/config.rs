@@ -61,8 +61,10 @@ pub struct Config {
     pub store: StoreSection,
     /// Info-hash access list.
     pub access_list: AccessListConfig,
-    /// Prometheus exporter (`/metrics` and `/health` over HTTP).
+    /// Prometheus exporter (`/metrics`, `/stats`, `/` and `/health` over HTTP).
     pub metrics: MetricsConfig,
+    /// Statistics for the operator: the torrent catalogue and the largest swarms.
+    pub stats: StatsConfig,
     /// Privilege dropping after the sockets are bound.
     pub privileges: PrivilegesConfig,
 }
@@ -79,6 +81,7 @@ impl Default for Config {
             store: StoreSection::default(),
             access_list: AccessListConfig::default(),
             metrics: MetricsConfig::default(),
+            stats: StatsConfig::default(),
             privileges: PrivilegesConfig::default(),
         }
     }
@@ -315,6 +318,33 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[stats]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    /// Catalogue of named torrents: an info hash a line, then a display name (the access
+    /// list's format; it may be the access-list file). Reloaded like the access list.
+    pub catalogue: Option<PathBuf>,
+    /// Catalogued torrents exported as `fjord_torrent_*` series (and listed in `/stats`), in
+    /// file order; the rest are counted but not sampled.
+    pub max_torrent_series: usize,
+    /// Swarms in each ranking of the largest swarms (by peers, by completed) in `/stats`.
+    pub top_swarms: usize,
+}
+
+/// Most `stats.max_torrent_series` accepted.
+pub const MAX_TORRENT_SERIES: usize = 100_000;
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            catalogue: None,
+            max_torrent_series: 1000,
+            top_swarms: 10,
+        }
+    }
+}
+
 /// `[privileges]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -477,6 +507,17 @@ impl Config {
                 "off, but access_list.path is set: choose allow or deny (--access-list-mode), \
                  or remove the path",
             ));
+        }
+        let st = &self.stats;
+        if st.max_torrent_series > MAX_TORRENT_SERIES {
+            return Err(invalid(
+                "stats.max_torrent_series",
+                format!("at most {MAX_TORRENT_SERIES}"),
+            ));
+        }
+        let max_top = crate::top_swarms::MAX_TOP_SWARMS;
+        if st.top_swarms > max_top {
+            return Err(invalid("stats.top_swarms", format!("at most {max_top}")));
         }
         if self.privileges.user.contains('\0') {
             return Err(invalid("privileges.user", "contains a NUL byte"));

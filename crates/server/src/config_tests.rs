@@ -13,7 +13,8 @@ fn template_parses_to_exactly_the_defaults() {
 #[test]
 fn template_names_every_key() {
     // Keys present in the serialized defaults must all appear (uncommented) in the template,
-    // except `access_list.path`, which is None by default and appears commented out.
+    // except `access_list.path` and `stats.catalogue`, which are None by default and appear
+    // commented out.
     let template: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
     let defaults: toml::Table = toml::Table::try_from(Config::default()).unwrap();
     fn keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
@@ -36,6 +37,7 @@ fn template_names_every_key() {
     b.sort();
     assert_eq!(a, b);
     assert!(DEFAULT_CONFIG_TOML.contains("# path = "));
+    assert!(DEFAULT_CONFIG_TOML.contains("# catalogue = "));
 }
 
 /// Regression (issue 11): one set of store defaults, and the template states the memory
@@ -134,6 +136,11 @@ fn invalid_values_name_the_key() {
             "store.clean_interval_ms",
         ),
         ("[store]\nclean_cycle_secs = 0", "store.clean_cycle_secs"),
+        ("[stats]\ntop_swarms = 51", "stats.top_swarms"),
+        (
+            "[stats]\nmax_torrent_series = 100001",
+            "stats.max_torrent_series",
+        ),
         // Issue 10: at the largest timeout the stamps leave a cycle of ~4.5 h, not 5.
         (
             "[store]\npeer_timeout_secs = 32767\nclean_cycle_secs = 18000",

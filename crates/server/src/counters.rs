@@ -7,7 +7,9 @@
 //! family are the codec's types ([`Action`], [`IpFamily`]), the not-stored reason is the
 //! store's ([`NotStoredReason`]): one name per concept across the crates.
 
+pub use crate::clients::ClientTally;
 pub use crate::fjord_store::NotStoredReason;
+use fjord_protocol::client::Client;
 pub use fjord_protocol::{Action, IpFamily};
 
 /// The label value of an action (`action="announce"`).
@@ -225,6 +227,8 @@ pub struct Counters {
     pub send_batch: Histogram,
     /// Peers in each announce reply.
     pub announce_peers: Histogram,
+    /// Announces by client software and version (from the peer id).
+    pub clients: ClientTally,
 }
 
 /// What `RunningServer::counters` returns: the sum over workers.
@@ -247,6 +251,7 @@ impl Default for Counters {
             recv_batch: Histogram::new(BATCH_BUCKETS),
             send_batch: Histogram::new(BATCH_BUCKETS),
             announce_peers: Histogram::new(PEERS_BUCKETS),
+            clients: ClientTally::default(),
         }
     }
 }
@@ -324,6 +329,7 @@ impl Counters {
         self.recv_batch.merge(&o.recv_batch);
         self.send_batch.merge(&o.send_batch);
         self.announce_peers.merge(&o.announce_peers);
+        self.clients.merge(&o.clients);
     }
 
     /// Calls `f` once per exported value with a Prometheus-style name and labels.
@@ -402,6 +408,16 @@ impl Counters {
             &[],
             self.rx_errors,
         ));
+        let per_client = self.clients.per_client();
+        for (c, n) in Client::ALL.iter().zip(per_client) {
+            let l = [("client", c.label())];
+            f(Metric::Counter(
+                "fjord_client_announces_total",
+                &l,
+                n.announces,
+            ));
+            f(Metric::Counter("fjord_client_started_total", &l, n.started));
+        }
         for (name, h) in [
             ("fjord_recv_batch_datagrams", &self.recv_batch),
             ("fjord_send_batch_datagrams", &self.send_batch),
@@ -443,6 +459,6 @@ mod tests {
         }
         let mut n = 0;
         Counters::default().visit(|_| n += 1);
-        assert_eq!(n, 6 + 8 + 8 + 2 + 3 + 1 + 6 + 3);
+        assert_eq!(n, 6 + 8 + 8 + 2 + 3 + 1 + 6 + 2 * Client::ALL.len() + 3);
     }
 }

@@ -268,6 +268,9 @@ impl RequestHandler {
                 out,
             );
         }
+        self.counters
+            .clients
+            .count(&a.peer_id.0, a.event == AnnounceEvent::Started);
         let event = match a.event {
             AnnounceEvent::Started => fjord_store::AnnounceEvent::Started,
             AnnounceEvent::Completed => fjord_store::AnnounceEvent::Completed,

@@ -734,3 +734,34 @@ fn issue10_peers_age_on_the_monotonic_clock() {
     };
     assert_eq!(ann_at(&mut h, b, later), []);
 }
+
+/// Issue 14: announces are counted by the client software their peer id names (captured
+/// libtorrent and Transmission ids), `started` separately; a garbage peer id is `other`; an
+/// announce the access list refuses is not counted.
+#[test]
+fn announces_are_counted_by_client_software() {
+    use fjord_protocol::client::Client;
+    let mut h = handler_with(&Config::default(), list(AccessListMode::Deny, &[9]));
+    let src = v4([10, 0, 0, 1], 1);
+    let id = connect(&mut h, src);
+    let mut send = |peer_id: &[u8; 20], event: AnnounceEvent, hash: u8| {
+        let mut bytes = Ann {
+            event,
+            ..Ann::new(id, hash)
+        }
+        .bytes();
+        bytes[36..56].copy_from_slice(peer_id);
+        call(&mut h, src, &bytes).expect("answered");
+    };
+    send(b"-LT2080-IFHTjbbnqKnV", AnnounceEvent::Started, 1);
+    send(b"-LT2080-IFHTjbbnqKnV", AnnounceEvent::None, 1);
+    send(b"-TR3000-ttxd4s4cypsd", AnnounceEvent::Started, 1);
+    send(&[0xf3; 20], AnnounceEvent::Started, 1);
+    send(b"-TR3000-ttxd4s4cypsd", AnnounceEvent::Started, 9); // denied
+    let per = h.counters.clients.per_client();
+    let count = |c: Client| (per[c as usize].announces, per[c as usize].started);
+    assert_eq!(count(Client::Libtorrent), (2, 1));
+    assert_eq!(count(Client::Transmission), (1, 1));
+    assert_eq!(count(Client::Other), (1, 1));
+    assert_eq!(per.iter().map(|c| c.announces).sum::<u64>(), 4);
+}

@@ -1,11 +1,16 @@
-//! The HTTP endpoint of the metrics address: `GET /metrics`, and `GET`/`HEAD /health` (or
-//! `/ready`).
+//! The HTTP endpoint of the metrics address: `GET /metrics` (Prometheus), `GET /stats` (the
+//! statistics as JSON), `GET /` (a self-contained status page rendering `/stats`), and
+//! `GET`/`HEAD /health` (or `/ready`).
 //!
 //! One accept thread hands every connection to a thread of its own, so a health probe never
 //! waits behind another client, idle or slow. Each connection is bounded: its request head to
 //! [`MAX_REQUEST_HEAD`] bytes, its whole exchange to [`IO_TIMEOUT`], and at most
 //! [`MAX_CONNECTIONS`] are served at once (further ones get `503` at once). Renders of
-//! `/metrics` run one at a time; `/health` reads only a flag.
+//! `/metrics` and `/stats` run one at a time; `/health` reads only a flag, `/` is a constant.
+//!
+//! The status page ([`STATUS_PAGE`], `status.html`) has no external scripts, styles or fonts;
+//! it is served with a `Content-Security-Policy` that lets it load nothing but `/stats` from
+//! its own origin, so a browser enforces that too.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -23,13 +28,25 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; further ones are answered `503` and closed.
 pub const MAX_CONNECTIONS: usize = 32;
 
+/// The status page served at `/`: one HTML file with its script and style inline.
+pub const STATUS_PAGE: &str = include_str!("status.html");
+
+/// A page rendered on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// `/metrics`: the Prometheus text exposition.
+    Metrics,
+    /// `/stats`: the statistics as JSON.
+    Stats,
+}
+
 /// What the endpoint answers with.
 struct Handlers<R, H> {
     render: Mutex<R>,
     healthy: H,
 }
 
-/// The HTTP endpoint serving `/metrics` and `/health`. Stops accepting when dropped
+/// The HTTP endpoint serving `/metrics`, `/stats`, `/` and `/health`. Stops accepting when dropped
 /// (connections being served finish on their own, within [`IO_TIMEOUT`]).
 pub struct MetricsEndpoint {
     local_addr: SocketAddr,
@@ -46,11 +63,12 @@ impl std::fmt::Debug for MetricsEndpoint {
 }
 
 impl MetricsEndpoint {
-    /// Binds `listen` and serves: `GET /metrics` answers `render()`, `GET /health` answers
-    /// `200 ok` while `healthy()` is true (503 otherwise); `HEAD` answers the same without a body.
+    /// Binds `listen` and serves: `GET /metrics` answers `render(Page::Metrics)`, `GET /stats`
+    /// `render(Page::Stats)`, `GET /` the status page, `GET /health` `200 ok` while
+    /// `healthy()` is true (503 otherwise); `HEAD` answers the same without a body.
     pub fn start<R, H>(listen: SocketAddr, render: R, healthy: H) -> io::Result<Self>
     where
-        R: FnMut() -> String + Send + 'static,
+        R: FnMut(Page) -> String + Send + 'static,
         H: Fn() -> bool + Send + Sync + 'static,
     {
         let listener = TcpListener::bind(listen)?;
@@ -108,7 +126,7 @@ impl Drop for Slot {
 
 fn accept<R, H>(stream: TcpStream, handlers: &Arc<Handlers<R, H>>, active: &Arc<AtomicUsize>)
 where
-    R: FnMut() -> String + Send + 'static,
+    R: FnMut(Page) -> String + Send + 'static,
     H: Fn() -> bool + Send + Sync + 'static,
 {
     if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
@@ -117,9 +135,7 @@ where
         let _ = respond(
             stream,
             false,
-            "503 Service Unavailable",
-            "text/plain",
-            "busy\n",
+            Reply::text("503 Service Unavailable", "busy\n".into()),
         );
         return;
     }
@@ -141,7 +157,7 @@ where
 /// Reads one request head (bounded in size and time) and answers it.
 fn serve_one<R, H>(stream: TcpStream, handlers: &Handlers<R, H>) -> io::Result<()>
 where
-    R: FnMut() -> String,
+    R: FnMut(Page) -> String,
     H: Fn() -> bool,
 {
     let deadline = Instant::now() + IO_TIMEOUT;
@@ -175,43 +191,77 @@ where
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let head_only = method == "HEAD";
-    let (status, content_type, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            (handlers.render.lock())(),
-        ),
+    let reply = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => Reply {
+            status: "200 OK",
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            extra: "",
+            body: (handlers.render.lock())(Page::Metrics),
+        },
+        ("GET" | "HEAD", "/stats") => Reply {
+            status: "200 OK",
+            content_type: "application/json",
+            extra: "Cache-Control: no-store\r\n",
+            body: (handlers.render.lock())(Page::Stats),
+        },
+        ("GET" | "HEAD", "/") => Reply {
+            status: "200 OK",
+            content_type: "text/html; charset=utf-8",
+            extra: STATUS_PAGE_HEADERS,
+            body: STATUS_PAGE.to_string(),
+        },
         ("GET" | "HEAD", "/health" | "/ready") => {
             if (handlers.healthy)() {
-                ("200 OK", "text/plain", "ok\n".to_string())
+                Reply::text("200 OK", "ok\n".into())
             } else {
-                (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "unhealthy\n".into(),
-                )
+                Reply::text("503 Service Unavailable", "unhealthy\n".into())
             }
         }
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found\n".into()),
-        _ => ("400 Bad Request", "text/plain", "bad request\n".into()),
+        ("GET" | "HEAD", _) => Reply::text("404 Not Found", "not found\n".into()),
+        _ => Reply::text("400 Bad Request", "bad request\n".into()),
     };
-    respond(stream, head_only, status, content_type, &body)
+    respond(stream, head_only, reply)
 }
 
-fn respond(
-    mut w: TcpStream,
-    head_only: bool,
-    status: &str,
-    content_type: &str,
-    body: &str,
-) -> io::Result<()> {
+/// Headers of the status page (the policy, and no sniffing or framing).
+const STATUS_PAGE_HEADERS: &str = concat!(
+    "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; ",
+    "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; ",
+    "form-action 'none'; frame-ancestors 'none'\r\n",
+    "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n"
+);
+
+/// One answer.
+struct Reply {
+    status: &'static str,
+    content_type: &'static str,
+    /// Further header lines, each ending in CRLF.
+    extra: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn text(status: &'static str, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain",
+            extra: "",
+            body,
+        }
+    }
+}
+
+fn respond(mut w: TcpStream, head_only: bool, r: Reply) -> io::Result<()> {
     write!(
         w,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+        r.status,
+        r.content_type,
+        r.body.len(),
+        r.extra
     )?;
     if !head_only {
-        w.write_all(body.as_bytes())?;
+        w.write_all(r.body.as_bytes())?;
     }
     w.flush()?;
     let _ = w.shutdown(Shutdown::Both);
@@ -235,7 +285,10 @@ mod tests {
         let h2 = Arc::clone(healthy);
         MetricsEndpoint::start(
             "127.0.0.1:0".parse().unwrap(),
-            || "fjord_x_total 1\n".to_string(),
+            |page| match page {
+                Page::Metrics => "fjord_x_total 1\n".to_string(),
+                Page::Stats => "{\"uptime_secs\": 1}".to_string(),
+            },
             move || h2.load(Ordering::Relaxed),
         )
         .unwrap()
@@ -252,8 +305,43 @@ mod tests {
         healthy.store(false, Ordering::Relaxed);
         assert!(ask(ep.local_addr(), "GET", "/health").starts_with("HTTP/1.1 503"));
         assert!(ask(ep.local_addr(), "GET", "/nope").starts_with("HTTP/1.1 404"));
+        let stats = ask(ep.local_addr(), "GET", "/stats");
+        assert!(
+            stats.contains("Content-Type: application/json\r\n"),
+            "{stats}"
+        );
+        assert!(stats.ends_with("{\"uptime_secs\": 1}"), "{stats}");
+        let page = ask(ep.local_addr(), "GET", "/");
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(
+            page.contains("Content-Security-Policy: default-src 'none';"),
+            "{page}"
+        );
+        assert!(page.ends_with(STATUS_PAGE), "the page is served whole");
         assert!(ask(ep.local_addr(), "POST", "/health").starts_with("HTTP/1.1 400"));
         drop(ep);
+    }
+
+    /// The page loads nothing from elsewhere (the browser test checks it renders `/stats`).
+    #[test]
+    fn the_status_page_is_self_contained() {
+        let page = STATUS_PAGE.to_ascii_lowercase();
+        for external in [
+            "http:",
+            "https:",
+            "src=",
+            "<link",
+            "@import",
+            "url(",
+            "@font-face",
+            "<iframe",
+        ] {
+            assert!(
+                !page.contains(external),
+                "the status page contains {external}"
+            );
+        }
+        assert!(page.contains("fetch(\"stats\""));
     }
 
     /// Regression (issue 11): `HEAD /health` was answered 400.

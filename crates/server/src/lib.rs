@@ -30,6 +30,8 @@
 #![forbid(unsafe_code)]
 
 pub mod access_list;
+pub mod catalogue;
+pub mod clients;
 pub mod config;
 pub mod connection_id;
 pub mod counters;
@@ -40,6 +42,9 @@ pub mod logging;
 pub mod metrics;
 pub mod privileges;
 pub mod server;
+pub mod stats;
+pub mod top_swarms;
+pub mod watched_file;
 mod worker;
 
 /// The peer store crate, re-exported so that embedders name the same types.

@@ -50,6 +50,9 @@ struct Cli {
     /// Access-list mode: off, allow or deny (access_list.mode).
     #[arg(long, value_name = "MODE")]
     access_list_mode: Option<String>,
+    /// Catalogue of named torrents (stats.catalogue).
+    #[arg(long, value_name = "PATH")]
+    catalogue: Option<PathBuf>,
     /// User to switch to after binding (privileges.user).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
@@ -100,6 +103,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         config.access_list.mode = toml::Value::String(m.clone())
             .try_into()
             .map_err(|_| anyhow::anyhow!("invalid value for `access_list.mode` (--access-list-mode): expected off, allow or deny"))?;
+    }
+    if let Some(p) = &cli.catalogue {
+        config.stats.catalogue = Some(p.clone());
     }
     if let Some(u) = &cli.user {
         config.privileges.user = u.clone();
@@ -182,6 +188,10 @@ fn main() -> ExitCode {
                     tracing::info!("SIGHUP: the access list is off; nothing to reload")
                 }
                 Err(e) => tracing::error!("SIGHUP: {e}; the previous access list stays in force"),
+            }
+            // The source logs a successful load itself.
+            if let Some(Err(e)) = server.reload_catalogue() {
+                tracing::error!("SIGHUP: {e}; the previous catalogue stays in force");
             }
         }
         if term.load(Ordering::Relaxed) {

@@ -23,6 +23,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use crate::counters::{Counters, Metric};
 use crate::fjord_store::{CleanStats, StoreStats};
+use crate::stats::TorrentSample;
 
 pub use crate::http::MetricsEndpoint;
 
@@ -37,16 +38,27 @@ pub struct MetricsInput {
     pub clean: CleanStats,
     /// `store.max_peers` and `store.max_swarms`.
     pub store_limits: (u64, u64),
-    /// Info hashes in the access list in force (0 when the list is off).
-    pub access_list_entries: u64,
-    /// Successful access-list loads since start (the initial load included).
-    pub access_list_reloads_ok: u64,
-    /// Failed access-list reloads since start (the previous list stayed in force).
-    pub access_list_reloads_failed: u64,
-    /// Whether the most recent access-list load succeeded (the file on disk is in force).
-    pub access_list_last_reload_ok: bool,
+    /// The access list (entries: 0 when the list is off).
+    pub access_list: ListFileStatus,
+    /// The torrent catalogue (entries: 0 without one).
+    pub catalogue: ListFileStatus,
+    /// The catalogued torrents as last sampled (the first `stats.max_torrent_series`).
+    pub torrents: std::sync::Arc<Vec<TorrentSample>>,
     /// Worker threads serving UDP.
     pub workers: u64,
+}
+
+/// The state of a reloaded list file (access list, catalogue).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListFileStatus {
+    /// Info hashes in the list in force.
+    pub entries: u64,
+    /// Successful loads since start (the initial load included).
+    pub reloads_ok: u64,
+    /// Failed reloads since start (the previous list stayed in force).
+    pub reloads_failed: u64,
+    /// Whether the most recent load succeeded (the file on disk is in force).
+    pub last_reload_ok: bool,
 }
 
 /// Renders [`MetricsInput`] in the Prometheus text format through a `metrics` recorder.
@@ -96,6 +108,14 @@ const HELP: &[(&str, &str)] = &[
         "fjord_completed_events_total",
         "Announces with event completed (repeats included).",
     ),
+    (
+        "fjord_client_announces_total",
+        "Announces answered, by client software (from the peer id).",
+    ),
+    (
+        "fjord_client_started_total",
+        "Announces with event started (downloads beginning), by client software.",
+    ),
     ("fjord_rx_packets_total", "Datagrams received."),
     ("fjord_rx_bytes_total", "UDP payload bytes received."),
     ("fjord_tx_packets_total", "Datagrams sent."),
@@ -141,6 +161,30 @@ const HELP: &[(&str, &str)] = &[
         "Bound on an expiry cycle's length (store.clean_cycle_secs).",
     ),
     ("fjord_store_clean_cycles_total", "Expiry cycles completed."),
+    (
+        "fjord_catalogue_entries",
+        "Torrents in the catalogue in force.",
+    ),
+    (
+        "fjord_catalogue_reloads_total",
+        "Catalogue loads, by result (ok or error).",
+    ),
+    (
+        "fjord_catalogue_last_reload_successful",
+        "1 if the most recent catalogue load succeeded, 0 if the file on disk was refused.",
+    ),
+    (
+        "fjord_torrent_seeders",
+        "Seeders of a catalogued torrent (IPv4 and IPv6 swarms).",
+    ),
+    (
+        "fjord_torrent_leechers",
+        "Leechers of a catalogued torrent (IPv4 and IPv6 swarms).",
+    ),
+    (
+        "fjord_torrent_completed",
+        "Downloads of a catalogued torrent completed since fjord started.",
+    ),
     ("fjord_workers", "UDP worker threads."),
     ("fjord_build_info", "Always 1; the version is a label."),
     (
@@ -201,7 +245,7 @@ impl Exposition {
                         Some(u) => metrics::describe_counter!(*name, u, *text),
                         None => metrics::describe_counter!(*name, *text),
                     }
-                } else if !is_histogram(name) {
+                } else if !is_histogram(name) && !is_torrent_gauge(name) {
                     metrics::describe_gauge!(*name, *text);
                 }
             }
@@ -220,10 +264,9 @@ impl Exposition {
             store,
             clean,
             store_limits,
-            access_list_entries,
-            access_list_reloads_ok,
-            access_list_reloads_failed,
-            access_list_last_reload_ok,
+            access_list,
+            catalogue,
+            torrents,
             workers,
         } = input;
         metrics::with_local_recorder(&self.recorder, || {
@@ -250,13 +293,18 @@ impl Exposition {
             metrics::gauge!("fjord_store_clean_cycle_limit_seconds")
                 .set(f64::from(clean.cycle_limit_secs));
             metrics::counter!("fjord_store_clean_cycles_total").absolute(clean.cycles);
-            metrics::gauge!("fjord_access_list_entries").set(*access_list_entries as f64);
-            metrics::counter!("fjord_access_list_reloads_total", "result" => "ok")
-                .absolute(*access_list_reloads_ok);
-            metrics::counter!("fjord_access_list_reloads_total", "result" => "error")
-                .absolute(*access_list_reloads_failed);
-            metrics::gauge!("fjord_access_list_last_reload_successful")
-                .set(f64::from(u8::from(*access_list_last_reload_ok)));
+            for (prefix, file) in [
+                ("fjord_access_list", access_list),
+                ("fjord_catalogue", catalogue),
+            ] {
+                metrics::gauge!(format!("{prefix}_entries")).set(file.entries as f64);
+                metrics::counter!(format!("{prefix}_reloads_total"), "result" => "ok")
+                    .absolute(file.reloads_ok);
+                metrics::counter!(format!("{prefix}_reloads_total"), "result" => "error")
+                    .absolute(file.reloads_failed);
+                metrics::gauge!(format!("{prefix}_last_reload_successful"))
+                    .set(f64::from(u8::from(file.last_reload_ok)));
+            }
             metrics::gauge!("fjord_workers").set(*workers as f64);
             metrics::gauge!("fjord_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         });
@@ -266,7 +314,51 @@ impl Exposition {
                 render_histogram(&mut out, name, buckets, sum, count);
             }
         });
+        render_torrents(&mut out, torrents);
         out
+    }
+}
+
+/// The per-torrent gauges: one series per catalogued torrent, labelled with its name. Written
+/// here rather than through the recorder, so that a torrent leaving the catalogue leaves the
+/// exposition at once (a recorder keeps every series it was ever given).
+type TorrentValue = fn(&TorrentSample) -> u64;
+const TORRENT_GAUGES: [(&str, TorrentValue); 3] = [
+    ("fjord_torrent_seeders", |t| t.seeders),
+    ("fjord_torrent_leechers", |t| t.leechers),
+    ("fjord_torrent_completed", |t| t.completed),
+];
+
+fn is_torrent_gauge(name: &str) -> bool {
+    TORRENT_GAUGES.iter().any(|(n, _)| *n == name)
+}
+
+/// A label value in the text format: `\\`, `\"` and newlines escaped.
+fn escape_label_value(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn render_torrents(out: &mut String, torrents: &[TorrentSample]) {
+    if torrents.is_empty() {
+        return;
+    }
+    for (name, value) in TORRENT_GAUGES {
+        let _ = writeln!(out, "# HELP {name} {}", help(name));
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for t in torrents {
+            out.push_str(name);
+            out.push_str("{torrent=\"");
+            escape_label_value(&t.name, out);
+            let _ = writeln!(out, "\"}} {}", value(t));
+        }
+        out.push('\n');
     }
 }
 
@@ -331,10 +423,34 @@ mod tests {
                 cycle_limit_secs: 300,
             },
             store_limits: (1_000, 100),
-            access_list_entries: 9,
-            access_list_reloads_ok: 2,
-            access_list_reloads_failed: 1,
-            access_list_last_reload_ok: false,
+            access_list: ListFileStatus {
+                entries: 9,
+                reloads_ok: 2,
+                reloads_failed: 1,
+                last_reload_ok: false,
+            },
+            catalogue: ListFileStatus {
+                entries: 2,
+                reloads_ok: 1,
+                reloads_failed: 0,
+                last_reload_ok: true,
+            },
+            torrents: std::sync::Arc::new(vec![
+                TorrentSample {
+                    name: "Dagsrevyen".into(),
+                    info_hash: [1; 20],
+                    seeders: 12,
+                    leechers: 3,
+                    completed: 40,
+                },
+                TorrentSample {
+                    name: "say \"hi\" \\ there".into(),
+                    info_hash: [2; 20],
+                    seeders: 0,
+                    leechers: 1,
+                    completed: 0,
+                },
+            ]),
             workers: 2,
         }
     }
@@ -361,6 +477,13 @@ mod tests {
             "fjord_workers 2",
             "fjord_peers_rejected_total{reason=\"store_full\"} 0",
             "fjord_unknown_peer_stops_total 0",
+            "fjord_catalogue_entries 2",
+            "fjord_catalogue_reloads_total{result=\"ok\"} 1",
+            "fjord_torrent_seeders{torrent=\"Dagsrevyen\"} 12",
+            "fjord_torrent_completed{torrent=\"Dagsrevyen\"} 40",
+            "fjord_torrent_leechers{torrent=\"say \\\"hi\\\" \\\\ there\"} 1",
+            "fjord_client_announces_total{client=\"qbittorrent\"} 0",
+            "fjord_client_started_total{client=\"other\"} 0",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -20,13 +20,15 @@ use fjord_udp::{RecvBatch, SendBatch};
 use mio::{Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use crate::access_list::{AccessListError, AccessListSource, Reloaded};
+use crate::access_list::{AccessListError, AccessListSource, ListFileError, Reloaded};
 use crate::config::Config;
 use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Counters, CountersSnapshot};
 use crate::handler::{HandlerSettings, MAX_REPLY, RequestHandler, Shared};
+use crate::http::Page;
 use crate::metrics::{Exposition, MetricsEndpoint, MetricsInput};
 use crate::privileges::{PrivilegeChange, drop_privileges};
+use crate::stats::{StatsCollector, StatsHub, StatsInput, stats_json};
 use crate::worker::{MAX_DATAGRAM, Maintenance, WAKER, Worker};
 
 pub use crate::worker::{Now, PUBLISH_INTERVAL, StoreClock, unix_now};
@@ -35,6 +37,8 @@ pub use crate::worker::{Now, PUBLISH_INTERVAL, StoreClock, unix_now};
 pub struct RunningServer {
     local_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
+    /// Statistics published by the maintenance thread (catalogue, largest swarms).
+    stats: Arc<StatsHub>,
     slots: Arc<Vec<Mutex<Counters>>>,
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
@@ -70,6 +74,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         AccessListSource::new(config.access_list.mode, config.access_list.path.clone())
             .context("cannot load the access list")?,
     );
+    let stats = Arc::new(StatsHub::new(&config.stats).context("cannot load the catalogue")?);
     let shared = Arc::new(Shared {
         store,
         validator,
@@ -105,6 +110,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     let mut server = RunningServer {
         local_addrs,
         shared: Arc::clone(&shared),
+        stats: Arc::clone(&stats),
         slots: Arc::clone(&slots),
         stop: Arc::clone(&stop),
         wakers: Vec::new(),
@@ -157,6 +163,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     let (mstop_tx, mstop_rx) = crossbeam_channel::bounded::<()>(0);
     let maintenance = Maintenance {
         shared: Arc::clone(&shared),
+        stats: StatsCollector::new(Arc::clone(&stats)),
         clean_interval: Duration::from_millis(config.store.clean_interval_ms),
         clean_budget: config.store.clean_swarms_per_slice,
         poll_interval: (config.access_list.poll_interval_ms > 0)
@@ -178,43 +185,75 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     Ok(server)
 }
 
-/// Serves `/metrics` and `/health`. A scrape sums the workers' published counter slots and reads
-/// the store's and the access list's counts: nothing on the packet path is touched.
+/// Serves `/metrics`, `/stats`, `/` and `/health`. A render sums the workers' published counter
+/// slots and reads the store's, the lists' and the statistics hub's state: nothing on the
+/// packet path is touched.
 fn start_metrics(
     config: &Config,
     server: &RunningServer,
     workers: usize,
 ) -> io::Result<MetricsEndpoint> {
     let exposition = Exposition::new();
-    let slots = Arc::clone(&server.slots);
-    let shared = Arc::clone(&server.shared);
+    let view = server.view();
     let workers = workers as u64;
     let failed = Arc::clone(&server.failed);
     MetricsEndpoint::start(
         config.metrics.listen,
-        move || {
-            let mut counters = Counters::default();
-            for slot in slots.iter() {
-                counters.merge(&slot.lock());
-            }
-            let access = &shared.access;
-            exposition.render(&MetricsInput {
-                counters,
-                store: shared.store.stats(),
-                clean: shared.store.clean_stats(),
-                store_limits: {
-                    let c = shared.store.config();
-                    (c.max_peers as u64, c.max_swarms as u64)
-                },
-                access_list_entries: access.current().len() as u64,
-                access_list_reloads_ok: access.generation(),
-                access_list_reloads_failed: access.failed_reloads(),
-                access_list_last_reload_ok: !access.last_reload_failed(),
-                workers,
-            })
+        move |page| match page {
+            Page::Metrics => exposition.render(&view.metrics_input(workers)),
+            Page::Stats => view.stats_json(),
         },
         move || failed.lock().is_empty(),
     )
+}
+
+/// What the HTTP threads read: the counter slots, the shared state and the statistics hub.
+struct ServerView {
+    slots: Arc<Vec<Mutex<Counters>>>,
+    shared: Arc<Shared>,
+    stats: Arc<StatsHub>,
+}
+
+impl ServerView {
+    fn counters(&self) -> Counters {
+        let mut total = Counters::default();
+        for slot in self.slots.iter() {
+            total.merge(&slot.lock());
+        }
+        total
+    }
+
+    fn metrics_input(&self, workers: u64) -> MetricsInput {
+        let (shared, access, catalogue) =
+            (&self.shared, &self.shared.access, &self.stats.catalogue);
+        MetricsInput {
+            counters: self.counters(),
+            store: shared.store.stats(),
+            clean: shared.store.clean_stats(),
+            store_limits: {
+                let c = shared.store.config();
+                (c.max_peers as u64, c.max_swarms as u64)
+            },
+            access_list: access.file().status(access.current().len() as u64),
+            catalogue: catalogue.file().status(catalogue.current().len() as u64),
+            torrents: self.stats.published().torrents,
+            workers,
+        }
+    }
+
+    fn stats_json(&self) -> String {
+        let counters = self.counters();
+        let published = self.stats.published();
+        stats_json(&StatsInput {
+            counters: &counters,
+            store: self.shared.store.stats(),
+            published: &published,
+            hub: &self.stats,
+            uptime_secs: self.shared.clock.now(),
+            announce_interval_secs: self.shared.settings.announce_interval,
+            clean_cycles: self.shared.store.clean_stats().cycles,
+        })
+    }
 }
 
 /// Where threads report their death.
@@ -258,11 +297,7 @@ impl RunningServer {
 
     /// The sum of the workers' counters as last published (at most ~100 ms old).
     pub fn counters(&self) -> CountersSnapshot {
-        let mut total = Counters::default();
-        for slot in self.slots.iter() {
-            total.merge(&slot.lock());
-        }
-        total
+        self.view().counters()
     }
 
     /// Each worker's counters as last published, in worker order.
@@ -283,6 +318,30 @@ impl RunningServer {
     /// Re-reads the access-list file now (what SIGHUP does). On error the previous list stays.
     pub fn reload_access_list(&self) -> Result<Reloaded, AccessListError> {
         self.shared.access.reload()
+    }
+
+    /// Re-reads the catalogue file now (what SIGHUP does); `None` without one. On error the
+    /// previous catalogue stays.
+    pub fn reload_catalogue(&self) -> Option<Result<usize, ListFileError>> {
+        self.stats.catalogue.reload()
+    }
+
+    /// The statistics hub (catalogue, what the maintenance thread last published).
+    pub fn stats(&self) -> &Arc<StatsHub> {
+        &self.stats
+    }
+
+    /// The `/stats` JSON, as the metrics endpoint serves it (also with metrics off).
+    pub fn stats_json(&self) -> String {
+        self.view().stats_json()
+    }
+
+    fn view(&self) -> ServerView {
+        ServerView {
+            slots: Arc::clone(&self.slots),
+            shared: Arc::clone(&self.shared),
+            stats: Arc::clone(&self.stats),
+        }
     }
 
     /// The access-list source (list in force, reload counts).

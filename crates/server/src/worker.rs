@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use crate::counters::{Counters, DropReason};
 use crate::fjord_store::{StoreConfig, StoreStats};
 use crate::handler::{RequestHandler, Shared};
+use crate::stats::StatsCollector;
 
 /// Counters are published by each worker at least this often.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
@@ -194,10 +195,12 @@ impl Worker {
     }
 }
 
-/// The maintenance thread: one expiry slice every `clean_interval`, and the access-list file
-/// checked every `poll_interval`.
+/// The maintenance thread: one expiry slice every `clean_interval` (through the statistics
+/// collector, which ranks the swarms it visits and samples the catalogued torrents), and the
+/// access-list and catalogue files checked every `poll_interval`.
 pub(crate) struct Maintenance {
     pub(crate) shared: Arc<Shared>,
+    pub(crate) stats: StatsCollector,
     pub(crate) clean_interval: Duration,
     pub(crate) clean_budget: usize,
     pub(crate) poll_interval: Option<Duration>,
@@ -206,7 +209,7 @@ pub(crate) struct Maintenance {
 }
 
 impl Maintenance {
-    pub(crate) fn run(self) -> io::Result<()> {
+    pub(crate) fn run(mut self) -> io::Result<()> {
         let mut limits = LimitWatch::default();
         let mut next_clean = Instant::now() + self.clean_interval;
         let mut next_poll = self.poll_interval.map(|p| Instant::now() + p);
@@ -218,10 +221,11 @@ impl Maintenance {
             }
             let now = Instant::now();
             if now >= next_clean {
-                let report = self
-                    .shared
-                    .store
-                    .clean(self.shared.clock.now(), self.clean_budget);
+                let report = self.stats.clean(
+                    &self.shared.store,
+                    self.shared.clock.now(),
+                    self.clean_budget,
+                );
                 tracing::trace!(?report, "clean slice");
                 limits.observe(&self.shared.store.stats(), self.shared.store.config());
                 next_clean = now + self.clean_interval;
@@ -230,6 +234,7 @@ impl Maintenance {
                 && now >= p
             {
                 self.shared.access.reload_if_changed();
+                self.stats.hub().catalogue.reload_if_changed();
                 next_poll = Some(now + interval);
             }
         }

@@ -5,12 +5,13 @@
 //! Three phases:
 //! 1. idle: FjordNoRequests must fire;
 //! 2. bad traffic (datagrams with a wrong protocol id, announces with forged connection ids)
-//!    and a malformed access-list file: FjordDropRateHigh must fire for both drop reasons and
-//!    FjordAccessListReloadFailing must fire;
-//! 3. good traffic (fjord-bench) and a fixed access list: every PromQL expression of
+//!    and malformed access-list and catalogue files: FjordDropRateHigh must fire for both drop
+//!    reasons, FjordAccessListReloadFailing and FjordCatalogueReloadFailing must fire;
+//! 3. good traffic (fjord-bench, whose peers announce with a mix of client peer ids, to swarms
+//!    two of which are catalogued) and fixed files: every PromQL expression of
 //!    deploy/grafana/fjord-dashboard.json must parse and return at least one series with a
-//!    number, every alert rule must be healthy and its expression must evaluate, and the
-//!    access-list alert must clear.
+//!    number (the client and catalogued-torrent panels included), every alert rule must be
+//!    healthy and its expression must evaluate, and the file alerts must clear.
 //!
 //! The rules are loaded with every `for:` set to 0s so that alert states show within seconds;
 //! everything else is the shipped file. Without Prometheus the test is skipped, except in CI.
@@ -144,13 +145,26 @@ fn every_dashboard_and_alert_query_works_against_a_live_fjord() {
     std::fs::write(&rules, rules_without_for(&rules_text)).expect("write rules");
     let access_list = dir.path().join("deny.txt");
     std::fs::write(&access_list, "# nothing denied\n").expect("write access list");
+    // Two of the swarms fjord-bench announces to (its population's seed is 1), by name.
+    let catalogue = dir.path().join("catalogue.txt");
+    let bench = BenchConfig::quick("127.0.0.1:1".parse().expect("addr"));
+    let catalogue_text: String = (0..2)
+        .map(|i| {
+            let h = fjord_bench::population::info_hash(bench.population.seed, i);
+            let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{hex} fjord-bench swarm {i}\n")
+        })
+        .collect();
+    std::fs::write(&catalogue, &catalogue_text).expect("write catalogue");
     let config = dir.path().join("fjord.toml");
     std::fs::write(
         &config,
         format!(
             "[network]\nsocket_recv_buffer = 1048576\nsocket_send_buffer = 1048576\n\
-             [access_list]\nmode = \"deny\"\npath = {:?}\npoll_interval_ms = 100\n",
-            access_list.display().to_string()
+             [access_list]\nmode = \"deny\"\npath = {:?}\npoll_interval_ms = 100\n\
+             [stats]\ncatalogue = {:?}\n",
+            access_list.display().to_string(),
+            catalogue.display().to_string()
         ),
     )
     .expect("write config");
@@ -194,8 +208,9 @@ fn every_dashboard_and_alert_query_works_against_a_live_fjord() {
         (f.len() == 1).then_some(()).ok_or(format!("{f:?}"))
     });
 
-    // Phase 2: only bad traffic, and a malformed access list.
+    // Phase 2: only bad traffic, and a malformed access list and catalogue.
     std::fs::write(&access_list, "not an info hash\n").expect("break the access list");
+    std::fs::write(&catalogue, format!("{catalogue_text}no hash here\n")).expect("break it");
     let bad = UdpSocket::bind("127.0.0.1:0").expect("bad-traffic socket");
     eventually("bad traffic: drop and access-list alerts fire", || {
         send_bad_traffic(&bad, fjord.udp);
@@ -204,20 +219,24 @@ fn every_dashboard_and_alert_query_works_against_a_live_fjord() {
             .filter_map(|m| m["reason"].as_str().map(String::from))
             .collect();
         let acl = firing(&prom, "FjordAccessListReloadFailing");
+        let cat = firing(&prom, "FjordCatalogueReloadFailing");
         if reasons.iter().any(|r| r == "bad_protocol_id")
             && reasons.iter().any(|r| r == "bad_connection_id")
             && acl.len() == 1
+            && cat.len() == 1
         {
             Ok(())
         } else {
             Err(format!(
-                "FjordDropRateHigh firing for {reasons:?}, FjordAccessListReloadFailing {acl:?}"
+                "FjordDropRateHigh firing for {reasons:?}, FjordAccessListReloadFailing {acl:?}, \
+                 FjordCatalogueReloadFailing {cat:?}"
             ))
         }
     });
 
-    // Phase 3: good traffic from fjord-bench, the access list fixed.
+    // Phase 3: good traffic from fjord-bench, the access list and the catalogue fixed.
     std::fs::write(&access_list, "# fixed\n").expect("fix the access list");
+    std::fs::write(&catalogue, &catalogue_text).expect("fix the catalogue");
     let stop = Arc::new(AtomicBool::new(false));
     let mut bench = BenchConfig::quick(fjord.udp);
     bench.mode = LoadMode::Open { rate: 3000.0 };
@@ -241,11 +260,29 @@ fn every_dashboard_and_alert_query_works_against_a_live_fjord() {
                 empty.push(format!("{title}: {expr} -> {result:?}"));
             }
         }
-        let acl = firing(&prom, "FjordAccessListReloadFailing");
-        if !acl.is_empty() {
-            empty.push(format!(
-                "FjordAccessListReloadFailing still firing: {acl:?}"
-            ));
+        for alert in [
+            "FjordAccessListReloadFailing",
+            "FjordCatalogueReloadFailing",
+        ] {
+            let f = firing(&prom, alert);
+            if !f.is_empty() {
+                empty.push(format!("{alert} still firing: {f:?}"));
+            }
+        }
+        // The traffic named real clients, and a catalogued swarm has peers.
+        for (what, q) in [
+            (
+                "qBittorrent announces",
+                "sum(fjord_client_announces_total{client=\"qbittorrent\"})",
+            ),
+            (
+                "catalogued peers",
+                "sum(fjord_torrent_seeders) + sum(fjord_torrent_leechers)",
+            ),
+        ] {
+            if !prom.query(q).is_some_and(|v| v > 0.0) {
+                empty.push(format!("no {what}: {q}"));
+            }
         }
         if empty.is_empty() {
             Ok(())

@@ -13,9 +13,11 @@ use fjord_protocol::{
 use fjord_server::{Config, start};
 
 mod support;
-use support::Prometheus;
+use support::{Prometheus, TempDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
+/// A catalogue name with the characters the text format escapes.
+const TORRENT_NAME: &str = r#"Prometheus "quoted" \ torrent"#;
 
 fn round_trip(sock: &UdpSocket, server: SocketAddr, req: &Request<'_>, buf: &mut [u8]) -> usize {
     let mut out = [0u8; 256];
@@ -27,7 +29,14 @@ fn round_trip(sock: &UdpSocket, server: SocketAddr, req: &Request<'_>, buf: &mut
 
 #[test]
 fn prometheus_scrapes_what_fjord_counted() {
+    // The first swarm is catalogued under a name that needs escaping in the exposition.
+    let dir = TempDir::new("prometheus-catalogue");
+    let catalogue = dir.path().join("catalogue.txt");
+    std::fs::write(&catalogue, format!("{} {TORRENT_NAME}\n", "00".repeat(20)))
+        .expect("write catalogue");
     let mut config = Config::for_tests(vec!["127.0.0.1:0".parse().expect("addr")]);
+    config.stats.catalogue = Some(catalogue);
+    config.store.clean_interval_ms = 200;
     config.metrics.enabled = true;
     config.metrics.listen = "127.0.0.1:0".parse().expect("addr");
     let server = start(config).expect("start fjord");
@@ -98,7 +107,23 @@ fn prometheus_scrapes_what_fjord_counted() {
             f64::from(ANNOUNCES),
         ),
         ("up{job=\"fjord\"}", 1.0),
+        // Peer id [7; 20] names no client.
+        (
+            "fjord_client_announces_total{client=\"other\"}",
+            f64::from(ANNOUNCES),
+        ),
+        (
+            "fjord_client_started_total{client=\"other\"}",
+            f64::from(ANNOUNCES),
+        ),
+        ("fjord_client_announces_total{client=\"qbittorrent\"}", 0.0),
+        ("fjord_catalogue_entries", 1.0),
     ];
+    let torrent = format!(
+        "fjord_torrent_seeders{{torrent=\"{}\"}}",
+        TORRENT_NAME.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let want: Vec<(&str, f64)> = want.into_iter().chain([(torrent.as_str(), 1.0)]).collect();
     let until = Instant::now() + DEADLINE;
     loop {
         let last = want.iter().map(|(q, _)| prom.query(q)).collect::<Vec<_>>();

@@ -8,6 +8,12 @@
 //!   tracker status must show the announce succeeded with one peer and the scrape counts, and
 //!   fjord's own scrape must see Transmission arrive as a leecher and leave on `stopped`.
 //!
+//! Both tests also read fjord's statistics while the clients are in the swarm: the client
+//! counters must name libtorrent and Transmission (`/stats` and `/metrics`), and the
+//! libtorrent torrent, catalogued under a name once its info hash is known, must show the
+//! leecher's download as completed 1 in `/stats` and, for the IPv4 swarm, in a real Prometheus
+//! server (Debian package `prometheus`) scraping fjord, read back through its query API.
+//!
 //! Both need system packages (see `real_clients/README.md`). With `CI=true` a missing client is a
 //! failure; otherwise the test prints a note and passes. Only loopback addresses are used, every
 //! wait is bounded, and every process and temporary directory is cleaned up on drop.
@@ -30,8 +36,13 @@ const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
 const DEBIAN_PYTHON: &str = "/usr/bin/python3";
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
-/// fjord's configuration for these tests (`-c`); `--listen` and `--workers` are flags.
-const FJORD_CONFIG: &str = "log_level = \"warn\"\n\n[metrics]\nenabled = false\n";
+/// fjord's configuration for these tests (`-c`); `--listen`, `--metrics-listen 127.0.0.1:0`
+/// and `--workers` are flags. The catalogue (`{catalogue}`) is polled every 100 ms, and the
+/// maintenance thread samples it every 200 ms.
+const FJORD_CONFIG: &str = "log_level = \"warn\"\n\n[store]\nclean_interval_ms = 200\n\n\
+                            [access_list]\npoll_interval_ms = 100\n\n[stats]\ncatalogue = {catalogue}\n";
+
+mod support;
 
 // ---------------------------------------------------------------------------------------------
 // Skipping outside CI, failing in CI.
@@ -71,8 +82,13 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        Proc::spawn_with_stdin(name, cmd.stdin(Stdio::null()))
+    }
+
+    /// [`Proc::spawn`] keeping the stdin the caller gave `cmd` (e.g. a pipe).
+    fn spawn_with_stdin(name: &str, cmd: &mut Command) -> Proc {
         use std::os::unix::process::CommandExt;
-        cmd.stdin(Stdio::null()).process_group(0);
+        cmd.process_group(0);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
@@ -373,6 +389,10 @@ impl TrackerClient {
 
 struct Tracker {
     addr: SocketAddr,
+    /// fjord's metrics endpoint (`/stats`, `/metrics`); `None` for the Python tracker.
+    metrics: Option<SocketAddr>,
+    /// fjord's catalogue file.
+    catalogue: PathBuf,
     log: PathBuf,
     proc: Proc,
 }
@@ -405,19 +425,32 @@ impl Tracker {
                 // No metrics exporter: its fixed default port would collide between the trackers
                 // these tests (and others) run at the same time.
                 let config = dir.join("fjord.toml");
-                fs::write(&config, FJORD_CONFIG).expect("write fjord.toml");
+                let catalogue = format!("{:?}", dir.join("catalogue.txt").display().to_string());
+                fs::write(&config, FJORD_CONFIG.replace("{catalogue}", &catalogue))
+                    .expect("write fjord.toml");
+                fs::write(dir.join("catalogue.txt"), "# filled in by the test\n")
+                    .expect("write catalogue.txt");
                 let mut cmd = Command::new(FJORD);
                 cmd.arg("-c")
                     .arg(&config)
                     .arg("--listen")
                     .arg(addr.to_string())
-                    .args(["--workers", "1"]);
+                    .args(["--metrics-listen", "127.0.0.1:0", "--workers", "1"]);
                 cmd
             };
             cmd.stdout(file).stderr(stderr);
             let mut proc = Proc::spawn("tracker", &mut cmd);
             match wait_ready(addr, &mut proc, Duration::from_secs(10)) {
-                Ok(()) => return Tracker { addr, log, proc },
+                Ok(()) => {
+                    let metrics = (!python).then(|| metrics_addr(&log, &mut proc));
+                    return Tracker {
+                        addr,
+                        metrics,
+                        catalogue: dir.join("catalogue.txt"),
+                        log,
+                        proc,
+                    };
+                }
                 Err(why) => {
                     let running = proc.try_wait().is_none();
                     drop(proc);
@@ -439,10 +472,68 @@ impl Tracker {
         read_lossy(&self.log)
     }
 
+    /// fjord's `/stats` (panics for the Python tracker, which has none).
+    fn stats(&self) -> serde_json::Value {
+        let addr = self.metrics.expect("fjord's metrics endpoint");
+        let (status, body) = support::http_get(addr, "/stats").expect("GET /stats");
+        assert_eq!(status, 200, "/stats: {body}");
+        serde_json::from_str(&body).expect("/stats JSON")
+    }
+
+    /// Polls `/stats` until `check` accepts it (bounded); returns it.
+    fn stats_until(
+        &mut self,
+        what: &str,
+        mut check: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.stats();
+            if check(&s) {
+                return s;
+            }
+            self.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "fjord's /stats did not show {what} within 30 s: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100)); // polling interval
+        }
+    }
+
+    /// Writes the catalogue and waits until fjord has loaded it.
+    fn catalogue(&mut self, text: &str, entries: usize) {
+        fs::write(&self.catalogue, text).expect("write catalogue");
+        self.stats_until("the catalogue loaded", |s| {
+            s["catalogue"]["entries"] == entries && s["catalogue"]["last_reload_ok"] == true
+        });
+    }
+
     fn assert_alive(&mut self) {
         if let Some(status) = self.proc.try_wait() {
             panic!("the tracker exited ({status}); log:\n{}", self.log());
         }
+    }
+}
+
+/// fjord's "fjord metrics on http://ADDR/metrics" line from its log (printed right after the
+/// sockets are bound, so it may trail the first connect reply by a moment).
+fn metrics_addr(log: &Path, proc: &mut Proc) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = read_lossy(log);
+        if let Some(addr) = text.lines().find_map(|l| {
+            l.strip_prefix("fjord metrics on http://")
+                .and_then(|r| r.strip_suffix("/metrics"))
+                .and_then(|a| a.parse().ok())
+        }) {
+            return addr;
+        }
+        assert!(
+            proc.try_wait().is_none() && Instant::now() < deadline,
+            "fjord printed no metrics address: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling interval
     }
 }
 
@@ -550,25 +641,62 @@ fn libtorrent_swarm(ip: IpAddr) {
     let mut tracker = Tracker::start(dir.path(), ip);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/real_clients/lt_swarm.py");
     let started = Instant::now();
-    let out = run_bounded(
+    // --hold: the sessions stay in the swarm after the download until stdin closes, so that
+    // fjord's statistics can be read while the swarm exists.
+    let (out_path, out_file) = log_file(dir.path(), "lt_swarm.out");
+    let (err_path, err_file) = log_file(dir.path(), "lt_swarm.err");
+    let mut swarm = Proc::spawn_with_stdin(
         "lt_swarm.py",
         Command::new(DEBIAN_PYTHON)
             .arg(&script)
             .arg(tracker.addr.to_string())
-            .arg("45"),
-        Duration::from_secs(55),
-        dir.path(),
+            .args(["45", "--hold"])
+            .stdin(Stdio::piped())
+            .stdout(out_file)
+            .stderr(err_file),
     );
-    let stdout = text(&out.stdout);
-    let report = format!(
-        "lt_swarm.py exited {} after {:?}\n--- stdout ---\n{stdout}--- stderr ---\n{}--- tracker log ---\n{}",
-        out.status,
-        started.elapsed(),
-        text(&out.stderr),
-        tracker.log()
-    );
+    let report = |tracker: &Tracker, status: &str| {
+        format!(
+            "lt_swarm.py {status} after {:?}\n--- stdout ---\n{}--- stderr ---\n{}--- tracker log ---\n{}",
+            started.elapsed(),
+            read_lossy(&out_path),
+            read_lossy(&err_path),
+            tracker.log()
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(55);
+    while !read_lossy(&out_path).contains("\nHOLDING") {
+        if let Some(status) = swarm.try_wait() {
+            panic!(
+                "libtorrent swarm failed: {}",
+                report(&tracker, &format!("exited {status}"))
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "libtorrent swarm did not finish: {}",
+            report(&tracker, "still running")
+        );
+        std::thread::sleep(Duration::from_millis(50)); // polling interval
+    }
+    if tracker.metrics.is_some() {
+        let stdout = read_lossy(&out_path);
+        let info_hash = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("torrent ")?.split(':').next())
+            .unwrap_or_else(|| panic!("no torrent line: {}", report(&tracker, "holding")))
+            .to_string();
+        libtorrent_statistics(&mut tracker, &info_hash, ip);
+    }
+    // Closing stdin lets the script leave the swarm and exit.
+    drop(swarm.child.stdin.take());
+    let status = swarm
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("lt_swarm.py did not exit: {}", report(&tracker, "held")));
+    let stdout = read_lossy(&out_path);
+    let report = report(&tracker, &format!("exited {status}"));
     tracker.assert_alive();
-    assert!(out.status.success(), "libtorrent swarm failed: {report}");
+    assert!(status.success(), "libtorrent swarm failed: {report}");
     let ok = stdout
         .lines()
         .find(|l| l.starts_with("OK "))
@@ -588,6 +716,71 @@ fn libtorrent_swarm(ip: IpAddr) {
         "{stdout}libtorrent test ({ip}) took {:?}",
         started.elapsed()
     );
+}
+
+/// While the libtorrent seeder and leecher are in the swarm: the client counters name
+/// libtorrent, and the torrent, catalogued now, shows the download completed once — in
+/// `/stats` and (IPv4) through a real Prometheus server's query API.
+fn libtorrent_statistics(tracker: &mut Tracker, info_hash: &str, ip: IpAddr) {
+    let name = format!(
+        "fjord real-clients test over IPv{}",
+        if ip.is_ipv4() { 4 } else { 6 }
+    );
+    tracker.catalogue(&format!("{info_hash} {name}\n"), 1);
+    let stats = tracker.stats_until("the catalogued torrent completed once", |s| {
+        let t = &s["catalogue"]["torrents"][0];
+        t["name"] == name.as_str() && t["completed"] == 1 && t["seeders"] == 2
+    });
+    let t = &stats["catalogue"]["torrents"][0];
+    assert_eq!(
+        (&t["info_hash"], &t["leechers"]),
+        (
+            &serde_json::Value::from(info_hash),
+            &serde_json::Value::from(0)
+        ),
+        "{stats:#}"
+    );
+    // Two sessions announced `started` with libtorrent's own peer id (-LT2080- for 2.0.8).
+    let clients = stats["clients"].as_array().expect("clients");
+    let lt = clients
+        .iter()
+        .find(|c| c["client"] == "libtorrent")
+        .unwrap_or_else(|| panic!("no libtorrent in the client counters: {stats:#}"));
+    assert!(
+        lt["started"].as_u64() >= Some(2) && lt["announces"].as_u64() >= Some(3),
+        "libtorrent's announces (seeder started, leecher started and completed): {lt:#}"
+    );
+    assert!(
+        lt["versions"][0]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("2.")),
+        "libtorrent 2.x: {lt:#}"
+    );
+    assert_eq!(clients.len(), 1, "only libtorrent announced: {stats:#}");
+    let ranked = &stats["top_swarms"]["in_progress"]["by_completed"][0];
+    assert_eq!(ranked["name"], name.as_str(), "{stats:#}");
+    if ip.is_ipv6() {
+        return;
+    }
+    let metrics = tracker.metrics.expect("fjord's metrics endpoint");
+    let Some(prom) = support::Prometheus::start(metrics, None) else {
+        return; // not installed, outside CI
+    };
+    let query = format!("fjord_torrent_completed{{torrent=\"{name}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let completed = prom.query(&query);
+        let announces = prom.query("fjord_client_announces_total{client=\"libtorrent\"}");
+        if completed == Some(1.0) && announces.is_some_and(|a| a >= 3.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never read {query} = 1 (got {completed:?}) and libtorrent's announces \
+             (got {announces:?})"
+        );
+        std::thread::sleep(Duration::from_millis(250)); // polling interval
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -825,6 +1018,10 @@ fn transmission_announces_to_fjord() {
         "the fake seeder should get Transmission ({expected}, its announced peer port) from fjord: {reply:?}"
     );
 
+    if tracker.metrics.is_some() {
+        transmission_statistics(&mut tracker);
+    }
+
     // Stopping the torrent sends `stopped`: fjord must drop Transmission from the swarm.
     let out = transmission.remote(&["-t", "1", "-S"]);
     assert!(out.status.success(), "transmission-remote -S failed");
@@ -846,4 +1043,47 @@ fn transmission_announces_to_fjord() {
         "Transmission saw {peers} peer(s) and scrape {scrape:?} from fjord; test took {:?}\n{info}",
         started.elapsed()
     );
+}
+
+/// fjord counted Transmission's `started` announce under `transmission` (from its peer id,
+/// `-TR3000-` for 3.00), and the test's fake seeder (`-FJ0001-`) under `other`, in `/stats`
+/// and in `/metrics`.
+fn transmission_statistics(tracker: &mut Tracker) {
+    // Counters are published every 100 ms: wait for both clients' announces.
+    let stats = tracker.stats_until("Transmission and the fake seeder counted", |s| {
+        s["clients"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["client"] == "transmission" && c["started"] == 1)
+                && cs
+                    .iter()
+                    .any(|c| c["client"] == "other" && c["announces"] == 2)
+        })
+    });
+    let clients = stats["clients"].as_array().expect("clients");
+    let by = |label: &str| {
+        clients
+            .iter()
+            .find(|c| c["client"] == label)
+            .unwrap_or_else(|| panic!("no {label} in the client counters: {stats:#}"))
+    };
+    let tr = by("transmission");
+    assert!(
+        tr["versions"][0]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit())),
+        "Transmission's version from its peer id: {tr:#}"
+    );
+    assert_eq!(
+        by("other")["announces"],
+        2,
+        "the fake seeder announced twice: {stats:#}"
+    );
+    assert_eq!(clients.len(), 2, "{stats:#}");
+    let metrics = tracker.metrics.expect("fjord's metrics endpoint");
+    let (_, text) = support::http_get(metrics, "/metrics").expect("GET /metrics");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("fjord_client_started_total{client=\"transmission\"}"))
+        .unwrap_or_else(|| panic!("no Transmission series in /metrics:\n{text}"));
+    assert!(line.ends_with(" 1"), "{line}");
 }

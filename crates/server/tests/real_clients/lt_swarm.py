@@ -1,8 +1,12 @@
 #!/usr/bin/python3
 """libtorrent seeder + leecher whose only peer source is one UDP tracker.
 
-Usage: /usr/bin/python3 lt_swarm.py TRACKER_HOST:PORT [SECONDS]
+Usage: /usr/bin/python3 lt_swarm.py TRACKER_HOST:PORT [SECONDS] [--hold]
        (TRACKER_HOST:PORT is 127.0.0.1:P, or [::1]:P to run the whole swarm over IPv6)
+
+With --hold, both sessions stay in the swarm after the "OK ..." line (the line "HOLDING" follows)
+until a line or end of file arrives on stdin, so that a test can read the tracker's statistics
+while the swarm still exists.
 
 Run with Debian's /usr/bin/python3 (python3-libtorrent). Creates a few hundred KB of random
 data and a v1 torrent announcing only to udp://TRACKER_HOST:PORT/announce, starts a seeding
@@ -73,14 +77,20 @@ def make_session(name, host):
 
 
 def main():
-    tracker_addr = sys.argv[1]
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+    args = [a for a in sys.argv[1:] if a != "--hold"]
+    hold = "--hold" in sys.argv[1:]
+    tracker_addr = args[0]
+    seconds = float(args[1]) if len(args) > 1 else 60.0
     deadline = time.monotonic() + seconds
     tracker = "udp://%s/announce" % tracker_addr
     work = tempfile.mkdtemp(prefix="fjord-lt-swarm-")
     events = []
     try:
-        run(tracker, work, deadline, events)
+        sessions = run(tracker, work, deadline, events)
+        if hold:
+            log("HOLDING")
+            sys.stdin.readline()
+        del sessions
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -215,7 +225,7 @@ def run(tracker, work, deadline, events):
                 log("scrape: %d seeders, %d leechers" % (a.complete, a.incomplete))
                 log("OK leecher downloaded %d bytes via the tracker; scrape %d seeders %d leechers"
                     % (SIZE, a.complete, a.incomplete))
-                return
+                return sessions
 
 
 if __name__ == "__main__":
