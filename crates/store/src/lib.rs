@@ -28,6 +28,7 @@ mod clean;
 mod family;
 mod pinned;
 mod slab;
+mod snapshot;
 mod sync;
 mod table;
 #[cfg(test)]

@@ -29,6 +29,10 @@ impl SwarmKey {
     pub fn info_hash(&self) -> &[u8; 20] {
         &self.info_hash
     }
+    #[inline]
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
 }
 
 /// The store, pinned: every operation on it runs under one epoch pin (retired memory waits
