@@ -1218,6 +1218,7 @@ impl Family {
     }
 
     /// Stores peer `pk` with `stamp` (restoring a snapshot); false if the store is full.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn restore_peer(
         &self,
         ih: &[u8; 20],
