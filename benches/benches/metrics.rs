@@ -100,6 +100,7 @@ fn scrape(c: &mut Criterion) {
                     catalogue: list(torrents.len() as u64),
                     torrents: Arc::clone(&torrents),
                     workers: 8,
+                    snapshots: Default::default(),
                 });
                 black_box(text.len())
             })
