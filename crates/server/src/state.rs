@@ -19,6 +19,7 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::net::{SocketAddrV4, SocketAddrV6};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -160,33 +161,52 @@ impl StateDir {
             Ok(m) if !m.is_file() => Err(SnapshotError::Unreadable("not a regular file".into())),
             Ok(_) => File::open(&path).map_err(|e| SnapshotError::Unreadable(e.to_string())),
         };
-        let mut restored_peers = 0u64;
+        let restored_peers = AtomicU64::new(0);
         let mut written = 0u64;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_RESTORE_THREADS);
         let result = file.and_then(|f| {
-            let mut v4: Vec<(SocketAddrV4, bool, u32)> = Vec::new();
-            let mut v6: Vec<(SocketAddrV6, bool, u32)> = Vec::new();
-            let (header, totals) = read_snapshot(
-                BufReader::with_capacity(1 << 20, f),
-                |header, ih, completed, peers| {
-                    // The time the file lay on disk, added to every peer's age (0 if the clock
-                    // went back).
-                    let down = u32::try_from(unix_now.saturating_sub(header.written_unix))
-                        .unwrap_or(u32::MAX);
-                    restored_peers += match peers {
-                        RecordPeers::V4(p) => {
-                            aged(&mut v4, p, down);
-                            store.restore(ih, completed, &v4, store_now)
+            // The reader checks and decodes; `threads` restorers put the peers back (the store
+            // takes concurrent inserts without locks). Records travel in chunks.
+            std::thread::scope(|scope| {
+                let (tx, rx) = crossbeam_channel::bounded::<RestoreChunk>(threads * 2);
+                for _ in 0..threads {
+                    let rx = rx.clone();
+                    let restored = &restored_peers;
+                    scope.spawn(move || {
+                        for chunk in rx {
+                            restored.fetch_add(chunk.restore(store, store_now), Ordering::Relaxed);
                         }
-                        RecordPeers::V6(p) => {
-                            aged(&mut v6, p, down);
-                            store.restore(ih, completed, &v6, store_now)
+                    });
+                }
+                drop(rx);
+                let mut chunk = RestoreChunk::default();
+                let read = read_snapshot(
+                    BufReader::with_capacity(1 << 20, f),
+                    |header, ih, completed, peers| {
+                        // The time the file lay on disk, added to every peer's age (0 if the
+                        // clock went back).
+                        let down = u32::try_from(unix_now.saturating_sub(header.written_unix))
+                            .unwrap_or(u32::MAX);
+                        chunk.push(ih, completed, peers, down);
+                        if chunk.peers() >= RESTORE_CHUNK_PEERS {
+                            // The restorers only stop when the channel closes: send cannot fail.
+                            let _ = tx.send(std::mem::take(&mut chunk));
                         }
-                    } as u64;
-                },
-            )?;
-            written = header.written_unix;
-            Ok(totals)
+                    },
+                );
+                if read.is_ok() {
+                    let _ = tx.send(chunk);
+                }
+                read
+            })
+            .map(|(header, totals)| {
+                written = header.written_unix;
+                totals
+            })
         });
+        let restored_peers = restored_peers.into_inner();
         match result {
             Ok(totals) => Loaded::Restored {
                 totals,
@@ -298,14 +318,71 @@ impl StateDir {
     }
 }
 
-/// `peers` into `out`, each `extra` seconds older.
-fn aged<A: Copy>(out: &mut Vec<(A, bool, u32)>, peers: &[(A, bool, u32)], extra: u32) {
-    out.clear();
-    out.extend(
-        peers
-            .iter()
-            .map(|&(a, seeder, age)| (a, seeder, age.saturating_add(extra))),
-    );
+/// Restoring threads at most.
+const MAX_RESTORE_THREADS: usize = 8;
+/// Peers handed to a restoring thread at once.
+const RESTORE_CHUNK_PEERS: usize = 1 << 16;
+
+/// Records of one family in one flat vector: `(info hash, completed, end of its peers)`.
+struct FamilyChunk<A> {
+    swarms: Vec<([u8; 20], u32, usize)>,
+    peers: Vec<(A, bool, u32)>,
+}
+
+impl<A> Default for FamilyChunk<A> {
+    fn default() -> Self {
+        FamilyChunk {
+            swarms: Vec::new(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+impl<A: crate::fjord_store::PeerAddress> FamilyChunk<A> {
+    /// Adds a record, each peer `extra` seconds older.
+    fn push(&mut self, ih: &[u8; 20], completed: u32, peers: &[(A, bool, u32)], extra: u32) {
+        self.peers.extend(
+            peers
+                .iter()
+                .map(|&(a, seeder, age)| (a, seeder, age.saturating_add(extra))),
+        );
+        self.swarms.push((*ih, completed, self.peers.len()));
+    }
+
+    fn restore(&self, store: &PeerStore, store_now: u32) -> u64 {
+        let mut start = 0;
+        let mut stored = 0;
+        for (ih, completed, end) in &self.swarms {
+            stored += store.restore(ih, *completed, &self.peers[start..*end], store_now) as u64;
+            start = *end;
+        }
+        stored
+    }
+}
+
+/// Decoded records on their way to a restoring thread.
+#[derive(Default)]
+struct RestoreChunk {
+    v4: FamilyChunk<SocketAddrV4>,
+    v6: FamilyChunk<SocketAddrV6>,
+}
+
+impl RestoreChunk {
+    fn push(&mut self, ih: &[u8; 20], completed: u32, peers: RecordPeers<'_>, extra: u32) {
+        match peers {
+            RecordPeers::V4(p) => self.v4.push(ih, completed, p, extra),
+            RecordPeers::V6(p) => self.v6.push(ih, completed, p, extra),
+        }
+    }
+
+    fn peers(&self) -> usize {
+        self.v4.peers.len() + self.v6.peers.len()
+    }
+
+    /// Puts the records back; the peers stored.
+    fn restore(&self, store: &PeerStore, store_now: u32) -> u64 {
+        self.v4.restore(store, store_now) + self.v6.restore(store, store_now)
+    }
 }
 
 fn write_store(

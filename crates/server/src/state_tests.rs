@@ -247,3 +247,46 @@ fn a_file_in_place_of_the_directory_is_an_error() {
     fs::write(&f, b"x").unwrap();
     assert!(StateDir::open(&f).is_err());
 }
+
+#[test]
+fn a_store_larger_than_a_restore_chunk_comes_back_whole() {
+    // One swarm larger than a record (split over several, restored by different threads) and
+    // enough small ones for several chunks.
+    let dir = TempDir::new("state-large");
+    let state = StateDir::open(dir.path()).unwrap();
+    let a = store();
+    let mut out = Vec::new();
+    for p in 0..150_000u32 {
+        let a4 = SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 + p), 6881);
+        let swarm = if p < 100_000 { 0 } else { 1 + p % 20_000 };
+        let mut h = [7u8; 20];
+        h[..4].copy_from_slice(&swarm.to_le_bytes());
+        let ev = if p % 9 == 0 {
+            AnnounceEvent::Completed
+        } else {
+            AnnounceEvent::Started
+        };
+        a.announce(&h, a4, i64::from(p % 3 != 0), ev, 0, p % 500, 0, &mut out);
+    }
+    let w = state.write_snapshot(&a, 500, T).unwrap();
+    assert!(
+        w.totals.records > 20_001,
+        "the big swarm takes several records"
+    );
+    let b = store();
+    match state.load_snapshot(&b, 0, T) {
+        Loaded::Restored { restored_peers, .. } => assert_eq!(restored_peers, 150_000),
+        other => panic!("{other:?}"),
+    }
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!(
+        (sa.v4.seeders, sa.v4.leechers, sa.v4.swarms, sa.v4.completed),
+        (sb.v4.seeders, sb.v4.leechers, sb.v4.swarms, sb.v4.completed)
+    );
+    let mut h0 = [7u8; 20];
+    h0[..4].copy_from_slice(&0u32.to_le_bytes());
+    assert_eq!(
+        b.scrape_one::<SocketAddrV4>(&h0),
+        a.scrape_one::<SocketAddrV4>(&h0)
+    );
+}
