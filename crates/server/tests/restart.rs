@@ -10,7 +10,6 @@
 //! Ports are 0, readiness is the "listening" line on stdout, exits are waited for: no sleeps.
 
 use std::ffi::OsStr;
-use std::io::BufRead;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +21,9 @@ use fjord_protocol::{
 use nix::sys::signal::Signal;
 
 mod support;
-use support::{FjordProcess, TempDir, http_get, signal, spawn_fjord, wait_exit};
+use support::{
+    FjordProcess, TempDir, http_get, read_listening_line, signal, spawn_fjord, wait_exit,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const KEY_1: &str = "00112233445566778899aabbccddeeff";
@@ -150,16 +151,7 @@ fn start(extra: &[&str], env: &[(&str, &OsStr)]) -> (FjordProcess, SocketAddr, S
     let mut p = spawn_fjord(&args, env);
     let v4 = p.udp;
     // spawn_fjord read the first "listening" line; the second is the IPv6 address.
-    let mut line = String::new();
-    p.stdout
-        .read_line(&mut line)
-        .expect("second listening line");
-    let v6 = line
-        .trim()
-        .strip_prefix("fjord listening on udp ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .parse()
-        .expect("udp address");
+    let v6 = read_listening_line(&mut p.stdout);
     (p, v4, v6)
 }
 
