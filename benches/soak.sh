@@ -39,14 +39,8 @@ if [ "$WARMUP" -ge "$DURATION" ]; then
   echo "WARMUP ($WARMUP) must be shorter than DURATION ($DURATION)" >&2
   exit 2
 fi
-cargo build --release -q -p fjord-server -p fjord-bench
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-FJORD="$target_dir/release/fjord"
-BENCH="$target_dir/release/fjord-bench"
-pin_server=() pin_bench=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  pin_server=(taskset -c 0) pin_bench=(taskset -c 1)
-fi
+# FJORD, BENCH (release builds), pin_server, pin_bench.
+. benches/release-binaries.sh
 
 work=$(mktemp -d)
 fjord_pid=""
