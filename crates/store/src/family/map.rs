@@ -1,46 +1,172 @@
-//! The swarm map: slot encoding, lookup, creation, replacement of a block by its successor,
-//! and map migration.
+//! The swarm map: per shard, an open-addressing table of [`MapValue`]s, each naming the
+//! newest block of a swarm (or, REMOVED, the corpse of a freed one). Lookup, creation, the
+//! replacement of a block by its successor, and the migration of a table to a successor
+//! (growth, and the shrinking the cleaner asks for). See docs/architecture.md, *The swarm
+//! map* and *Late map copies*.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::{Ctx, Family, SHARDS, info_hash_hash};
-use crate::block::{Block, peer_cap_for};
+use crate::block::{Block, StartCounts, peer_cap_for};
 use crate::slab::Slab;
-use crate::sync::Ordering::*;
-use crate::sync::epoch::{Guard, retire};
-use crate::table::{
-    NEXT_GROW as MAP_GROW, NEXT_NONE as MAP_NONE, Table, index, map_cap_for, map_max_used,
-};
+use crate::sync::epoch::{self, Guard, retire};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering::*};
+use crate::table::{Slots, Table, TableNext, map_cap_for, map_max_used};
 
 #[cfg(not(loom))]
-pub(super) const MAP_MIN_CAP: usize = 8;
+const MAP_MIN_CAP: usize = 8;
 #[cfg(loom)]
-pub(super) const MAP_MIN_CAP: usize = 2;
+const MAP_MIN_CAP: usize = 2;
 
-/// Map slot word: `ptr` (8-aligned, < 2^48) | tag << 48 | REMOVED | FROZEN. 0 = EMPTY.
-/// A live slot names the newest block of a swarm; a REMOVED slot names the corpse of a freed
-/// swarm, which lives (and keeps its info hash readable) as long as that map table.
-pub(super) const M_FROZEN: u64 = 1;
-pub(super) const M_REMOVED: u64 = 2;
-pub(super) const M_PTR: u64 = 0x0000_FFFF_FFFF_FFF8;
+const M_FROZEN: u64 = 1;
+const M_REMOVED: u64 = 2;
+const M_PTR: u64 = 0x0000_FFFF_FFFF_FFF8;
+const TAG_SHIFT: u32 = 48;
 
 #[inline]
 fn tag_of(h: u64) -> u64 {
     (h >> 16) & 0xFFFF
 }
 
+/// A map slot's value: block address (8-aligned, < 2^48) | tag << 48 | REMOVED | FROZEN;
+/// [`MapValue::EMPTY`] is 0. A live value names the newest block of a swarm; a REMOVED value
+/// names the corpse of a freed swarm, which lives (and keeps its info hash readable) as long
+/// as the map table that holds it. Once a slot left EMPTY, every block it names has the same
+/// info hash.
+///
+/// A value carries the lifetime of the table view it was loaded from (or of the block it was
+/// made from): every block a slot of a reachable table names stays allocated as long as the
+/// table is reachable (*Reclamation*, 2 and 4), so the block it names may be read for `'g`.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct MapValue<'g>(u64, PhantomData<&'g Guard>);
+
+impl<'g> MapValue<'g> {
+    const EMPTY: Self = MapValue(0, PhantomData);
+
+    /// The value that names block `b` with tag `tag`: live, or REMOVED for a corpse.
+    #[inline]
+    fn naming(b: Block<'g>, tag: u64) -> Self {
+        let removed = if b.is_corpse() { M_REMOVED } else { 0 };
+        MapValue(b.addr() as u64 | (tag << TAG_SHIFT) | removed, PhantomData)
+    }
+    #[inline]
+    fn is_frozen(self) -> bool {
+        self.0 & M_FROZEN != 0
+    }
+    /// The value without its FROZEN bit (what a copy into the successor stores).
+    #[inline]
+    fn unfrozen(self) -> Self {
+        MapValue(self.0 & !M_FROZEN, PhantomData)
+    }
+    /// EMPTY, frozen or not.
+    #[inline]
+    fn is_empty(self) -> bool {
+        self.0 & !M_FROZEN == 0
+    }
+    /// The tombstone of a freed swarm (it names the swarm's corpse).
+    #[inline]
+    fn is_removed(self) -> bool {
+        self.0 & M_REMOVED != 0
+    }
+    /// Names a live swarm's newest block (frozen or not).
+    #[inline]
+    fn is_live(self) -> bool {
+        !self.is_empty() && !self.is_removed()
+    }
+    /// 16 bits of the info-hash hash: a probe skips most other swarms without a dereference.
+    #[inline]
+    fn tag(self) -> u64 {
+        self.0 >> TAG_SHIFT
+    }
+    #[inline]
+    fn names(self, b: Block<'_>) -> bool {
+        (self.0 & M_PTR) as usize == b.addr()
+    }
+    #[inline]
+    fn same_target(self, other: MapValue<'_>) -> bool {
+        self.0 & M_PTR == other.0 & M_PTR
+    }
+    /// The block a non-EMPTY value names (a live swarm's block or a corpse).
+    #[inline]
+    fn target(self, words: usize) -> Option<Block<'g>> {
+        if self.is_empty() {
+            return None;
+        }
+        // SAFETY: a non-EMPTY value of a table that lives for `'g` (or made from a block that
+        // does) names a block that stays allocated for `'g` (see the type's documentation),
+        // of this family's `words`, published by the CAS that stored the value and read back
+        // with Acquire.
+        Some(unsafe { Block::from_addr((self.0 & M_PTR) as usize, words) })
+    }
+    /// The block of a live value; `None` for EMPTY and tombstones.
+    #[inline]
+    fn live_block(self, words: usize) -> Option<Block<'g>> {
+        if self.is_removed() {
+            return None;
+        }
+        self.target(words)
+    }
+}
+
+/// A map slot, typed: loads and CASes take and give [`MapValue`]s of the table's lifetime.
+#[derive(Clone, Copy)]
+struct MapCell<'g>(&'g AtomicU64);
+
+/// Every slot of map table `t`, in order.
+#[inline]
+fn cells(t: Table<'_>) -> impl Iterator<Item = MapCell<'_>> {
+    t.slots().map(MapCell)
+}
+
+impl<'g> MapCell<'g> {
+    #[inline]
+    fn load(self, order: crate::sync::Ordering) -> MapValue<'g> {
+        MapValue(self.0.load(order), PhantomData)
+    }
+    #[inline]
+    fn compare_exchange(
+        self,
+        current: MapValue<'g>,
+        new: MapValue<'g>,
+    ) -> Result<(), MapValue<'g>> {
+        self.0
+            .compare_exchange(current.0, new.0, AcqRel, Acquire)
+            .map(|_| ())
+            .map_err(|x| MapValue(x, PhantomData))
+    }
+    /// Sets the FROZEN bit: the slot refuses every CAS from now on.
+    #[inline]
+    fn freeze(self) {
+        self.0.fetch_or(M_FROZEN, AcqRel);
+    }
+}
+
+/// What a swarm-map slot holds, for the cleaner's walk.
+pub(crate) enum MapSlot<'g> {
+    Empty,
+    /// A live swarm's newest block.
+    Live(Block<'g>),
+    /// The tombstone of a freed swarm.
+    Dead,
+}
+
 /// A shard word: the map table's address | its capacity << 48 (`SHARD_CAP_HEADER` if it does
 /// not fit: read it from the header). A lookup then reads no table header.
 const SHARD_CAP_HEADER: usize = 0xFFFF;
-pub(super) fn shard_word(t: Table) -> usize {
+fn shard_word(t: Table<'_>) -> usize {
     let a = t.addr();
     assert!(a >> 48 == 0, "map table address does not fit 48 bits");
     a | (t.cap().min(SHARD_CAP_HEADER) << 48)
 }
+/// The table a shard word names.
+///
 /// # Safety
-/// `w` must be a shard word naming a live map table.
+/// `w` must be a shard word naming a map table that stays allocated, with what it leads to,
+/// for all of `'a` (see [`Table::from_addr`]).
 #[inline]
-unsafe fn shard_table(w: usize) -> Table {
+unsafe fn shard_table<'a>(w: usize) -> Table<'a> {
     let (a, c) = (w & ((1 << 48) - 1), w >> 48);
     if c == SHARD_CAP_HEADER {
         // SAFETY: per the contract.
@@ -51,17 +177,27 @@ unsafe fn shard_table(w: usize) -> Table {
     }
 }
 
+/// The shards of a new family: each an empty table of `MAP_MIN_CAP` slots.
+pub(super) fn empty_shards(slab: &Slab) -> Box<[AtomicUsize]> {
+    let g = epoch::pin();
+    (0..SHARDS)
+        .map(|_| AtomicUsize::new(shard_word(Table::alloc(slab, MAP_MIN_CAP, 1, 1, &g))))
+        .collect()
+}
+
 /// Frees a map table and the corpses its REMOVED slots own.
 ///
 /// # Safety
 /// The table must be unreachable for every thread, and freed at most once.
-unsafe fn free_map_table(t: Table, words: usize, slab: &Slab) {
-    for i in 0..t.cap() {
-        let v = t.word(i, 0).load(Relaxed) & !M_FROZEN;
-        if v & M_REMOVED != 0 {
+unsafe fn free_map_table(t: Table<'_>, words: usize, slab: &Slab) {
+    for w in cells(t) {
+        let v = w.load(Relaxed);
+        if v.is_removed()
+            && let Some(corpse) = v.target(words)
+        {
             // SAFETY: a corpse is owned by the one REMOVED slot that names it (REMOVED slots
             // are never copied), and that slot's table is being freed.
-            unsafe { Block::from_addr((v & M_PTR) as usize, words).free(slab) };
+            unsafe { corpse.free(slab) };
         }
     }
     // SAFETY: per the contract.
@@ -69,109 +205,111 @@ unsafe fn free_map_table(t: Table, words: usize, slab: &Slab) {
 }
 
 impl Family {
+    #[inline]
+    fn shard_of(h: u64) -> usize {
+        (h as usize) & (SHARDS - 1)
+    }
+
     /// The current map table of shard `s`.
     #[inline]
-    pub(crate) fn map_table(&self, s: usize, _g: &Guard) -> Table {
-        // SAFETY: shard words always name a live map table (words = 1) and its capacity; a
-        // replaced table is retired through the epoch, and `_g` pins us.
+    pub(crate) fn map_table<'g>(&self, s: usize, _g: &'g Guard) -> Table<'g> {
+        // SAFETY: shard words always name a live map table (words = 1) and its capacity,
+        // published by the CAS that installed it (read with Acquire); a replaced table is
+        // retired through the epoch only after it was unlinked here, and `_g` pins us, so it
+        // (and its successors and the blocks its slots name) lives for `'g`.
         unsafe { shard_table(self.shards[s].load(Acquire)) }
     }
 
-    /// The block a non-empty map slot value names.
-    ///
-    /// # Safety
-    /// `m` must have been read under `_g` from a map table reachable under `_g`: a live slot's
-    /// block is retired only after the slot stops naming it, a corpse only with its table.
+    /// The swarm's block if map value `m` (not EMPTY, not frozen) names it: live, the tag of
+    /// `h` matches, and the full info hash compares equal.
     #[inline]
-    pub(super) unsafe fn block_of(&self, m: u64, _g: &Guard) -> Block {
-        // SAFETY: per the contract the block is live for the guard's lifetime.
-        unsafe { Block::from_addr((m & M_PTR) as usize, self.words()) }
-    }
-
-    /// The swarm's block if the non-empty, non-frozen map slot value `m` (read under `g`)
-    /// names it: live, the tag of `h` matches, and the full info hash compares equal.
-    #[inline]
-    pub(super) fn matching(&self, m: u64, h: u64, ih: &[u8; 20], g: &Guard) -> Option<Block> {
-        if m & M_REMOVED != 0 || m >> 48 != tag_of(h) {
+    fn matching<'g>(&self, m: MapValue<'g>, h: u64, ih: &[u8; 20]) -> Option<Block<'g>> {
+        if m.is_removed() || m.tag() != tag_of(h) {
             return None;
         }
-        // SAFETY: a slot value read under `g` (callers pass only non-empty values).
-        let b = unsafe { self.block_of(m, g) };
-        (b.info_hash() == ih).then_some(b)
+        m.live_block(self.words()).filter(|b| b.info_hash() == ih)
     }
 
     #[inline]
-    pub(crate) fn lookup(&self, ih: &[u8; 20], h: u64, ctx: &Ctx, g: &Guard) -> Option<Block> {
-        let s = (h as usize) & (SHARDS - 1);
+    pub(crate) fn lookup<'g>(
+        &self,
+        ih: &[u8; 20],
+        h: u64,
+        ctx: &Ctx,
+        g: &'g Guard,
+    ) -> Option<Block<'g>> {
+        let s = Self::shard_of(h);
         'retry: loop {
             let t = self.map_table(s, g);
-            let cap = t.cap();
-            let mut i = index(h, cap);
-            for _ in 0..cap {
-                let m = t.word(i, 0).load(Acquire);
-                if m & M_FROZEN != 0 {
+            for w in t.probe(h) {
+                let m = MapCell(w).load(Acquire);
+                if m.is_frozen() {
                     self.help_map_migrate(s, t, ctx, g);
                     continue 'retry;
                 }
-                if m == 0 {
+                if m.is_empty() {
                     return None;
                 }
-                if let Some(b) = self.matching(m, h, ih, g) {
+                if let Some(b) = self.matching(m, h, ih) {
                     return Some(b);
                 }
-                i = if i + 1 == cap { 0 } else { i + 1 };
             }
             return None;
         }
     }
 
     /// Finds the swarm or creates it; `None` when the swarm limit is reached.
-    pub(crate) fn get_or_insert(
+    pub(crate) fn get_or_insert<'g>(
         &self,
         ih: &[u8; 20],
         h: u64,
         ctx: &Ctx,
-        g: &Guard,
-    ) -> Option<Block> {
-        let s = (h as usize) & (SHARDS - 1);
-        let mut fresh: Option<Block> = None;
+        g: &'g Guard,
+    ) -> Option<Block<'g>> {
+        let s = Self::shard_of(h);
+        let mut fresh: Option<Block<'g>> = None;
         let found = 'retry: loop {
             let t = self.map_table(s, g);
-            let hd = t.header();
-            if hd.next.load(Acquire) != MAP_NONE {
+            if t.is_migrating() {
                 self.help_map_migrate(s, t, ctx, g);
                 continue;
             }
-            let cap = t.cap();
-            let mut i = index(h, cap);
-            let mut probes = 0;
-            while probes < cap {
-                let w = t.word(i, 0);
+            let hd = t.header();
+            let mut probe = t.probe(h);
+            while let Some(w) = probe.current() {
+                let w = MapCell(w);
                 let m = w.load(Acquire);
-                if m & M_FROZEN != 0 {
+                if m.is_frozen() {
                     self.help_map_migrate(s, t, ctx, g);
                     continue 'retry;
                 }
-                if m == 0 {
-                    if hd.used.load(Relaxed) as usize >= map_max_used(cap) {
-                        let _ = hd
-                            .next
-                            .compare_exchange(MAP_NONE, MAP_GROW, AcqRel, Acquire);
+                if m.is_empty() {
+                    if hd.used.load(Relaxed) as usize >= map_max_used(t.cap()) {
+                        let _ = t.cas_next(TableNext::None, TableNext::Grow);
                         continue 'retry;
                     }
                     let b = match fresh {
                         Some(b) => b,
                         None => {
-                            if !Ctx::reserve(&ctx.swarms, ctx.max_swarms) {
+                            if !ctx.reserve_swarm() {
                                 break 'retry None;
                             }
                             let cap = peer_cap_for(1, self.words());
-                            *fresh.insert(Block::alloc(&self.slab, *ih, cap, self.words(), 0, 0, 0))
+                            let counts = StartCounts::default();
+                            *fresh.insert(Block::alloc(
+                                &self.slab,
+                                *ih,
+                                cap,
+                                self.words(),
+                                counts,
+                                g,
+                            ))
                         }
                     };
                     self.swarms.fetch_add(1, Relaxed);
-                    let v = b.addr() as u64 | (tag_of(h) << 48);
-                    if w.compare_exchange(0, v, AcqRel, Acquire).is_ok() {
+                    if w.compare_exchange(MapValue::EMPTY, MapValue::naming(b, tag_of(h)))
+                        .is_ok()
+                    {
                         hd.used.fetch_add(1, Relaxed);
                         fresh = None;
                         break 'retry Some(b);
@@ -179,59 +317,60 @@ impl Family {
                     self.swarms.fetch_sub(1, Relaxed);
                     continue; // re-examine slot i
                 }
-                if let Some(b) = self.matching(m, h, ih, g) {
+                if let Some(b) = self.matching(m, h, ih) {
                     break 'retry Some(b);
                 }
-                i = if i + 1 == cap { 0 } else { i + 1 };
-                probes += 1;
+                probe.advance();
             }
-            let _ = hd
-                .next
-                .compare_exchange(MAP_NONE, MAP_GROW, AcqRel, Acquire);
+            let _ = t.cas_next(TableNext::None, TableNext::Grow);
         };
         if let Some(b) = fresh {
             // SAFETY: `b` was never published, so this thread is its only owner.
             unsafe { b.free(&self.slab) };
-            ctx.swarms.fetch_sub(1, Relaxed);
+            ctx.release_swarm();
         }
         found
     }
 
-    /// Replaces the live map slot naming block `old` with `new` (an address, with `M_REMOVED`
-    /// for a corpse), keeping its tag. True if this call did it: the caller then retires
+    /// Replaces the live map slot naming block `old` with one naming `new` (a tombstone if
+    /// `new` is a corpse), keeping its tag. True if this call did it: the caller then retires
     /// `old`. False if no live slot names `old` any more (another helper replaced it).
-    pub(super) fn map_replace(&self, h: u64, old: usize, new: u64, ctx: &Ctx, g: &Guard) -> bool {
-        let s = (h as usize) & (SHARDS - 1);
+    pub(super) fn map_replace<'g>(
+        &self,
+        h: u64,
+        old: Block<'g>,
+        new: Block<'g>,
+        ctx: &Ctx,
+        g: &'g Guard,
+    ) -> bool {
+        let s = Self::shard_of(h);
         'retry: loop {
             let t = self.map_table(s, g);
-            if t.header().next.load(Acquire) != MAP_NONE {
+            if t.is_migrating() {
                 self.help_map_migrate(s, t, ctx, g);
                 continue;
             }
-            let cap = t.cap();
-            let mut i = index(h, cap);
-            for _ in 0..cap {
-                let w = t.word(i, 0);
+            for w in t.probe(h) {
+                let w = MapCell(w);
                 let mut m = w.load(Acquire);
                 loop {
-                    if m & M_FROZEN != 0 {
+                    if m.is_frozen() {
                         self.help_map_migrate(s, t, ctx, g);
                         continue 'retry;
                     }
-                    if m == 0 {
+                    if m.is_empty() {
                         return false;
                     }
                     // `old` is live under our guard, so no other slot (a corpse's included)
                     // can hold its address.
-                    if m & M_REMOVED != 0 || (m & M_PTR) as usize != old {
+                    if m.is_removed() || !m.names(old) {
                         break;
                     }
-                    match w.compare_exchange(m, (m & !M_PTR) | new, AcqRel, Acquire) {
-                        Ok(_) => return true,
+                    match w.compare_exchange(m, MapValue::naming(new, m.tag())) {
+                        Ok(()) => return true,
                         Err(x) => m = x,
                     }
                 }
-                i = if i + 1 == cap { 0 } else { i + 1 };
             }
             return false;
         }
@@ -239,47 +378,32 @@ impl Family {
 
     /// Freezes map table `t` of shard `s`, copies its live entries to the successor and
     /// installs it. Lock-free: every helper can finish alone; copying is idempotent.
-    pub(super) fn help_map_migrate(&self, s: usize, t: Table, ctx: &Ctx, g: &Guard) {
-        let _ = t
-            .header()
-            .next
-            .compare_exchange(MAP_NONE, MAP_GROW, AcqRel, Acquire);
-        let cap = t.cap();
-        for i in 0..cap {
-            t.word(i, 0).fetch_or(M_FROZEN, AcqRel);
+    fn help_map_migrate<'g>(&self, s: usize, t: Table<'g>, ctx: &Ctx, g: &'g Guard) {
+        let _ = t.cas_next(TableNext::None, TableNext::Grow);
+        for w in cells(t) {
+            w.freeze();
         }
-        let hd = t.header();
-        let mut n = hd.next.load(Acquire);
-        if n == MAP_GROW {
-            let live = (0..cap)
-                .filter(|&i| {
-                    let v = t.word(i, 0).load(Acquire) & !M_FROZEN;
-                    v != 0 && v & M_REMOVED == 0
-                })
-                .count();
-            let new = Table::alloc(
-                &self.slab,
-                map_cap_for(live + 1, MAP_MIN_CAP),
-                1,
-                hd.generation + 1,
-            )
-            .addr();
-            match hd.next.compare_exchange(MAP_GROW, new, AcqRel, Acquire) {
-                Ok(_) => n = new,
-                Err(cur) => {
-                    // SAFETY: `new` was never published.
-                    unsafe { Table::from_addr(new, 1).free(&self.slab) };
-                    n = cur;
-                }
+        if let TableNext::Grow = t.next() {
+            let live = cells(t).filter(|w| w.load(Acquire).is_live()).count();
+            let generation = t.header().generation + 1;
+            let new_cap = map_cap_for(live + 1, MAP_MIN_CAP);
+            let new = Table::alloc(&self.slab, new_cap, 1, generation, g);
+            if t.cas_next(TableNext::Grow, TableNext::Successor(new))
+                .is_err()
+            {
+                // SAFETY: `new` was never published.
+                unsafe { new.free(&self.slab) };
             }
         }
-        // SAFETY: `n` is the successor published in `next`; it stays allocated at least until
-        // it is retired, which happens after we unpin.
-        let new = unsafe { Table::from_addr(n, 1) };
-        for i in 0..cap {
-            let v = t.word(i, 0).load(Acquire) & !M_FROZEN;
-            if v != 0 && v & M_REMOVED == 0 {
-                self.map_copy(new, v, ctx, g);
+        // Published now (not `None`: the CAS above left it for good), by this thread or
+        // another; every helper takes its view from `next`.
+        let TableNext::Successor(new) = t.next() else {
+            unreachable!("a started map migration's state leaves Grow only for its successor")
+        };
+        for w in cells(t) {
+            let v = w.load(Acquire);
+            if v.is_live() {
+                self.map_copy(new, v.unfrozen(), ctx);
             }
         }
         if self.shards[s]
@@ -289,7 +413,7 @@ impl Family {
             let (a, words, slab) = (t.addr(), self.words(), Arc::clone(&self.slab));
             // SAFETY: the shard no longer points to `t`; threads that still see it pinned
             // before now. Retired once: only the winner of this CAS gets here. Its corpses go
-            // with it (they were not copied).
+            // with it (they were not copied). The table is the closure's alone when it runs.
             unsafe {
                 retire(g, move || {
                     free_map_table(Table::from_addr(a, 1), words, &slab)
@@ -302,22 +426,21 @@ impl Family {
     /// slot, live or a corpse's tombstone, whose block has the same info hash (a late copier
     /// must not resurrect a block that was since replaced or freed). Stops if `new` is
     /// frozen: its copy was then complete.
-    fn map_copy(&self, new: Table, v: u64, ctx: &Ctx, g: &Guard) {
-        // SAFETY: `v` is a live value of a frozen table read under `g`.
-        let b = unsafe { self.block_of(v, g) };
+    fn map_copy<'g>(&self, new: Table<'g>, v: MapValue<'g>, ctx: &Ctx) {
+        let Some(b) = v.live_block(self.words()) else {
+            return;
+        };
         let h = info_hash_hash(b.info_hash(), ctx.seed);
-        let cap = new.cap();
-        let mut i = index(h, cap);
-        for _ in 0..cap {
-            let w = new.word(i, 0);
+        for w in new.probe(h) {
+            let w = MapCell(w);
             let mut x = w.load(Acquire);
             loop {
-                if x & M_FROZEN != 0 {
+                if x.is_frozen() {
                     return;
                 }
-                if x == 0 {
-                    match w.compare_exchange(0, v, AcqRel, Acquire) {
-                        Ok(_) => {
+                if x.is_empty() {
+                    match w.compare_exchange(MapValue::EMPTY, v) {
+                        Ok(()) => {
                             new.header().used.fetch_add(1, Relaxed);
                             return;
                         }
@@ -327,33 +450,32 @@ impl Family {
                         }
                     }
                 }
-                if x & M_PTR == v & M_PTR {
+                if x.same_target(v) {
                     return;
                 }
-                if x >> 48 == v >> 48 {
-                    // SAFETY: a slot of `new`, which is reachable under `g`: a live block or a
-                    // corpse owned by `new`, both readable while `g` lives.
-                    if unsafe { self.block_of(x, g) }.info_hash() == b.info_hash() {
-                        return;
-                    }
+                if x.tag() == v.tag()
+                    && x.target(self.words())
+                        .is_some_and(|o| o.info_hash() == b.info_hash())
+                {
+                    return;
                 }
                 break;
             }
-            i = if i + 1 == cap { 0 } else { i + 1 };
         }
         debug_assert!(false, "map successor full during copy");
     }
 
-    /// What slot `i` of map table `t` (read under `g`) holds.
-    pub(crate) fn map_slot(&self, t: Table, i: usize, g: &Guard) -> MapSlot {
-        let v = t.word(i, 0).load(Acquire) & !M_FROZEN;
-        if v == 0 {
-            MapSlot::Empty
-        } else if v & M_REMOVED != 0 {
+    /// What slot `i` of map table `t` holds (`Empty` past its end).
+    pub(crate) fn map_slot<'g>(&self, t: Table<'g>, i: usize) -> MapSlot<'g> {
+        let Some(w) = t.slot(i) else {
+            return MapSlot::Empty;
+        };
+        let v = MapCell(w).load(Acquire);
+        if v.is_removed() {
             MapSlot::Dead
         } else {
-            // SAFETY: a live slot of a table reachable under `g`.
-            MapSlot::Live(unsafe { self.block_of(v, g) })
+            v.live_block(self.words())
+                .map_or(MapSlot::Empty, MapSlot::Live)
         }
     }
 
@@ -362,14 +484,14 @@ impl Family {
     /// (`live` swarms): the rebuild drops the tombstones and, with the old table, frees their
     /// corpses. True if it did. (Left alone, such a table would wait for enough new swarms to
     /// pass 7/8 of it, e.g. for ever after a flood of random info hashes.)
-    pub(crate) fn shrink_map_if_sparse(
+    pub(crate) fn shrink_map_if_sparse<'g>(
         &self,
         s: usize,
-        t: Table,
+        t: Table<'g>,
         live: usize,
         dead: usize,
         ctx: &Ctx,
-        g: &Guard,
+        g: &'g Guard,
     ) -> bool {
         let cap = t.cap();
         // Not under loom: a shrink is `help_map_migrate`, whose races the growth models cover,
@@ -388,27 +510,19 @@ impl Family {
     }
 }
 
-/// What a swarm-map slot holds, for the cleaner's walk.
-pub(crate) enum MapSlot {
-    Empty,
-    /// A live swarm's newest block.
-    Live(Block),
-    /// The tombstone of a freed swarm.
-    Dead,
-}
-
+/// Frees every map table, the newest block of every live swarm, and the corpses.
 impl Drop for Family {
     fn drop(&mut self) {
         let words = self.words();
         for s in self.shards.iter() {
-            // SAFETY: `&mut self`: no other thread uses the store any more.
+            // SAFETY: `&mut self`: no other thread uses the store any more, so the current
+            // table (and every block it names) stays allocated until it is freed below.
             let t = unsafe { shard_table(s.load(Relaxed)) };
-            for i in 0..t.cap() {
-                let v = t.word(i, 0).load(Relaxed) & !M_FROZEN;
-                if v != 0 && v & M_REMOVED == 0 {
+            for w in cells(t) {
+                if let Some(b) = w.load(Relaxed).live_block(words) {
                     // SAFETY: each live swarm's newest block is owned by exactly one live map
                     // slot; replaced blocks were retired through the epoch instead.
-                    unsafe { Block::from_addr((v & M_PTR) as usize, words).free(&self.slab) };
+                    unsafe { b.free(&self.slab) };
                 }
             }
             // SAFETY: as above; the current map table (and its corpses) is freed once.

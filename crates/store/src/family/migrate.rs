@@ -1,28 +1,25 @@
-//! Block migration (freeze and copy: growth, compaction, freeing) and the cleaner's visit of
-//! one swarm.
+//! Freeze-and-copy migration of a swarm's block (growth, compaction, and the freeing of an
+//! empty swarm), and the cleaner's visit of one swarm, which starts the last two. Every step
+//! is idempotent: any number of threads may help, and each can finish alone. See
+//! docs/architecture.md, *Growth, compaction and freeing*.
 
 use std::sync::Arc;
 
-use super::map::M_REMOVED;
 use super::{Ctx, Family, info_hash_hash, stripe_of};
 use crate::CleanReport;
-use crate::addr::{
-    FROZEN, IpFamily, KEY_MASK, PeerKey, REMOVED, SEEDER, is_empty, is_expired, is_live,
-    is_reserved,
-};
-use crate::block::{
-    Block, COMPLETED_FROZEN, NEXT_GROW, NEXT_KILL, NEXT_NONE, SMALL_MAX, peer_cap_for,
-};
+use crate::addr::{IpFamily, Meta, PeerKey};
+use crate::block::{Block, COMPLETED_FROZEN, Next, SMALL_MAX, Slot, StartCounts, peer_cap_for};
 use crate::sync::epoch::{Guard, retire};
 use crate::sync::{Backoff, Ordering::*};
-use crate::table::index;
+use crate::table::Slots;
 
-pub(crate) enum Migrated {
+pub(crate) enum Migrated<'g> {
     /// The block was replaced by this successor.
-    Moved(Block),
+    Moved(Block<'g>),
     /// The swarm is dead and no longer in the map; `true` if this call removed it.
     Dead(bool),
 }
+
 /// Who publishes an IPv6 slot (the test hooks stall one or the other).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Publisher {
@@ -33,138 +30,122 @@ pub(crate) enum Publisher {
 }
 
 impl Family {
-    /// The successor a block's state names.
-    #[inline]
-    fn successor(&self, addr: u64, _g: &Guard) -> Block {
-        // SAFETY: published in `next` (read with Acquire) of a block we may read under `_g`;
-        // a successor is retired only after it was replaced in the map, after its predecessor
-        // was, so it outlives every guard that can still reach the predecessor.
-        unsafe { Block::from_addr(addr as usize, self.words()) }
-    }
-
     /// Freezes block `b` (whose migration was started), allocates its successor (a block
     /// holding the live peers, or a corpse if a kill finds none), copies the live peers and
     /// puts the successor in the map in place of `b`. Every step is idempotent, so any number
     /// of threads may run this concurrently and each can finish it alone.
-    pub(crate) fn help_migrate(&self, b: Block, ctx: &Ctx, g: &Guard) -> Migrated {
+    pub(crate) fn help_migrate<'g>(&self, b: Block<'g>, ctx: &Ctx, g: &'g Guard) -> Migrated<'g> {
         let fam = self.fam;
         let words = self.words();
-        let cap = b.cap();
-        let _ = b.cas_state(NEXT_NONE, NEXT_GROW);
-        for i in 0..cap {
-            let w = b.word(i, 0);
+        let _ = b.cas_state(Next::None, Next::Grow);
+        for slot in b.slots() {
+            let w = slot.meta();
             let mut m = w.load(Acquire);
             loop {
-                if m & FROZEN != 0 {
+                if m.is_frozen() {
                     break;
                 }
                 // A v6 reservation is frozen as it is, without waiting for its publication:
                 // it holds no peer (it is not live, so it is not copied), and its inserter's
                 // publishing CAS fails and retries in the successor.
-                match w.compare_exchange_weak(m, m | FROZEN, AcqRel, Acquire) {
+                match w.compare_exchange_weak(m, m.frozen(), AcqRel, Acquire) {
                     Ok(_) => break,
                     Err(x) => m = x,
                 }
             }
         }
         let completed = b.head().completed.fetch_or(COMPLETED_FROZEN, AcqRel) & !COMPLETED_FROZEN;
-        let mut n = b.state();
-        if n == NEXT_GROW || n == NEXT_KILL {
-            // The slots and `completed` are frozen: every helper computes the same successor.
+        // `Grow` or `Kill` (not `None`: the CAS above left it for good), unless a helper
+        // already offered the successor. The slots and `completed` are frozen: every helper
+        // computes the same successor.
+        if let kind @ (Next::Grow | Next::Kill) = b.state() {
             let (mut live, mut seeders) = (0usize, 0usize);
-            for i in 0..cap {
-                let m = b.word(i, 0).load(Acquire);
-                if is_live(fam, m) {
+            for slot in b.slots() {
+                let m = slot.meta().load(Acquire);
+                if m.is_live(fam) {
                     live += 1;
-                    seeders += usize::from(m & SEEDER != 0);
+                    seeders += usize::from(m.is_seeder());
                 }
             }
-            let succ = if live == 0 && n == NEXT_KILL {
-                Block::corpse(&self.slab, *b.info_hash(), words)
+            let candidate = if live == 0 && matches!(kind, Next::Kill) {
+                Block::corpse(&self.slab, *b.info_hash(), words, g)
             } else {
-                let c = peer_cap_for(live + 1, words);
-                Block::alloc(
-                    &self.slab,
-                    *b.info_hash(),
-                    c,
-                    words,
+                let counts = StartCounts {
                     completed,
-                    seeders as u32,
-                    (live - seeders) as u32,
-                )
+                    seeders: seeders as u32,
+                    leechers: (live - seeders) as u32,
+                };
+                let c = peer_cap_for(live + 1, words);
+                Block::alloc(&self.slab, *b.info_hash(), c, words, counts, g)
             };
-            match b.cas_state(n, succ.addr() as u64) {
-                Ok(()) => n = succ.addr() as u64,
-                Err(cur) => {
-                    // SAFETY: never published.
-                    unsafe { succ.free(&self.slab) };
-                    n = cur;
-                }
+            if b.cas_state(kind, Next::Successor(candidate)).is_err() {
+                // SAFETY: never published.
+                unsafe { candidate.free(&self.slab) };
             }
         }
-        let succ = self.successor(n, g);
+        // Published now, by this thread or another; every helper takes its view from `next`.
+        let Next::Successor(succ) = b.state() else {
+            unreachable!("a started migration's state leaves Grow/Kill only for its successor")
+        };
         let h = info_hash_hash(b.info_hash(), ctx.seed);
         if succ.is_corpse() {
-            let won = self.map_replace(h, b.addr(), succ.addr() as u64 | M_REMOVED, ctx, g);
+            let won = self.map_replace(h, b, succ, ctx, g);
             if won {
                 self.swarms.fetch_sub(1, Relaxed);
-                ctx.swarms.fetch_sub(1, Relaxed);
+                ctx.release_swarm();
                 self.retire_block(b, g);
             }
             return Migrated::Dead(won);
         }
-        for i in 0..cap {
-            let m = b.word(i, 0).load(Acquire);
-            if is_live(fam, m) {
-                self.copy_peer(b, succ, m & !FROZEN, self.addr_words(b, i), ctx);
+        for slot in b.slots() {
+            let m = slot.meta().load(Acquire);
+            if m.is_live(fam) {
+                self.copy_peer(b, succ, m.unfrozen(), slot.addr_words(), ctx);
             }
         }
-        if self.map_replace(h, b.addr(), succ.addr() as u64, ctx, g) {
+        if self.map_replace(h, b, succ, ctx, g) {
             self.retire_block(b, g);
         }
         Migrated::Moved(succ)
     }
 
-    fn retire_block(&self, b: Block, g: &Guard) {
+    fn retire_block(&self, b: Block<'_>, g: &Guard) {
         let (a, words, slab) = (b.addr(), self.words(), Arc::clone(&self.slab));
         // SAFETY: the map no longer names `b` (the caller won the replacing CAS, so this runs
         // once per block) and no late copier can put it back (`map_copy`), so only threads
-        // pinned before now can reach it, through the map or a predecessor's `next`. The
-        // closure keeps the slab alive (it may run after the store is dropped).
+        // pinned before now can reach it, through the map or a predecessor's `next`. When the
+        // closure runs the block is its alone (hence the unbounded view); it keeps the slab
+        // alive (it may run after the store is dropped).
         unsafe { retire(g, move || Block::from_addr(a, words).free(&slab)) };
     }
 
-    /// Writes the address words of v6 slot `i` of `b`, reserved with value `reserved`, and
+    /// Writes the address words of v6 slot `s`, reserved with value `reserved`, and
     /// publishes `v` there (Release: the address words are visible to whoever reads `v`).
     /// False if the slot no longer holds the reservation: a migration froze it, or (in a
     /// successor being filled) a fellow copier published the same value first.
     pub(super) fn publish(
         &self,
         who: Publisher,
-        b: Block,
-        i: usize,
-        reserved: u64,
+        s: Slot<'_>,
+        reserved: Meta,
         addr: [u64; 2],
-        v: u64,
+        v: Meta,
     ) -> bool {
         #[cfg(test)]
         crate::test_hooks::before_publish(who);
         let _ = who;
-        b.word(i, 1).store(addr[0], Relaxed);
-        b.word(i, 2).store(addr[1], Relaxed);
-        b.word(i, 0)
+        s.store_addr(addr);
+        s.meta()
             .compare_exchange(reserved, v, Release, Relaxed)
             .is_ok()
     }
 
     /// True if frozen block `old` holds no live peer other than the one with meta `v` and
     /// address `addr` whose key bits (tag and port) equal `v`'s.
-    fn key_bits_unique(&self, old: Block, v: u64, addr: [u64; 2]) -> bool {
-        (0..old.cap()).all(|i| {
-            let m = old.word(i, 0).load(Acquire);
-            !is_live(self.fam, m)
-                || (m & KEY_MASK) != (v & KEY_MASK)
-                || self.addr_words(old, i) == addr
+    fn key_bits_unique(&self, old: Block<'_>, v: Meta, addr: [u64; 2]) -> bool {
+        old.slots().all(|s| {
+            let m = s.meta().load(Acquire);
+            !m.is_live(self.fam) || m.key_bits() != v.key_bits() || s.addr_words() == addr
         })
     }
 
@@ -178,20 +159,18 @@ impl Family {
     /// copier's. If no other peer of `old` has that tag and port, it is this very peer: help
     /// by publishing it (the same value and address the other copier writes). Only in the
     /// ~2^-30 case of a second such peer does a copier wait for the other one's publication.
-    fn copy_peer(&self, old: Block, new: Block, v: u64, addr: [u64; 2], ctx: &Ctx) {
+    fn copy_peer(&self, old: Block<'_>, new: Block<'_>, v: Meta, addr: [u64; 2], ctx: &Ctx) {
         let v6 = self.fam == IpFamily::V6;
         let pk = PeerKey::from_slot(self.fam, v, addr, ctx.seed);
-        let cap = new.cap();
-        let mut i = index(pk.hash, cap);
         let mut backoff = Backoff::new();
-        for _ in 0..cap {
-            let w = new.word(i, 0);
+        for slot in new.probe(pk.hash) {
+            let w = slot.meta();
             let mut x = w.load(Acquire);
             loop {
-                if x & FROZEN != 0 {
+                if x.is_frozen() {
                     return;
                 }
-                if is_empty(x) {
+                if x.is_empty() {
                     let first = if v6 { pk.reserved_meta() } else { v };
                     match w.compare_exchange(x, first, AcqRel, Acquire) {
                         Ok(_) => {
@@ -200,7 +179,7 @@ impl Family {
                             }
                             if v6 {
                                 // Fails only if a fellow copier published `v` for us.
-                                self.publish(Publisher::Copier, new, i, first, addr, v);
+                                self.publish(Publisher::Copier, slot, first, addr, v);
                             }
                             return;
                         }
@@ -210,10 +189,10 @@ impl Family {
                         }
                     }
                 }
-                if is_reserved(self.fam, x) {
+                if x.is_reserved(self.fam) {
                     if self.reserved_by(x, &pk) {
                         if self.key_bits_unique(old, v, addr) {
-                            self.publish(Publisher::Copier, new, i, x, addr, v);
+                            self.publish(Publisher::Copier, slot, x, addr, v);
                             return;
                         }
                         backoff.snooze();
@@ -222,31 +201,30 @@ impl Family {
                     }
                     break;
                 }
-                if self.matches(new, i, x, &pk) {
+                if self.matches(slot, x, &pk) {
                     return;
                 }
                 break;
             }
-            i = if i + 1 == cap { 0 } else { i + 1 };
         }
         debug_assert!(false, "peer successor full during copy");
     }
 
     /// Expires old peers of the swarm of block `b`; frees the swarm if empty, compacts its
     /// block if tombstone-heavy. Returns the swarm's block afterwards (`None`: it was freed).
-    pub(crate) fn clean_swarm(
+    pub(crate) fn clean_swarm<'g>(
         &self,
-        mut b: Block,
+        mut b: Block<'g>,
         now_stamp: u64,
         ctx: &Ctx,
-        g: &Guard,
+        g: &'g Guard,
         rep: &mut CleanReport,
-    ) -> Option<Block> {
+    ) -> Option<Block<'g>> {
         let stripe = stripe_of(info_hash_hash(b.info_hash(), ctx.seed));
         // A migration met on the way is helped, then the swarm is cleaned again on its new
         // block (a few times at most; after that it waits for the next cycle).
         'attempt: for _ in 0..4 {
-            if b.state() != NEXT_NONE {
+            if b.is_migrating() {
                 match self.help_migrate(b, ctx, g) {
                     Migrated::Moved(n) => {
                         b = n;
@@ -260,23 +238,23 @@ impl Family {
             }
             let cap = b.cap();
             let (mut live, mut used) = (0usize, 0usize);
-            for i in 0..cap {
-                let w = b.word(i, 0);
+            for slot in b.slots() {
+                let w = slot.meta();
                 let mut m = w.load(Acquire);
                 loop {
-                    if m & FROZEN != 0 {
+                    if m.is_frozen() {
                         continue 'attempt;
                     }
-                    if !is_live(self.fam, m) {
+                    if !m.is_live(self.fam) {
                         break;
                     }
-                    if !is_expired(m, now_stamp, ctx.timeout_units) {
+                    if !m.is_expired(now_stamp, ctx.timeout_units) {
                         live += 1;
                         break;
                     }
-                    match w.compare_exchange(m, (m & KEY_MASK) | REMOVED, AcqRel, Acquire) {
+                    match w.compare_exchange(m, m.tombstone(), AcqRel, Acquire) {
                         Ok(_) => {
-                            self.count(b, stripe, m & SEEDER != 0, false);
+                            self.count(b, stripe, m.is_seeder(), false);
                             ctx.release_peer();
                             rep.peers_expired += 1;
                             break;
@@ -285,7 +263,7 @@ impl Family {
                     }
                 }
                 // An expired peer just turned into a tombstone: still a used slot.
-                used += usize::from(!is_empty(m));
+                used += usize::from(!m.is_empty());
             }
             if let Some(x) = b.big() {
                 used = x.used.load(Relaxed) as usize;
@@ -299,13 +277,13 @@ impl Family {
                 (used - live) * 4 > cap
             };
             let kind = if live == 0 {
-                NEXT_KILL
+                Next::Kill
             } else if compact {
-                NEXT_GROW
+                Next::Grow
             } else {
                 return Some(b);
             };
-            let _ = b.cas_state(NEXT_NONE, kind);
+            let _ = b.cas_state(Next::None, kind);
             return match self.help_migrate(b, ctx, g) {
                 Migrated::Moved(n) => Some(n),
                 Migrated::Dead(mine) => {

@@ -1,26 +1,31 @@
-//! One address family: its swarm map (sharded open-addressing tables of block pointers), its
-//! striped counters, and every operation on swarms and their blocks, including migration
-//! (freeze-and-copy growth, compaction and the freeing of empty swarms).
+//! One address family: its swarm map, its striped counters, and every operation on its swarms
+//! and their blocks. Two lock-free protocols live here, argued separately in
+//! docs/architecture.md ("Peer store"), one module each, with the machinery they share:
 //!
-//! * [`map`]: the swarm map: slot encoding, lookup, creation, replacement, map migration;
-//! * [`peers`]: the peers of one swarm: upsert, remove, select, counts, completed;
-//! * [`migrate`]: block migration and the cleaner's visit of one swarm;
-//! * [`walk`]: test and debug walkers.
+//! * [`map`]: the swarm map, sharded open-addressing tables of [`MapValue`](map::MapValue)s
+//!   that name each swarm's newest block: lookup, creation, replacement of a block by its
+//!   successor, map migration (growth and shrinking), and the freeing of maps in `Drop`;
+//! * [`peers`]: the peers of one swarm, in the slots of its block: upsert, remove, select,
+//!   counts and `completed`;
+//! * [`migrate`]: the freeze-and-copy migration of a block (growth, compaction, the freeing of
+//!   an empty swarm) and the cleaner's visit of one swarm, which starts them;
+//! * [`walk`]: test and debug walkers over the swarms of a family.
+//!
+//! Every view of a block or table here carries the lifetime of the epoch guard it was read
+//! under (`Block<'g>`, `Table<'g>`), so no view outlives its pin.
 
 mod map;
 mod migrate;
 mod peers;
 mod walk;
 
-use crossbeam_utils::CachePadded;
-
 use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
 
 use crate::addr::{IpFamily, mix};
 use crate::slab::Slab;
-use crate::sync::{AtomicI64, AtomicUsize, Ordering::*};
-use crate::table::Table;
-use map::{MAP_MIN_CAP, shard_word};
+use crate::sync::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 
 pub(crate) use map::MapSlot;
 pub(crate) use migrate::{Migrated, Publisher};
@@ -52,7 +57,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub(super) fn reserve(counter: &AtomicI64, max: i64) -> bool {
+    fn reserve(counter: &AtomicI64, max: i64) -> bool {
         if counter.load(Relaxed) >= max {
             return false;
         }
@@ -68,6 +73,12 @@ impl Ctx {
     pub(crate) fn release_peer(&self) {
         self.peers.fetch_sub(1, Relaxed);
     }
+    fn reserve_swarm(&self) -> bool {
+        Self::reserve(&self.swarms, self.max_swarms)
+    }
+    fn release_swarm(&self) {
+        self.swarms.fetch_sub(1, Relaxed);
+    }
 }
 
 #[inline]
@@ -81,6 +92,7 @@ pub(crate) fn info_hash_hash(ih: &[u8; 20], seed: u64) -> u64 {
 pub(crate) fn stripe_of(h: u64) -> usize {
     ((h >> 40) as usize) & (STRIPES - 1)
 }
+
 fn counters(n: usize) -> Box<[CachePadded<AtomicI64>]> {
     (0..n)
         .map(|_| CachePadded::new(AtomicI64::new(0)))
@@ -91,7 +103,7 @@ pub(crate) struct Family {
     pub(crate) fam: IpFamily,
     /// Where this family's blocks live (shared with the other family and with deferred frees).
     pub(crate) slab: Arc<Slab>,
-    /// Address of each shard's current map table (1 word per slot).
+    /// Each shard's current map table, as a shard word (see `map::shard_word`).
     shards: Box<[AtomicUsize]>,
     pub(crate) seeders: Box<[CachePadded<AtomicI64>]>,
     pub(crate) leechers: Box<[CachePadded<AtomicI64>]>,
@@ -103,9 +115,7 @@ impl Family {
     pub(crate) fn new(fam: IpFamily, slab: Arc<Slab>) -> Self {
         Family {
             fam,
-            shards: (0..SHARDS)
-                .map(|_| AtomicUsize::new(shard_word(Table::alloc(&slab, MAP_MIN_CAP, 1, 1))))
-                .collect(),
+            shards: map::empty_shards(&slab),
             slab,
             seeders: counters(STRIPES),
             leechers: counters(STRIPES),
@@ -114,8 +124,9 @@ impl Family {
         }
     }
 
+    /// `AtomicU64` words per peer slot.
     #[inline]
-    pub(super) fn words(&self) -> usize {
+    fn words(&self) -> usize {
         self.fam.words()
     }
 }

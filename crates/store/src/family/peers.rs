@@ -1,14 +1,15 @@
-//! The peers of one swarm: upsert, remove, select, counts and completed.
+//! The peers of one swarm, in the slots of its block: upsert, remove, select, the counts and
+//! `completed`. Every slot CAS succeeds only on a slot that is not frozen, so it acts on the
+//! swarm's newest block; a writer that meets a migration helps it ([`Family::help_migrate`])
+//! and retries on the successor. See docs/architecture.md, *Operations and their
+//! linearization points*.
 
 use super::{Ctx, Family, Migrated, Publisher};
-use crate::addr::{
-    FROZEN, IpFamily, KEY_MASK, PeerAddress, PeerKey, REMOVED, SEEDER, is_empty, is_expired,
-    is_live, is_reserved, live_value,
-};
-use crate::block::{Block, COMPLETED_FROZEN, NEXT_GROW, NEXT_NONE, peer_max_used};
+use crate::addr::{IpFamily, Meta, PeerAddress, PeerKey};
+use crate::block::{Block, COMPLETED_FROZEN, Next, Slot, peer_max_used};
 use crate::sync::epoch::Guard;
 use crate::sync::{Backoff, Ordering::*};
-use crate::table::index;
+use crate::table::Slots;
 
 pub(crate) enum Upsert {
     Inserted,
@@ -23,7 +24,9 @@ pub(crate) enum Remove {
 }
 
 impl Family {
-    pub(super) fn count(&self, b: Block, stripe: usize, seeder: bool, up: bool) {
+    /// Counts a peer in (`up`) or out of the seeders or leechers of block `b` (big blocks)
+    /// and of stripe `stripe`.
+    pub(super) fn count(&self, b: Block<'_>, stripe: usize, seeder: bool, up: bool) {
         let g = if seeder {
             &self.seeders[stripe]
         } else {
@@ -47,15 +50,15 @@ impl Family {
 
     /// (seeders, leechers) of a block: its counters, or a scan of a small block's slots.
     #[inline]
-    pub(crate) fn counts(&self, b: Block) -> (u32, u32) {
+    pub(crate) fn counts(&self, b: Block<'_>) -> (u32, u32) {
         if let Some(x) = b.big() {
             return (x.seeders.load(Relaxed), x.leechers.load(Relaxed));
         }
         let (mut s, mut l) = (0, 0);
-        for i in 0..b.cap() {
-            let m = b.word(i, 0).load(Acquire);
-            if is_live(self.fam, m) {
-                if m & SEEDER != 0 { s += 1 } else { l += 1 }
+        for slot in b.slots() {
+            let m = slot.meta().load(Acquire);
+            if m.is_live(self.fam) {
+                if m.is_seeder() { s += 1 } else { l += 1 }
             }
         }
         (s, l)
@@ -63,14 +66,14 @@ impl Family {
 
     /// Downloads completed in the swarm of block `b`.
     #[inline]
-    pub(crate) fn completed_of(b: Block) -> u32 {
+    pub(crate) fn completed_of(b: Block<'_>) -> u32 {
         b.head().completed.load(Relaxed) & !COMPLETED_FROZEN
     }
 
     /// Counts one completion in the swarm (after the peer's slot turned seeder). A frozen
     /// counter belongs to a block being migrated: the completion goes to the successor, whose
     /// counter starts from the frozen value, so it is counted exactly once.
-    fn add_completed(&self, mut b: Block, stripe: usize, ctx: &Ctx, g: &Guard) {
+    fn add_completed<'g>(&self, mut b: Block<'g>, stripe: usize, ctx: &Ctx, g: &'g Guard) {
         self.completed[stripe].fetch_add(1, Relaxed);
         loop {
             let c = &b.head().completed;
@@ -91,31 +94,20 @@ impl Family {
         }
     }
 
-    /// True if meta `m` (published or removed, read with Acquire) at slot `i` is peer `pk`.
+    /// True if meta `m` (published or removed, read with Acquire) of slot `s` is peer `pk`.
     #[inline]
-    pub(super) fn matches(&self, b: Block, i: usize, m: u64, pk: &PeerKey) -> bool {
-        (m & KEY_MASK) == pk.key
-            && (self.fam == IpFamily::V4
-                || (b.word(i, 1).load(Relaxed) == pk.addr[0]
-                    && b.word(i, 2).load(Relaxed) == pk.addr[1]))
+    pub(super) fn matches(&self, s: Slot<'_>, m: Meta, pk: &PeerKey) -> bool {
+        m.key_bits() == pk.key && (self.fam == IpFamily::V4 || s.has_addr(pk.addr))
     }
+    /// True if `m` is a reservation of peer `pk`'s tag and port.
     #[inline]
-    pub(super) fn reserved_by(&self, m: u64, pk: &PeerKey) -> bool {
-        is_reserved(self.fam, m) && (m & KEY_MASK) == (pk.reserved_meta() & KEY_MASK)
+    pub(super) fn reserved_by(&self, m: Meta, pk: &PeerKey) -> bool {
+        m.is_reserved(self.fam) && m.key_bits() == pk.reserved_meta().key_bits()
     }
-    #[inline]
-    pub(super) fn addr_words(&self, b: Block, i: usize) -> [u64; 2] {
-        if self.fam == IpFamily::V6 {
-            [b.word(i, 1).load(Relaxed), b.word(i, 2).load(Relaxed)]
-        } else {
-            [0; 2]
-        }
-    }
-
     /// The swarm's block that is not being migrated, following (and helping) migrations from
     /// `b`; `None` if the swarm was freed on the way.
-    fn settled(&self, mut b: Block, ctx: &Ctx, g: &Guard) -> Option<Block> {
-        while b.state() != NEXT_NONE {
+    fn settled<'g>(&self, mut b: Block<'g>, ctx: &Ctx, g: &'g Guard) -> Option<Block<'g>> {
+        while b.is_migrating() {
             match self.help_migrate(b, ctx, g) {
                 Migrated::Moved(n) => b = n,
                 Migrated::Dead(_) => return None,
@@ -126,39 +118,37 @@ impl Family {
 
     /// Stores or refreshes peer `pk` in the swarm of block `b`; returns the block it acted on.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn upsert(
+    pub(crate) fn upsert<'g>(
         &self,
-        mut b: Block,
+        mut b: Block<'g>,
         stripe: usize,
         pk: &PeerKey,
         seeder: bool,
         completed_ev: bool,
         now_stamp: u64,
         ctx: &Ctx,
-        g: &Guard,
-    ) -> (Upsert, Block) {
+        g: &'g Guard,
+    ) -> (Upsert, Block<'g>) {
         let v6 = self.fam == IpFamily::V6;
-        let new_val = live_value(pk.key, now_stamp, seeder);
+        let new_val = Meta::live(pk.key, now_stamp, seeder);
         let mut backoff = Backoff::new();
         'retry: loop {
             let Some(cur) = self.settled(b, ctx, g) else {
                 return (Upsert::Dead, b);
             };
             b = cur;
-            let cap = b.cap();
-            let mut i = index(pk.hash, cap);
-            let mut probes = 0;
-            while probes < cap {
-                let w = b.word(i, 0);
+            let mut probe = b.probe(pk.hash);
+            while let Some(slot) = probe.current() {
+                let w = slot.meta();
                 let m = w.load(Acquire);
-                if m & FROZEN != 0 {
+                if m.is_frozen() {
                     continue 'retry;
                 }
-                if is_empty(m) {
+                if m.is_empty() {
                     if let Some(x) = b.big()
-                        && x.used.load(Relaxed) as usize >= peer_max_used(cap)
+                        && x.used.load(Relaxed) as usize >= peer_max_used(b.cap())
                     {
-                        let _ = b.cas_state(NEXT_NONE, NEXT_GROW);
+                        let _ = b.cas_state(Next::None, Next::Grow);
                         continue 'retry;
                     }
                     if !ctx.reserve_peer() {
@@ -166,11 +156,13 @@ impl Family {
                     }
                     self.count(b, stripe, seeder, true);
                     let first = if v6 { pk.reserved_meta() } else { new_val };
-                    if w.compare_exchange(0, first, AcqRel, Acquire).is_ok() {
+                    if w.compare_exchange(Meta::EMPTY, first, AcqRel, Acquire)
+                        .is_ok()
+                    {
                         if let Some(x) = b.big() {
                             x.used.fetch_add(1, Relaxed);
                         }
-                        if v6 && !self.publish(Publisher::Inserter, b, i, first, pk.addr, new_val) {
+                        if v6 && !self.publish(Publisher::Inserter, slot, first, pk.addr, new_val) {
                             // A migration froze the reservation (it does not wait for us): the
                             // peer is not in this block. Undo, and insert it in the successor.
                             self.count(b, stripe, seeder, false);
@@ -186,7 +178,7 @@ impl Family {
                     ctx.release_peer();
                     continue; // re-examine slot i
                 }
-                if is_reserved(self.fam, m) {
+                if m.is_reserved(self.fam) {
                     if self.reserved_by(m, pk) {
                         // Another inserter of this peer (or of one with the same tag and port)
                         // is between its reservation and its publication: two stores away if
@@ -195,15 +187,15 @@ impl Family {
                         // cancels the reservation) and insert in the successor. The stalled
                         // thread's publication then fails and it retries there.
                         if backoff.is_completed() {
-                            let _ = b.cas_state(NEXT_NONE, NEXT_GROW);
+                            let _ = b.cas_state(Next::None, Next::Grow);
                             backoff = Backoff::new();
                             continue 'retry;
                         }
                         backoff.snooze();
                         continue;
                     }
-                } else if self.matches(b, i, m, pk) {
-                    if m & REMOVED != 0 {
+                } else if self.matches(slot, m, pk) {
+                    if m.is_removed() {
                         if !ctx.reserve_peer() {
                             return (Upsert::Full, b);
                         }
@@ -218,7 +210,7 @@ impl Family {
                         ctx.release_peer();
                         continue;
                     }
-                    let was_seeder = m & SEEDER != 0;
+                    let was_seeder = m.is_seeder();
                     if was_seeder != seeder {
                         self.count(b, stripe, seeder, true);
                     }
@@ -236,62 +228,58 @@ impl Family {
                     }
                     continue;
                 }
-                i = if i + 1 == cap { 0 } else { i + 1 };
-                probes += 1;
+                probe.advance();
             }
-            let _ = b.cas_state(NEXT_NONE, NEXT_GROW);
+            let _ = b.cas_state(Next::None, Next::Grow);
         }
     }
 
     /// Removes peer `pk` (event stopped); returns the block it acted on.
-    pub(crate) fn remove(
+    pub(crate) fn remove<'g>(
         &self,
-        mut b: Block,
+        mut b: Block<'g>,
         stripe: usize,
         pk: &PeerKey,
         ctx: &Ctx,
-        g: &Guard,
-    ) -> (Remove, Block) {
+        g: &'g Guard,
+    ) -> (Remove, Block<'g>) {
         'retry: loop {
             let Some(cur) = self.settled(b, ctx, g) else {
                 return (Remove::Dead, b);
             };
             b = cur;
-            let cap = b.cap();
-            let mut i = index(pk.hash, cap);
-            for _ in 0..cap {
-                let w = b.word(i, 0);
+            for slot in b.probe(pk.hash) {
+                let w = slot.meta();
                 let mut m = w.load(Acquire);
                 loop {
-                    if m & FROZEN != 0 {
+                    if m.is_frozen() {
                         continue 'retry;
                     }
-                    if is_empty(m) {
+                    if m.is_empty() {
                         return (Remove::NotFound, b);
                     }
-                    if is_reserved(self.fam, m) {
+                    if m.is_reserved(self.fam) {
                         // Not published, so not (yet) a stored peer: the stop linearizes before
                         // that insert. If the reservation is this very peer, no slot further on
                         // holds it (it was claimed as the first EMPTY on its path), so the
                         // probe ends in NotFound; otherwise the peer may be further on.
                         break;
                     }
-                    if !self.matches(b, i, m, pk) {
+                    if !self.matches(slot, m, pk) {
                         break;
                     }
-                    if m & REMOVED != 0 {
+                    if m.is_removed() {
                         return (Remove::NotFound, b);
                     }
-                    match w.compare_exchange(m, (m & KEY_MASK) | REMOVED, AcqRel, Acquire) {
+                    match w.compare_exchange(m, m.tombstone(), AcqRel, Acquire) {
                         Ok(_) => {
-                            self.count(b, stripe, m & SEEDER != 0, false);
+                            self.count(b, stripe, m.is_seeder(), false);
                             ctx.release_peer();
                             return (Remove::Removed, b);
                         }
                         Err(x) => m = x,
                     }
                 }
-                i = if i + 1 == cap { 0 } else { i + 1 };
             }
             return (Remove::NotFound, b);
         }
@@ -302,7 +290,7 @@ impl Family {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn select<A: PeerAddress>(
         &self,
-        b: Block,
+        b: Block<'_>,
         pk: &PeerKey,
         req_seeder: bool,
         want: usize,
@@ -315,17 +303,15 @@ impl Family {
         if want == 0 || (req_seeder && b.big().is_some_and(|x| x.leechers.load(Relaxed) == 0)) {
             return;
         }
-        let cap = b.cap();
-        let limit = cap.min(want.saturating_mul(16).saturating_add(64));
-        let mut i = index(random, cap);
-        for _ in 0..limit {
-            let m = b.word(i, 0).load(Acquire);
-            if is_live(self.fam, m)
-                && !is_expired(m, now_stamp, ctx.timeout_units)
-                && !(req_seeder && m & SEEDER != 0)
+        let limit = b.cap().min(want.saturating_mul(16).saturating_add(64));
+        for slot in b.probe(random).take(limit) {
+            let m = slot.meta().load(Acquire);
+            if m.is_live(self.fam)
+                && !m.is_expired(now_stamp, ctx.timeout_units)
+                && !(req_seeder && m.is_seeder())
             {
-                let addr = self.addr_words(b, i);
-                let is_self = (m & KEY_MASK) == pk.key && addr == pk.addr;
+                let addr = slot.addr_words();
+                let is_self = m.key_bits() == pk.key && addr == pk.addr;
                 if !is_self {
                     out.push(A::decode(m, addr));
                     if out.len() >= want {
@@ -333,7 +319,6 @@ impl Family {
                     }
                 }
             }
-            i = if i + 1 == cap { 0 } else { i + 1 };
         }
     }
 }

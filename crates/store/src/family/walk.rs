@@ -1,11 +1,12 @@
-//! Test and debug walkers.
+//! Test and debug walkers: a swarm's peers, its raw counts, a walk over every swarm of the
+//! family (`audit`), and the bytes its structures take.
 
-use super::map::{M_FROZEN, M_REMOVED};
-use super::{Ctx, Family, SHARDS, info_hash_hash};
-use crate::addr::{PeerAddress, SEEDER, is_live};
+use super::{Ctx, Family, MapSlot, SHARDS, info_hash_hash};
+use crate::addr::PeerAddress;
 use crate::block::{Block, block_bytes};
-use crate::sync::Ordering::*;
+use crate::sync::Ordering::Acquire;
 use crate::sync::epoch::Guard;
+use crate::table::{Slots, table_bytes};
 
 impl Family {
     /// Test/debug view: the live peers (address, seeder) of the swarm for `ih`.
@@ -20,12 +21,12 @@ impl Family {
         Some(self.peers_in(b))
     }
 
-    fn peers_in<A: PeerAddress>(&self, b: Block) -> Vec<(A, bool)> {
+    fn peers_in<A: PeerAddress>(&self, b: Block<'_>) -> Vec<(A, bool)> {
         let mut v = Vec::new();
-        for i in 0..b.cap() {
-            let m = b.word(i, 0).load(Acquire);
-            if is_live(self.fam, m) {
-                v.push((A::decode(m, self.addr_words(b, i)), m & SEEDER != 0));
+        for slot in b.slots() {
+            let m = slot.meta().load(Acquire);
+            if m.is_live(self.fam) {
+                v.push((A::decode(m, slot.addr_words()), m.is_seeder()));
             }
         }
         v
@@ -56,14 +57,12 @@ impl Family {
     }
 
     /// Calls `f` on the block of every live swarm (walks every shard).
-    pub(crate) fn walk_swarms(&self, g: &Guard, mut f: impl FnMut(Block)) {
+    pub(crate) fn walk_swarms<'g>(&self, g: &'g Guard, mut f: impl FnMut(Block<'g>)) {
         for s in 0..SHARDS {
             let t = self.map_table(s, g);
             for i in 0..t.cap() {
-                let v = t.word(i, 0).load(Acquire) & !M_FROZEN;
-                if v != 0 && v & M_REMOVED == 0 {
-                    // SAFETY: live slot read under `g`.
-                    f(unsafe { self.block_of(v, g) });
+                if let MapSlot::Live(b) = self.map_slot(t, i) {
+                    f(b);
                 }
             }
         }
@@ -73,7 +72,7 @@ impl Family {
     pub(crate) fn allocated_bytes(&self, g: &Guard) -> (usize, usize, usize) {
         let (mut hd, mut sl, mut map) = (0, 0, 0);
         for s in 0..SHARDS {
-            map += crate::table::table_bytes(self.map_table(s, g).cap(), 1);
+            map += table_bytes(self.map_table(s, g).cap(), 1);
         }
         self.walk_swarms(g, |b| {
             let (h, s) = block_bytes(b.cap(), self.words());
