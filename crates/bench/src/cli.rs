@@ -632,6 +632,110 @@ mod tests {
     }
 
     #[test]
+    fn warm_up_defaults_and_targets_as_users_write_them() {
+        let c = parse(&["udp://127.0.0.1:6969/announce?k=1"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(c.warmup, Duration::from_secs(2), "2 s of a 10 s run");
+        assert_eq!(c.target, "127.0.0.1:6969".parse().unwrap());
+        assert_eq!(c.target_url, "udp://127.0.0.1:6969/announce?k=1");
+        assert_eq!(c.path.as_deref(), Some("/announce?k=1"));
+        assert_eq!(&c.announce_options[..2], &[0x02, 13]);
+        let c = parse(&["127.0.0.1:1", "-d", "3"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(
+            c.warmup,
+            Duration::from_millis(600),
+            "a fifth of a short run"
+        );
+        let c = parse(&["127.0.0.1:1", "-n", "10"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(c.warmup, Duration::ZERO, "no warm-up for a request count");
+        let c = parse(&["127.0.0.1:1", "--warmup", "0"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(c.warmup, Duration::ZERO);
+        let c = parse(&["udp://[::1]:6969", "--bind", "::1,::1", "--bind", "::1"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(c.bind.len(), 3);
+        assert!(c.target.is_ipv6());
+        let c = parse(&["localhost:6969", "-4"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert!(c.target.is_ipv4());
+        assert!(parse(&["localhost:1", "-4", "-6"]).is_err());
+    }
+
+    #[test]
+    fn capacity_mode_resolves_to_a_search_with_default_limits() {
+        let inv = parse(&["127.0.0.1:1", "--mode", "capacity"])
+            .unwrap()
+            .to_invocation()
+            .unwrap();
+        let Plan::Capacity { base, search } = inv.plan else {
+            panic!("not a search")
+        };
+        assert_eq!(base.duration, Some(Duration::from_secs(5)));
+        assert_eq!(base.warmup, Duration::from_secs(1));
+        assert_eq!(search.limits, CAPACITY_DEFAULT_LIMITS);
+        assert_eq!((search.start_rate, search.ramp_factor), (10_000.0, 2.0));
+        assert_eq!(inv.thresholds, CAPACITY_DEFAULT_LIMITS);
+        let inv = parse(&[
+            "127.0.0.1:1",
+            "--mode",
+            "capacity",
+            "--max-p99",
+            "2ms",
+            "--max-loss",
+            "0.1%",
+            "--min-rate",
+            "5000",
+            "-d",
+            "3",
+        ])
+        .unwrap()
+        .to_invocation()
+        .unwrap();
+        let Plan::Capacity { base, search } = inv.plan else {
+            panic!("not a search")
+        };
+        assert_eq!(search.limits.max_p99_us, Some(2_000));
+        assert_eq!(search.limits.max_loss, Some(0.001));
+        assert_eq!(inv.thresholds.min_rate, Some(5000.0));
+        assert_eq!(base.warmup, Duration::from_millis(600));
+        let bad = |args: &[&str]| parse(args).unwrap().to_invocation().is_err();
+        assert!(bad(&["127.0.0.1:1", "--mode", "capacity", "-n", "10"]));
+        assert!(bad(&["127.0.0.1:1", "--mode", "capacity", "--rate", "10"]));
+        assert!(bad(&[
+            "127.0.0.1:1",
+            "--mode",
+            "capacity",
+            "--ramp-factor",
+            "1"
+        ]));
+        assert!(bad(&["127.0.0.1:1", "--curve-csv", "c.csv"]));
+        assert!(bad(&["127.0.0.1:1", "--plot", "p.gif"]));
+        // A single run checks only the limits given.
+        let inv = parse(&["127.0.0.1:1", "--max-p99", "5ms"])
+            .unwrap()
+            .to_invocation()
+            .unwrap();
+        assert_eq!(inv.thresholds.max_p99_us, Some(5_000));
+        assert_eq!(inv.thresholds.max_loss, None);
+        assert!(parse(&["127.0.0.1:1", "--max-loss", "2"]).is_err());
+        assert!(parse(&["127.0.0.1:1", "--max-p99", "soon"]).is_err());
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(parse(&[]).is_err(), "target is required");
         assert!(parse(&["127.0.0.1:1", "--sources", "0"]).is_err());
@@ -659,5 +763,8 @@ mod tests {
         assert!(bad(&["127.0.0.1:1", "--bind", "::1"]));
         assert!(bad(&["127.0.0.1:1", "--batch", "65"]));
         assert!(bad(&["127.0.0.1:1", "-d", "0"]));
+        assert!(bad(&["127.0.0.1:1", "-d", "2", "--warmup", "2"]));
+        assert!(bad(&["127.0.0.1:1", "--bind", "127.0.0.1,::1"]));
+        assert!(bad(&["http://127.0.0.1:1"]));
     }
 }

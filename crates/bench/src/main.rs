@@ -26,7 +26,15 @@ const EXIT_NO_REPLY: u8 = 3;
 const EXIT_MALFORMED: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 (clap's default 2 means "malformed reply" here); --help and
+    // --version print and exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::from(e.use_stderr()));
+        }
+    };
     match run(&cli) {
         Ok((code, last_line)) => {
             eprintln!("fjord-bench: {last_line}");

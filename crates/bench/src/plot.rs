@@ -151,10 +151,18 @@ impl Panel {
 }
 
 fn thousands(v: f64) -> String {
+    let short = |x: f64, unit: &str| {
+        let text = if x.abs() >= 10.0 {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.1}")
+        };
+        format!("{}{unit}", text.trim_end_matches(".0"))
+    };
     if v.abs() >= 1e6 {
-        format!("{:.1}M", v / 1e6)
+        short(v / 1e6, "M")
     } else if v.abs() >= 1e3 {
-        format!("{:.0}k", v / 1e3)
+        short(v / 1e3, "k")
     } else {
         format!("{v:.0}")
     }
@@ -231,6 +239,8 @@ where
     let x_fmt = |v: &f64| {
         if panel.x_thousands {
             thousands(*v)
+        } else if panel.x_max < 5.0 {
+            format!("{v:.1}")
         } else {
             format!("{v:.0}")
         }
@@ -457,7 +467,7 @@ fn run_title(report: &Report) -> String {
         None => "closed loop".into(),
     };
     format!(
-        "fjord-bench {} against {} — {mode}, {} threads × {} sockets, {:.0} replies/s measured",
+        "fjord-bench {} against {} — {mode}, threads {}, sockets per thread {}, {:.0} replies/s measured",
         report.tool.version,
         report.target,
         report.threads,
@@ -669,6 +679,8 @@ mod tests {
     #[test]
     fn axis_labels_are_short() {
         assert_eq!(thousands(45_000.0), "45k");
+        assert_eq!(thousands(1_500.0), "1.5k");
+        assert_eq!(thousands(2_000.0), "2k");
         assert_eq!(thousands(1_250_000.0), "1.2M");
         assert_eq!(thousands(12.0), "12");
         assert_eq!(latency_label(0.25), "250 µs");
