@@ -513,11 +513,7 @@ mod tests {
         let mut t = ThreadStats::new(0);
         let (sent, ok) = (offered.round() as u64, answered.round() as u64);
         for k in 0..sent {
-            let i = Issued {
-                kind: Kind::Announce,
-                scrape_hashes: 0,
-                sent_ns: k * 1_000_000_000 / sent,
-            };
+            let i = Issued::new(Kind::Announce, 0, k * 1_000_000_000 / sent);
             t.sent(i.kind, i.sent_ns);
             if k < ok {
                 t.response(&i, i.sent_ns + 100_000);

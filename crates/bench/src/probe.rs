@@ -127,11 +127,11 @@ pub fn probe(cfg: &BenchConfig) -> Result<ProbeReply, ProbeError> {
         }
         let next_send = start + spacing * attempts;
         if attempts < PROBE_ATTEMPTS && now >= next_send {
-            let issued = Issued {
-                kind: Kind::Connect,
-                scrape_hashes: 0,
-                sent_ns: now.duration_since(start).as_nanos() as u64,
-            };
+            let issued = Issued::new(
+                Kind::Connect,
+                0,
+                now.duration_since(start).as_nanos() as u64,
+            );
             let tid = table.issue(issued).expect("one slot per attempt");
             let mut datagram = [0u8; 16];
             let len = Request::Connect(ConnectRequest {

@@ -678,11 +678,7 @@ mod tests {
     use crate::validate::{Issued, Kind};
 
     fn issued(kind: Kind, sent_ns: u64) -> Issued {
-        Issued {
-            kind,
-            scrape_hashes: 0,
-            sent_ns,
-        }
+        Issued::new(kind, 0, sent_ns)
     }
 
     fn cfg() -> BenchConfig {

@@ -387,11 +387,7 @@ mod tests {
     use super::*;
 
     fn issued(kind: Kind, sent_ns: u64) -> Issued {
-        Issued {
-            kind,
-            scrape_hashes: 0,
-            sent_ns,
-        }
+        Issued::new(kind, 0, sent_ns)
     }
 
     #[test]
