@@ -463,14 +463,23 @@ impl Report {
         let sent_total = c.sent_total();
         let per_sec = |n: u64| n as f64 / measured_seconds.max(1e-9);
         let settings = RunSettings::of(cfg);
-        let rows = (timing.sending_end.ceil() as usize).max(s.seconds.len());
-        let empty = SecondStats::default();
-        let series = (0..rows)
-            .map(|i| {
+        // One row per second of sending. Requests are counted where they were sent, so only
+        // events without a request (late replies, socket errors) can fall after the end:
+        // they join the last row.
+        let rows = (timing.sending_end.ceil() as usize).max(1);
+        let mut seconds: Vec<SecondStats> = s.seconds.iter().take(rows).cloned().collect();
+        seconds.resize_with(rows, SecondStats::default);
+        for late in s.seconds.iter().skip(rows) {
+            seconds[rows - 1].merge(late);
+        }
+        let series = seconds
+            .iter()
+            .enumerate()
+            .map(|(i, second)| {
                 let length = (timing.sending_end - i as f64).clamp(0.0, 1.0);
                 let length = if length > 0.0 { length } else { 1.0 };
                 let warmup = (i as f64) < timing.warmup;
-                SeriesRow::of(i as u32, length, warmup, s.seconds.get(i).unwrap_or(&empty))
+                SeriesRow::of(i as u32, length, warmup, second)
             })
             .collect();
         Self {
@@ -706,6 +715,8 @@ mod tests {
             }
         }
         a.peers_received(&issued(Kind::Announce, 700 * ms), 7);
+        // A late reply matching nothing, in the drain after sending ended.
+        a.unexpected(3_200 * ms);
         let timing = Timing {
             warmup: 0.5,
             sending_end: 2.5,
@@ -726,6 +737,7 @@ mod tests {
         assert_eq!(r.series.len(), 3);
         assert!(r.series[0].warmup && !r.series[1].warmup);
         assert_eq!(r.series[2].seconds, 0.5);
+        assert_eq!(r.unexpected_replies, 1);
         assert_eq!(r.series[0].replies_per_second_total, 12.0 + 2.0);
         assert_eq!(r.series[1].replies_per_second_total, 10.0);
         assert_eq!(r.series[2].replies_per_second_total, 5.0 / 0.5);
