@@ -41,8 +41,11 @@ use crate::validate::{self, Issued, Kind, Outcome, Outstanding};
 const SEND_BUF: usize = 1500;
 /// Receive buffer per datagram; longer replies are reported as malformed (truncated).
 const RECV_BUF: usize = 4096;
-/// How often outstanding requests are checked for timeouts.
+/// Longest sleep in epoll between events, and the shortest interval between timeout scans.
 const EXPIRE_EVERY_NS: u64 = 5_000_000;
+/// Timeout scans walk every slot; with large in-flight tables (capacity mode) they run every
+/// timeout / this, so a request is declared lost at most 5 % of the timeout late.
+const EXPIRE_SCANS_PER_TIMEOUT: u64 = 20;
 /// How often live counters are published for the progress line.
 const PUBLISH_EVERY_NS: u64 = 50_000_000;
 /// After an error reply, a socket fetches a new connection id at most this often.
@@ -259,6 +262,7 @@ impl Worker<'_> {
         let mut events = Events::with_capacity(self.socks.len().max(8));
         let deadline_ns = self.cfg.duration.map(|d| d.as_nanos() as u64);
         let timeout_ns = self.cfg.timeout.as_nanos() as u64;
+        let expire_every_ns = (timeout_ns / EXPIRE_SCANS_PER_TIMEOUT).max(EXPIRE_EVERY_NS);
         let rate = match self.cfg.mode {
             LoadMode::Closed => None,
             LoadMode::Open { rate } => Some(rate / self.cfg.threads as f64),
@@ -282,7 +286,7 @@ impl Worker<'_> {
                     _ => now,
                 };
             }
-            if done || now - last_expire >= EXPIRE_EVERY_NS {
+            if done || now - last_expire >= expire_every_ns {
                 last_expire = now;
                 self.expire(now.saturating_sub(timeout_ns));
             }

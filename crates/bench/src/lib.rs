@@ -89,9 +89,10 @@ pub fn find_capacity(
     base.validate()?;
     settings.validate()?;
     let probe = probe::probe(base)?;
-    // Slots enough for twice the p99 limit (or 20 ms) of replies in flight, so that running
-    // out of slots (skipped sends, counted as loss) means the tracker is too slow.
-    let window_us = settings.limits.max_p99_us.unwrap_or(10_000).max(10_000) * 2;
+    // Slots enough for twice the p99 limit (at least 100 ms) of replies in flight: running out
+    // of slots (skipped sends, counted as loss) then means the tracker is too slow, and a short
+    // stall of either side shows as latency, which the p99 limit judges.
+    let window_us = (settings.limits.max_p99_us.unwrap_or(0) * 2).max(100_000);
     let sockets = base.threads * base.sockets_per_thread;
     let outcome = capacity::search(
         settings,
