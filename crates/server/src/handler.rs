@@ -1,7 +1,10 @@
 //! The sans-IO request handler: bytes, source address and time in; reply bytes out.
 //!
 //! [`RequestHandler::handle`] decides every protocol behaviour of fjord; the worker only moves
-//! datagrams between sockets and this function. One handler per worker: it owns that worker's
+//! datagrams between sockets and this function, or its batch form
+//! [`RequestHandler::handle_batch`], which answers the same way but in stages (parse and check
+//! every datagram, then prefetch the swarms of the batch's announces, then serve them), so that
+//! the store's cache misses of a batch overlap. One handler per worker: it owns that worker's
 //! counters, RNG, scratch vectors and cached access list; the store, the connection-id key and
 //! the access-list source are shared ([`Shared`]).
 //!
@@ -20,7 +23,7 @@ use crate::fjord_store;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
-use crate::fjord_store::{PeerStatus, PeerStore, SwarmCounts};
+use crate::fjord_store::{PeerStatus, PeerStore, Pinned, SwarmCounts, SwarmKey};
 use fjord_protocol::{
     AnnounceEvent, AnnounceRequest, AnnounceResponseHeader, ConnectResponse, ConnectionId,
     ErrorResponse, ParseLimits, Request, RequestError, ScrapeRequest, ScrapeStats, TransactionId,
@@ -110,9 +113,50 @@ pub struct RequestHandler {
     /// This worker's counters (plain integers; published by the worker).
     pub counters: Counters,
     rng: u64,
-    peers_v4: Vec<SocketAddrV4>,
-    peers_v6: Vec<SocketAddrV6>,
+    scratch: Scratch,
     rows: Vec<SwarmCounts>,
+    /// The current batch's announces that passed their checks, by datagram index, and
+    /// their swarms' keys (see `handle_batch`).
+    admitted: Vec<(usize, Admitted)>,
+    keys: Vec<SwarmKey>,
+}
+
+/// Peer lists the store fills, one per family (kept to avoid allocating per announce).
+struct Scratch {
+    v4: Vec<SocketAddrV4>,
+    v6: Vec<SocketAddrV6>,
+}
+
+/// Where a batch's replies go: buffers handed out one at a time, each committed (or not) as
+/// the reply to one datagram of the batch. The worker's is its send batch.
+pub trait ReplySink {
+    /// A buffer of at least [`MAX_REPLY`] bytes for the next reply, or `None` when full.
+    fn buf(&mut self) -> Option<&mut [u8]>;
+    /// Queues the first `len` bytes of the last buffer as the reply to datagram `j`.
+    fn commit(&mut self, j: usize, len: usize);
+}
+
+/// What the checks made of one datagram.
+enum Prepared {
+    /// Answered: this many bytes of the buffer.
+    Reply(usize),
+    /// Dropped (counted).
+    Silence,
+    /// An announce that passed its checks, waiting for the store.
+    Announce(Admitted),
+}
+
+/// An announce that passed its checks (connection id, access list), with what the store and
+/// the reply need of it: the datagram's bytes are not kept across the batch's stages.
+#[derive(Clone, Copy)]
+struct Admitted {
+    ip: IpAddr,
+    info_hash: [u8; 20],
+    tid: TransactionId,
+    left: i64,
+    event: fjord_store::AnnounceEvent,
+    num_want: i32,
+    port: u16,
 }
 
 impl RequestHandler {
@@ -123,22 +167,19 @@ impl RequestHandler {
             shared,
             counters: Counters::default(),
             rng: seed,
-            peers_v4: Vec::with_capacity(256),
-            peers_v6: Vec::with_capacity(128),
+            scratch: Scratch {
+                v4: Vec::with_capacity(256),
+                v6: Vec::with_capacity(128),
+            },
             rows: Vec::with_capacity(80),
+            admitted: Vec::with_capacity(64),
+            keys: Vec::with_capacity(64),
         }
     }
 
     /// The shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
-    }
-
-    /// wyrand: fast, non-cryptographic; only picks which peers to hand out.
-    fn next_random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(self.rng) * u128::from(self.rng ^ 0xe703_7ed1_a0b4_28db);
-        (t >> 64) as u64 ^ t as u64
     }
 
     /// Handles one datagram from `src` received at `now` (Unix seconds for connection ids, the
@@ -152,13 +193,89 @@ impl RequestHandler {
         bytes: &[u8],
         out: &mut [u8],
     ) -> Option<usize> {
+        match self.prepare(now, src, bytes, out) {
+            Prepared::Reply(n) => Some(n),
+            Prepared::Silence => None,
+            Prepared::Announce(a) => {
+                let store = &self.shared.store;
+                let (pinned, key) = (store.pin(), store.swarm_key(&a.info_hash));
+                let random = next_random(&mut self.rng);
+                let (c, s) = (&mut self.counters, &mut self.scratch);
+                serve_announce(
+                    c,
+                    s,
+                    &self.shared.settings,
+                    &pinned,
+                    &a,
+                    &key,
+                    now.store,
+                    random,
+                    out,
+                )
+            }
+        }
+    }
+
+    /// Handles the `n` datagrams `datagram(0..n)` received at `now`, answering each exactly as
+    /// [`RequestHandler::handle`] would, into `replies`; the batch's announces are served
+    /// after all its datagrams were checked, with their swarms prefetched in two passes (map
+    /// slots, then blocks) under one epoch pin. Replies to announces come after the others.
+    pub fn handle_batch<'d>(
+        &mut self,
+        now: Now,
+        n: usize,
+        datagram: impl Fn(usize) -> (SocketAddr, &'d [u8]),
+        replies: &mut impl ReplySink,
+    ) {
+        self.admitted.clear();
+        for j in 0..n {
+            let (src, bytes) = datagram(j);
+            let Some(out) = replies.buf() else { break };
+            match self.prepare(now, src, bytes, out) {
+                Prepared::Reply(len) => replies.commit(j, len),
+                Prepared::Silence => {}
+                Prepared::Announce(a) => self.admitted.push((j, a)),
+            }
+        }
+        if self.admitted.is_empty() {
+            return;
+        }
+        let pinned = self.shared.store.pin();
+        self.keys.clear();
+        self.keys
+            .extend(self.admitted.iter().map(|(_, a)| match a.ip {
+                IpAddr::V4(_) => pinned.prefetch_map::<SocketAddrV4>(&a.info_hash),
+                IpAddr::V6(_) => pinned.prefetch_map::<SocketAddrV6>(&a.info_hash),
+            }));
+        for ((_, a), key) in self.admitted.iter().zip(&self.keys) {
+            match a.ip {
+                IpAddr::V4(_) => pinned.prefetch_block::<SocketAddrV4>(key),
+                IpAddr::V6(_) => pinned.prefetch_block::<SocketAddrV6>(key),
+            }
+        }
+        for ((j, a), key) in self.admitted.iter().zip(&self.keys) {
+            let Some(out) = replies.buf() else { break };
+            let random = next_random(&mut self.rng);
+            let (c, s) = (&mut self.counters, &mut self.scratch);
+            let settings = &self.shared.settings;
+            if let Some(len) =
+                serve_announce(c, s, settings, &pinned, a, key, now.store, random, out)
+            {
+                replies.commit(*j, len);
+            }
+        }
+    }
+
+    /// Parses and checks one datagram: answers what needs no store (connects, errors,
+    /// scrapes), drops what must be dropped, and admits announces.
+    fn prepare(&mut self, now: Now, src: SocketAddr, bytes: &[u8], out: &mut [u8]) -> Prepared {
         let ip = canonical_ip(src.ip());
         let v = IpFamily::of(&ip);
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += bytes.len() as u64;
         let request = match Request::parse(bytes, &self.shared.settings.limits) {
             Ok(r) => r,
-            Err(e) => return self.parse_error(now.unix, ip, v, &e, out),
+            Err(e) => return reply(self.parse_error(now.unix, ip, v, &e, out)),
         };
         let reply = match request {
             Request::Connect(c) => {
@@ -177,9 +294,18 @@ impl RequestHandler {
                     .validator
                     .is_valid(a.connection_id.0, ip, now.unix)
                 {
-                    return self.silence(DropReason::BadConnectionId);
+                    return reply(self.silence(DropReason::BadConnectionId));
                 }
-                self.announce(now.store, ip, &a, out)
+                if !self.access.load().allows(&a.info_hash.0) {
+                    self.error_reply(
+                        a.transaction_id,
+                        ACCESS_DENIED_MESSAGE,
+                        ErrorReason::AccessDenied,
+                        out,
+                    )
+                } else {
+                    return Prepared::Announce(self.admit(ip, &a));
+                }
             }
             Request::Scrape(s) => {
                 self.count_request(Action::Scrape, v);
@@ -188,14 +314,16 @@ impl RequestHandler {
                     .validator
                     .is_valid(s.connection_id.0, ip, now.unix)
                 {
-                    return self.silence(DropReason::BadConnectionId);
+                    return reply(self.silence(DropReason::BadConnectionId));
                 }
                 self.scrape(ip, &s, out).map(|n| (n, Action::Scrape))
             }
         };
-        let (len, action) = reply?;
+        let Some((len, action)) = reply else {
+            return Prepared::Silence;
+        };
         self.counters.count_response(action, v);
-        Some(len)
+        Prepared::Reply(len)
     }
 
     fn count_request(&mut self, a: Action, v: IpFamily) {
@@ -253,21 +381,9 @@ impl RequestHandler {
         Some((n, Action::Error))
     }
 
-    fn announce(
-        &mut self,
-        now: u32,
-        ip: IpAddr,
-        a: &AnnounceRequest<'_>,
-        out: &mut [u8],
-    ) -> Option<(usize, Action)> {
-        if !self.access.load().allows(&a.info_hash.0) {
-            return self.error_reply(
-                a.transaction_id,
-                ACCESS_DENIED_MESSAGE,
-                ErrorReason::AccessDenied,
-                out,
-            );
-        }
+    /// Counts what an admitted announce says (client, completion) and keeps what the store
+    /// needs of it.
+    fn admit(&mut self, ip: IpAddr, a: &AnnounceRequest<'_>) -> Admitted {
         self.counters
             .clients
             .count(&a.peer_id.0, a.event == AnnounceEvent::Started);
@@ -280,42 +396,16 @@ impl RequestHandler {
         if event == fjord_store::AnnounceEvent::Completed {
             self.counters.completed += 1;
         }
-        let random = self.next_random();
-        // Disjoint field borrows: no reference-count traffic per packet.
-        let (s, store) = (&self.shared.settings, &self.shared.store);
-        let want = if a.num_want < 0 {
-            s.default_num_want
-        } else {
-            a.num_want
-        };
-        let interval = s.announce_interval;
         // The `ip` field of the request is ignored: the peer is the packet's source address.
-        let reply_header = |o: &fjord_store::AnnounceOutcome| {
-            header(a.transaction_id, interval, o.seeders, o.leechers)
-        };
-        let (status, n, peers) = match ip {
-            IpAddr::V4(ip4) => announce_in(
-                store,
-                a,
-                SocketAddrV4::new(ip4, a.port),
-                (event, want.min(s.max_num_want_v4), now, random),
-                &mut self.peers_v4,
-                |o, peers| write_announce_response_v4(out, &reply_header(o), peers.iter().copied()),
-            )?,
-            IpAddr::V6(ip6) => announce_in(
-                store,
-                a,
-                SocketAddrV6::new(ip6, a.port, 0, 0),
-                (event, want.min(s.max_num_want_v6), now, random),
-                &mut self.peers_v6,
-                |o, peers| write_announce_response_v6(out, &reply_header(o), peers.iter().copied()),
-            )?,
-        };
-        if let PeerStatus::NotStored(reason) = status {
-            self.counters.peers_not_stored[reason as usize] += 1;
+        Admitted {
+            ip,
+            info_hash: a.info_hash.0,
+            tid: a.transaction_id,
+            left: a.left,
+            event,
+            num_want: a.num_want,
+            port: a.port,
         }
-        self.counters.announce_peers.record(peers as u64);
-        Some((n, Action::Announce))
     }
 
     fn scrape(&mut self, ip: IpAddr, s: &ScrapeRequest<'_>, out: &mut [u8]) -> Option<usize> {
@@ -339,33 +429,94 @@ impl RequestHandler {
     }
 }
 
-/// One announce in the store for a peer of family `A`, and the reply written by `write`
-/// (which picks the entry size of that family). Returns (status, reply length, peers sent).
-fn announce_in<A: fjord_store::PeerAddress>(
-    store: &PeerStore,
-    a: &AnnounceRequest<'_>,
+/// wyrand: fast, non-cryptographic; only picks which peers to hand out.
+fn next_random(rng: &mut u64) -> u64 {
+    *rng = rng.wrapping_add(0xa076_1d64_78bd_642f);
+    let t = u128::from(*rng) * u128::from(*rng ^ 0xe703_7ed1_a0b4_28db);
+    (t >> 64) as u64 ^ t as u64
+}
+
+fn reply(r: Option<usize>) -> Prepared {
+    r.map_or(Prepared::Silence, Prepared::Reply)
+}
+
+/// Serves an admitted announce from the store and writes its reply (the peer entry size of
+/// the packet's family); counts the response, its peers and a peer not stored.
+#[allow(clippy::too_many_arguments)]
+fn serve_announce(
+    counters: &mut Counters,
+    scratch: &mut Scratch,
+    s: &HandlerSettings,
+    pinned: &Pinned<'_>,
+    a: &Admitted,
+    key: &SwarmKey,
+    now: u32,
+    random: u64,
+    out: &mut [u8],
+) -> Option<usize> {
+    let want = if a.num_want < 0 {
+        s.default_num_want
+    } else {
+        a.num_want
+    };
+    let hdr = |o: &fjord_store::AnnounceOutcome| {
+        header(a.tid, s.announce_interval, o.seeders, o.leechers)
+    };
+    let (status, n, peers, v) = match a.ip {
+        IpAddr::V4(ip4) => {
+            let peer = SocketAddrV4::new(ip4, a.port);
+            let (o, peers) = store_announce(
+                pinned,
+                a,
+                key,
+                peer,
+                want.min(s.max_num_want_v4),
+                now,
+                random,
+                &mut scratch.v4,
+            );
+            let n = write_announce_response_v4(out, &hdr(&o), peers.iter().copied()).ok()?;
+            (o.status, n, peers.len(), IpFamily::V4)
+        }
+        IpAddr::V6(ip6) => {
+            let peer = SocketAddrV6::new(ip6, a.port, 0, 0);
+            let (o, peers) = store_announce(
+                pinned,
+                a,
+                key,
+                peer,
+                want.min(s.max_num_want_v6),
+                now,
+                random,
+                &mut scratch.v6,
+            );
+            let n = write_announce_response_v6(out, &hdr(&o), peers.iter().copied()).ok()?;
+            (o.status, n, peers.len(), IpFamily::V6)
+        }
+    };
+    if let PeerStatus::NotStored(reason) = status {
+        counters.peers_not_stored[reason as usize] += 1;
+    }
+    counters.announce_peers.record(peers as u64);
+    counters.count_response(Action::Announce, v);
+    Some(n)
+}
+
+/// One announce in the store for a peer of family `A`; the peers to hand out, cut to `want`.
+#[allow(clippy::too_many_arguments)]
+fn store_announce<'v, A: fjord_store::PeerAddress>(
+    pinned: &Pinned<'_>,
+    a: &Admitted,
+    key: &SwarmKey,
     peer: A,
-    (event, want, now, random): (fjord_store::AnnounceEvent, i32, u32, u64),
-    scratch: &mut Vec<A>,
-    write: impl FnOnce(
-        &fjord_store::AnnounceOutcome,
-        &[A],
-    ) -> Result<usize, fjord_protocol::BufferTooSmall>,
-) -> Option<(PeerStatus, usize, usize)> {
-    scratch.clear();
-    let o = store.announce(
-        &a.info_hash.0,
-        peer,
-        a.left,
-        event,
-        want,
-        now,
-        random,
-        scratch,
-    );
+    want: i32,
+    now: u32,
+    random: u64,
+    scratch: &'v mut Vec<A>,
+) -> (fjord_store::AnnounceOutcome, &'v [A]) {
+    let o = pinned.announce(key, peer, a.left, a.event, want, now, random, scratch);
     scratch.truncate(want.max(0) as usize);
-    let n = write(&o, scratch).ok()?;
-    Some((o.status, n, scratch.len()))
+    (o, scratch)
 }
 
 fn sat_u32<T: TryInto<u32>>(v: T) -> u32 {

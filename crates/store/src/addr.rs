@@ -24,7 +24,7 @@ const SEEDER: u64 = 1 << 1;
 const REMOVED: u64 = 1 << 2;
 pub(crate) const STAMP_SHIFT: u32 = 3;
 const STAMP_BITS: u32 = 13;
-const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
+pub(crate) const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
 const PORT_SHIFT: u32 = 16;
 /// Identity of a peer inside the meta word: port and address (v4) or port, state and tag (v6).
 const KEY_MASK: u64 = !0xFFFF;
@@ -188,6 +188,17 @@ impl Meta {
     pub(crate) fn is_expired(self, now_stamp: u64, timeout_units: u64) -> bool {
         let age = now_stamp.wrapping_sub(self.stamp()) & STAMP_MASK;
         age > timeout_units && age < STAMP_RANGE - FUTURE_UNITS
+    }
+
+    /// Age in seconds at `now_stamp` (0 for a stamp from the future).
+    #[inline]
+    pub(crate) fn age_secs(self, now_stamp: u64) -> u32 {
+        let age = now_stamp.wrapping_sub(self.stamp()) & STAMP_MASK;
+        if age >= STAMP_RANGE - FUTURE_UNITS {
+            0
+        } else {
+            (age << STAMP_SHIFT) as u32
+        }
     }
     #[inline]
     fn port(self) -> u16 {

@@ -88,6 +88,13 @@ impl<'g> MapValue<'g> {
     fn same_target(self, other: MapValue<'_>) -> bool {
         self.0 & M_PTR == other.0 & M_PTR
     }
+    /// The address of the block a live value with tag `tag` names, without reading it (for
+    /// a prefetch); `None` for EMPTY, frozen, removed or another tag.
+    #[inline]
+    fn live_addr_with_tag(self, tag: u64) -> Option<usize> {
+        (!self.is_empty() && !self.is_frozen() && !self.is_removed() && self.tag() == tag)
+            .then_some((self.0 & M_PTR) as usize)
+    }
     /// The block a non-EMPTY value names (a live swarm's block or a corpse).
     #[inline]
     fn target(self, words: usize) -> Option<Block<'g>> {
@@ -529,4 +536,44 @@ impl Drop for Family {
             unsafe { free_map_table(t, words, &self.slab) };
         }
     }
+}
+
+/// Prefetches (the request pipeline's stages; see `pinned.rs`).
+impl Family {
+    /// Prefetches the home map slot of the swarm with hash `h`.
+    #[inline]
+    pub(crate) fn prefetch_map_slot(&self, h: u64, g: &Guard) {
+        if let Some(w) = self.map_table(Self::shard_of(h), g).probe(h).current() {
+            prefetch(std::ptr::from_ref(w));
+        }
+    }
+
+    /// Reads the home map slot of the swarm with hash `h` and, if it holds a live swarm with
+    /// that hash's tag, prefetches the block's first two cache lines (its header and, for
+    /// small blocks, its slots). Another swarm in the slot costs one wasted prefetch.
+    #[inline]
+    pub(crate) fn prefetch_block(&self, h: u64, g: &Guard) {
+        let Some(w) = self.map_table(Self::shard_of(h), g).probe(h).current() else {
+            return;
+        };
+        if let Some(a) = MapCell(w).load(Relaxed).live_addr_with_tag(tag_of(h)) {
+            let p = std::ptr::without_provenance::<u8>(a);
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
+        }
+    }
+}
+
+/// A hint to the CPU to bring the cache line of `p` close; never faults, changes nothing.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: prefetching has no effect on the program's semantics and never faults, even
+        // for an address that is not mapped or has no provenance (it is never dereferenced).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }

@@ -9,6 +9,7 @@
 //!   counts and `completed`;
 //! * [`migrate`]: the freeze-and-copy migration of a block (growth, compaction, the freeing of
 //!   an empty swarm) and the cleaner's visit of one swarm, which starts them;
+//! * [`snapshot`]: a shard's swarms for a snapshot, and the restoring of peers;
 //! * [`walk`]: test and debug walkers over the swarms of a family.
 //!
 //! Every view of a block or table here carries the lifetime of the epoch guard it was read
@@ -17,6 +18,7 @@
 mod map;
 mod migrate;
 mod peers;
+mod snapshot;
 mod walk;
 
 use std::sync::Arc;

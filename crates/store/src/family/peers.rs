@@ -73,7 +73,13 @@ impl Family {
     /// Counts one completion in the swarm (after the peer's slot turned seeder). A frozen
     /// counter belongs to a block being migrated: the completion goes to the successor, whose
     /// counter starts from the frozen value, so it is counted exactly once.
-    fn add_completed<'g>(&self, mut b: Block<'g>, stripe: usize, ctx: &Ctx, g: &'g Guard) {
+    pub(super) fn add_completed<'g>(
+        &self,
+        mut b: Block<'g>,
+        stripe: usize,
+        ctx: &Ctx,
+        g: &'g Guard,
+    ) {
         self.completed[stripe].fetch_add(1, Relaxed);
         loop {
             let c = &b.head().completed;
