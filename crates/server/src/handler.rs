@@ -5,7 +5,7 @@
 //! [`RequestHandler::handle_batch`], which answers the same way but in stages (parse and check
 //! every datagram, then prefetch the swarms of the batch's announces, then serve them), so that
 //! the store's cache misses of a batch overlap. One handler per worker: it owns that worker's
-//! counters, RNG, scratch vectors and cached access list; the store, the connection-id key and
+//! counters, RNG, and cached access list; the store, the connection-id key and
 //! the access-list source are shared ([`Shared`]).
 //!
 //! Rules, in order:
@@ -23,11 +23,11 @@ use crate::fjord_store;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
-use crate::fjord_store::{PeerStatus, PeerStore, Pinned, SwarmCounts, SwarmKey};
+use crate::fjord_store::{PeerSink, PeerStatus, PeerStore, Pinned, SwarmCounts, SwarmKey};
 use fjord_protocol::{
-    AnnounceEvent, AnnounceRequest, AnnounceResponseHeader, ConnectResponse, ConnectionId,
-    ErrorResponse, ParseLimits, Request, RequestError, ScrapeRequest, ScrapeStats, TransactionId,
-    write_announce_response_v4, write_announce_response_v6, write_scrape_response,
+    AnnounceEvent, AnnounceRequest, AnnounceResponseHeader, AnnounceResponseWriter,
+    ConnectResponse, ConnectionId, ErrorResponse, ParseLimits, PeerEntry, Request, RequestError,
+    ScrapeRequest, ScrapeStats, TransactionId, write_scrape_response,
 };
 
 use crate::access_list::{AccessListCache, AccessListSource};
@@ -113,18 +113,11 @@ pub struct RequestHandler {
     /// This worker's counters (plain integers; published by the worker).
     pub counters: Counters,
     rng: u64,
-    scratch: Scratch,
     rows: Vec<SwarmCounts>,
     /// The current batch's announces that passed their checks, by datagram index, and
     /// their swarms' keys (see `handle_batch`).
     admitted: Vec<(usize, Admitted)>,
     keys: Vec<SwarmKey>,
-}
-
-/// Peer lists the store fills, one per family (kept to avoid allocating per announce).
-struct Scratch {
-    v4: Vec<SocketAddrV4>,
-    v6: Vec<SocketAddrV6>,
 }
 
 /// Where a batch's replies go: buffers handed out one at a time, each committed (or not) as
@@ -167,10 +160,6 @@ impl RequestHandler {
             shared,
             counters: Counters::default(),
             rng: seed,
-            scratch: Scratch {
-                v4: Vec::with_capacity(256),
-                v6: Vec::with_capacity(128),
-            },
             rows: Vec::with_capacity(80),
             admitted: Vec::with_capacity(64),
             keys: Vec::with_capacity(64),
@@ -200,10 +189,8 @@ impl RequestHandler {
                 let store = &self.shared.store;
                 let (pinned, key) = (store.pin(), store.swarm_key(&a.info_hash));
                 let random = next_random(&mut self.rng);
-                let (c, s) = (&mut self.counters, &mut self.scratch);
                 serve_announce(
-                    c,
-                    s,
+                    &mut self.counters,
                     &self.shared.settings,
                     &pinned,
                     &a,
@@ -256,10 +243,8 @@ impl RequestHandler {
         for ((j, a), key) in self.admitted.iter().zip(&self.keys) {
             let Some(out) = replies.buf() else { break };
             let random = next_random(&mut self.rng);
-            let (c, s) = (&mut self.counters, &mut self.scratch);
-            let settings = &self.shared.settings;
-            if let Some(len) =
-                serve_announce(c, s, settings, &pinned, a, key, now.store, random, out)
+            let (c, settings) = (&mut self.counters, &self.shared.settings);
+            if let Some(len) = serve_announce(c, settings, &pinned, a, key, now.store, random, out)
             {
                 replies.commit(*j, len);
             }
@@ -445,7 +430,6 @@ fn reply(r: Option<usize>) -> Prepared {
 #[allow(clippy::too_many_arguments)]
 fn serve_announce(
     counters: &mut Counters,
-    scratch: &mut Scratch,
     s: &HandlerSettings,
     pinned: &Pinned<'_>,
     a: &Admitted,
@@ -459,41 +443,21 @@ fn serve_announce(
     } else {
         a.num_want
     };
-    let hdr = |o: &fjord_store::AnnounceOutcome| {
-        header(a.tid, s.announce_interval, o.seeders, o.leechers)
-    };
-    let (status, n, peers, v) = match a.ip {
+    let (o, n, peers, v) = match a.ip {
         IpAddr::V4(ip4) => {
             let peer = SocketAddrV4::new(ip4, a.port);
-            let (o, peers) = store_announce(
-                pinned,
-                a,
-                key,
-                peer,
-                want.min(s.max_num_want_v4),
-                now,
-                random,
-                &mut scratch.v4,
-            );
-            let n = write_announce_response_v4(out, &hdr(&o), peers.iter().copied()).ok()?;
-            (o.status, n, peers.len(), IpFamily::V4)
+            let want = want.min(s.max_num_want_v4);
+            let (o, n, p) = announce_into(s, pinned, a, key, peer, want, now, random, out)?;
+            (o, n, p, IpFamily::V4)
         }
         IpAddr::V6(ip6) => {
             let peer = SocketAddrV6::new(ip6, a.port, 0, 0);
-            let (o, peers) = store_announce(
-                pinned,
-                a,
-                key,
-                peer,
-                want.min(s.max_num_want_v6),
-                now,
-                random,
-                &mut scratch.v6,
-            );
-            let n = write_announce_response_v6(out, &hdr(&o), peers.iter().copied()).ok()?;
-            (o.status, n, peers.len(), IpFamily::V6)
+            let want = want.min(s.max_num_want_v6);
+            let (o, n, p) = announce_into(s, pinned, a, key, peer, want, now, random, out)?;
+            (o, n, p, IpFamily::V6)
         }
     };
+    let status = o.status;
     if let PeerStatus::NotStored(reason) = status {
         counters.peers_not_stored[reason as usize] += 1;
     }
@@ -502,9 +466,12 @@ fn serve_announce(
     Some(n)
 }
 
-/// One announce in the store for a peer of family `A`; the peers to hand out, cut to `want`.
+/// One announce in the store for a peer of family `A`, its reply written into `out` as the
+/// store selects the peers (no list in between): (outcome, reply length, peers handed out).
+/// `None` if `out` cannot hold a reply.
 #[allow(clippy::too_many_arguments)]
-fn store_announce<'v, A: fjord_store::PeerAddress>(
+fn announce_into<A: fjord_store::PeerAddress + PeerEntry>(
+    s: &HandlerSettings,
     pinned: &Pinned<'_>,
     a: &Admitted,
     key: &SwarmKey,
@@ -512,11 +479,24 @@ fn store_announce<'v, A: fjord_store::PeerAddress>(
     want: i32,
     now: u32,
     random: u64,
-    scratch: &'v mut Vec<A>,
-) -> (fjord_store::AnnounceOutcome, &'v [A]) {
-    let o = pinned.announce(key, peer, a.left, a.event, want, now, random, scratch);
-    scratch.truncate(want.max(0) as usize);
-    (o, scratch)
+    out: &mut [u8],
+) -> Option<(fjord_store::AnnounceOutcome, usize, usize)> {
+    let mut reply = ReplyPeers(AnnounceResponseWriter::new(out).ok()?);
+    let o = pinned.announce(key, peer, a.left, a.event, want, now, random, &mut reply);
+    let peers = reply.0.peers();
+    let hdr = header(a.tid, s.announce_interval, o.seeders, o.leechers);
+    Some((o, reply.0.finish(&hdr), peers))
+}
+
+/// The store's peer sink writing into a reply (`want` is capped so that every peer fits one
+/// datagram; one that would not is left out).
+struct ReplyPeers<'a, A>(AnnounceResponseWriter<'a, A>);
+
+impl<A: PeerEntry> PeerSink<A> for ReplyPeers<'_, A> {
+    #[inline]
+    fn push(&mut self, peer: A) {
+        self.0.push(&peer);
+    }
 }
 
 fn sat_u32<T: TryInto<u32>>(v: T) -> u32 {
