@@ -180,8 +180,16 @@ for round in $(seq 1 "$ROUNDS"); do
         per=$(awk -v r="$rps" -v c="$cpu" -v w=$((DURATION - WARMUP)) 'BEGIN { print (c > 0 ? r * w / c : 0) }')
         line=$(printf '%-15s %-22s %-12s round %d: %10.0f responses/s, server CPU %6.2f s, %10.0f per server CPU s, peak RSS %6.1f MiB' \
           "$mix" "$gen" "$t" "$round" "$rps" "$cpu" "$per" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')")
-        log "$line"
-        echo "$mix $gen $t $round $rps $cpu $per $rss" >>"$rows"
+        if awk -v r="$rps" 'BEGIN { exit !(r > 0) }'; then
+          log "$line"
+          echo "$mix $gen $t $round $rps $cpu $per $rss" >>"$rows"
+        else
+          # A generator that reports no responses failed (it printed no summary): say so, show
+          # its output, and keep the run out of the means rather than count it as zero.
+          log "$line  FAILED: the load generator reported no responses; the end of its output:"
+          tail -n 5 "$WORK/load.out" >&2 || true
+          echo "$mix $gen $t $round failed" >>"$WORK/failed"
+        fi
       done
     done
   done
@@ -191,6 +199,7 @@ done
   echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(uname -srm), $(nproc) CPUs; ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP PEERS=$PEERS TORRENTS=$TORRENTS; load $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "## every run: mix generator tracker round responses/s server-cpu-s per-server-cpu-s peak-rss-kB"
   sed 's/^/  /' "$rows"
+  [ -s "$WORK/failed" ] && { echo "## failed runs (left out of the means)"; sed 's/^/  /' "$WORK/failed"; }
   echo "## responses per server CPU second, mean over rounds, and the ratios"
   awk '{ k = $1 " " $2; resp[k, $3] += $5 * 1; cpu[k, $3] += $6; per[k, $3] += $7; n[k, $3]++; keys[k] = 1 }
     END {
