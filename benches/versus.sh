@@ -21,6 +21,7 @@
 #   TRACKERS="fjord aquatic_udp floor"   MIXES="announce-heavy client-like"
 #   LOADGENS="aquatic_udp_load_test fjord-bench"
 #   TRACKER_CPU=1  BENCH_CPU=0   PEERS=2000000  TORRENTS=1000000
+#   WORKERS=1 (fjord --workers, aquatic_udp socket_workers; give TRACKER_CPU a list, e.g. 0,1)
 #   FJORD=target/release/fjord (also BENCH, FLOOR)   SKIP_BUILD=0   RESULTS= (append here)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,6 +33,7 @@ TRACKERS=${TRACKERS:-"fjord aquatic_udp floor"}
 MIXES=${MIXES:-"announce-heavy client-like"}
 LOADGENS=${LOADGENS:-"aquatic_udp_load_test fjord-bench"}
 TRACKER_CPU=${TRACKER_CPU:-1}
+WORKERS=${WORKERS:-1}
 BENCH_CPU=${BENCH_CPU:-0}
 PEERS=${PEERS:-2000000}
 TORRENTS=${TORRENTS:-1000000}
@@ -84,12 +86,12 @@ start_tracker() { # name port -> TRACKER_PID
   local addr="127.0.0.1:$2"
   case $1 in
     fjord)
-      taskset -c "$TRACKER_CPU" "$FJORD" --listen "$addr" --workers 1 --no-metrics \
+      taskset -c "$TRACKER_CPU" "$FJORD" --listen "$addr" --workers "$WORKERS" --no-metrics \
         --log-level warn >"$WORK/tracker.log" 2>&1 &
       ;;
     aquatic_udp)
       aquatic_udp -p >"$WORK/aquatic.toml"
-      sed -i -e "s/^socket_workers = .*/socket_workers = 1/" \
+      sed -i -e "s/^socket_workers = .*/socket_workers = $WORKERS/" \
         -e "s/^address = .*/address = \"$addr\"/" "$WORK/aquatic.toml"
       taskset -c "$TRACKER_CPU" aquatic_udp -c "$WORK/aquatic.toml" >"$WORK/tracker.log" 2>&1 &
       ;;
@@ -196,7 +198,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 {
-  echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(uname -srm), $(nproc) CPUs; ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP PEERS=$PEERS TORRENTS=$TORRENTS; load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(uname -srm), $(nproc) CPUs; ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP PEERS=$PEERS TORRENTS=$TORRENTS WORKERS=$WORKERS TRACKER_CPU=$TRACKER_CPU BENCH_CPU=$BENCH_CPU; load $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "## every run: mix generator tracker round responses/s server-cpu-s per-server-cpu-s peak-rss-kB"
   sed 's/^/  /' "$rows"
   [ -s "$WORK/failed" ] && { echo "## failed runs (left out of the means)"; sed 's/^/  /' "$WORK/failed"; }
