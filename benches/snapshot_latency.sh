@@ -20,7 +20,7 @@ SECONDS_PER_RUN="${SECONDS_PER_RUN:-40}"
 RATE="${RATE:-20000}"
 INTERVAL="${INTERVAL:-10}"
 PORT="${PORT:-18969}"
-# FJORD, BENCH (release builds); the pinning variables are not used here.
+# FJORD, BENCH (release builds), wait_for_metrics; the pinning variables are not used here.
 . benches/release-binaries.sh
 cargo build --release -q -p fjord-benches --example snapshot_10m
 work=$(mktemp -d)
@@ -41,13 +41,7 @@ run_once() { # run_once INTERVAL_SECS -> one result line
     --state-dir "$state" -c <(printf '[state]\nsnapshot_interval_secs = %d\n' "$interval") \
     >"$work/stdout" 2>"$work/stderr" &
   fjord_pid=$!
-  local metrics=""
-  for _ in $(seq 600); do # the restore comes first: up to 60 s
-    metrics=$(sed -n 's|^fjord metrics on http://\(.*\)$|\1|p' "$work/stdout")
-    [ -n "$metrics" ] && break
-    kill -0 "$fjord_pid" 2>/dev/null || { cat "$work/stderr" >&2; exit 1; }
-    sleep 0.1 # polling interval
-  done
+  wait_for_metrics "$fjord_pid" "$work/stdout" "$work/stderr"
   local json
   json=$("$BENCH" "127.0.0.1:$PORT" --mode open --rate "$RATE" --duration "$SECONDS_PER_RUN" \
     --threads 1 --json --quiet 2>"$work/bench.err") || {
@@ -58,7 +52,7 @@ run_once() { # run_once INTERVAL_SECS -> one result line
   local body
   body=$(curl -s "http://$metrics")
   kill -TERM "$fjord_pid"
-  wait "$fjord_pid"
+  wait "$fjord_pid" || { echo "fjord exited $? on SIGTERM (interval $interval):" >&2; cat "$work/stderr" >&2; exit 1; }
   fjord_pid=""
   python3 - "$json" "$body" "$interval" <<'EOF'
 import json, sys

@@ -39,7 +39,7 @@ if [ "$WARMUP" -ge "$DURATION" ]; then
   echo "WARMUP ($WARMUP) must be shorter than DURATION ($DURATION)" >&2
   exit 2
 fi
-# FJORD, BENCH (release builds), pin_server, pin_bench.
+# FJORD, BENCH (release builds), pin_server, pin_bench, wait_for_metrics.
 . benches/release-binaries.sh
 
 work=$(mktemp -d)
@@ -69,14 +69,7 @@ EOF
 start_fjord() {
   "${pin_server[@]}" "$FJORD" -c "$work/fjord.toml" >"$work/stdout" 2>>"$work/stderr" &
   fjord_pid=$!
-  metrics=""
-  for _ in $(seq 600); do # up to 60 s (a large snapshot is restored before the first line)
-    metrics=$(sed -n 's|^fjord metrics on http://\(.*\)$|\1|p' "$work/stdout")
-    [ -n "$metrics" ] && break
-    kill -0 "$fjord_pid" 2>/dev/null || { cat "$work/stderr" >&2; exit 1; }
-    sleep 0.1 # polling interval
-  done
-  [ -n "$metrics" ] || { echo "fjord did not start" >&2; exit 1; }
+  wait_for_metrics "$fjord_pid" "$work/stdout" "$work/stderr"
 }
 
 # metric NAME_WITH_LABELS -> value (0 if absent)
