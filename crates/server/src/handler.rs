@@ -6,14 +6,19 @@
 //! the access-list source are shared ([`Shared`]).
 //!
 //! Rules, in order:
+//! 0. Rate: a datagram from a source prefix over its rate ([`crate::limiter`]) is dropped before
+//!    it is parsed (counted `rate_limited`), or, with `limits.backoff`, an announce with a valid
+//!    connection id gets a back-off reply (no peers, a long interval; 20 bytes).
 //! 1. Parse. Short, wrong protocol id, unknown action, client-sent error: silence (counted).
 //! 2. Connect: reply 16 bytes (never larger than the 16-byte request).
 //! 3. Anything else needs a valid connection id for the source IP; otherwise silence. Only
 //!    after that may a reply be larger than the request, or be an error.
 //! 4. Malformed with a valid id: a short error reply echoing the transaction id.
-//! 5. Announce: access list (denied: short error reply), then the store; the `ip` field is
-//!    ignored, the peer is (source IP, announced port), the entry size follows the packet's
-//!    family, `num_want` is capped per family.
+//! 5. Announce: access list (denied: short error reply, or a back-off reply), then store
+//!    admission ([`crate::admission`]: a prefix at its cap gets no new peer or swarm, and is
+//!    still answered), then the store; the `ip` field is ignored, the peer is (source IP,
+//!    announced port), the entry size follows the packet's family, `num_want` is capped per
+//!    family, the interval is the one in force ([`crate::adaptive_interval`]).
 //! 6. Scrape: one row per requested hash, in order, duplicates kept, cut to the configured max.
 
 use crate::fjord_store;
@@ -28,9 +33,12 @@ use fjord_protocol::{
 };
 
 use crate::access_list::{AccessListCache, AccessListSource};
-use crate::config::Config;
+use crate::adaptive_interval::AnnounceInterval;
+use crate::admission::{Admission, Refusal, Stored, Ticket, peer_lifetime_secs};
+use crate::config::{AdmissionConfig, Config, DeniedReply, LimitsConfig};
 use crate::connection_id::ConnectionIdValidator;
-use crate::counters::{Action, Counters, DropReason, ErrorReason, IpFamily};
+use crate::counters::{Action, BackoffReason, Counters, DropReason, ErrorReason, IpFamily};
+use crate::limiter::RateLimiter;
 use crate::worker::{Now, StoreClock};
 
 /// Room for one reply: the largest is 1,220 bytes (200 IPv4 peers).
@@ -42,8 +50,22 @@ pub const ACCESS_DENIED_MESSAGE: &str = "info hash not allowed";
 /// Protocol settings the handler needs (from [`Config`]).
 #[derive(Debug, Clone)]
 pub struct HandlerSettings {
-    /// Announce interval sent to clients, seconds.
+    /// Announce interval configured (`protocol.announce_interval_secs`), seconds.
     pub announce_interval: u32,
+    /// The interval in force, sent to clients (raised under load by the maintenance thread).
+    pub interval: AnnounceInterval,
+    /// Interval of back-off replies, seconds.
+    pub backoff_interval: u32,
+    /// What an announce for a refused info hash gets.
+    pub denied_reply: DeniedReply,
+    /// The rate limiter's settings (each handler builds its own limiter from them).
+    pub rate_limits: LimitsConfig,
+    /// Store admission's settings (each handler builds its own sketches from them).
+    pub admission: AdmissionConfig,
+    /// Seconds a peer may stay stored after its last announce (admission's window).
+    pub peer_lifetime_secs: u32,
+    /// Worker threads sharing the limits (each allows 1/workers of them).
+    pub workers: usize,
     /// Peers returned for a negative `num_want`.
     pub default_num_want: i32,
     /// Cap for IPv4 replies.
@@ -59,6 +81,17 @@ impl HandlerSettings {
     pub fn from_config(c: &Config) -> Self {
         HandlerSettings {
             announce_interval: c.protocol.announce_interval_secs,
+            interval: AnnounceInterval::new(c.protocol.announce_interval_secs),
+            backoff_interval: c.protocol.backoff_interval_secs,
+            denied_reply: c.access_list.denied_reply,
+            rate_limits: c.limits.clone(),
+            admission: c.admission.clone(),
+            peer_lifetime_secs: peer_lifetime_secs(
+                c.store.peer_timeout_secs,
+                c.store.clean_cycle_secs,
+                c.store.clean_interval_ms,
+            ),
+            workers: c.effective_workers(),
             default_num_want: c.protocol.default_num_want,
             max_num_want_v4: c.protocol.max_num_want_v4,
             max_num_want_v6: c.protocol.max_num_want_v6,
@@ -107,6 +140,10 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 pub struct RequestHandler {
     shared: Arc<Shared>,
     access: AccessListCache,
+    /// This worker's rate limiter (`None`: `limits.enabled = false`).
+    limiter: Option<RateLimiter>,
+    /// This worker's store admission (`None`: `admission.enabled = false`).
+    admission: Option<Admission>,
     /// This worker's counters (plain integers; published by the worker).
     pub counters: Counters,
     rng: u64,
@@ -118,8 +155,16 @@ pub struct RequestHandler {
 impl RequestHandler {
     /// A handler for one worker; `seed` seeds its peer-selection RNG.
     pub fn new(shared: Arc<Shared>, seed: u64) -> Self {
+        let s = &shared.settings;
         RequestHandler {
             access: shared.access.cache(),
+            limiter: RateLimiter::from_config(&s.rate_limits, s.workers),
+            admission: Admission::from_config(
+                &s.admission,
+                shared.store.config().max_peers,
+                s.peer_lifetime_secs,
+                s.workers,
+            ),
             shared,
             counters: Counters::default(),
             rng: seed,
@@ -156,6 +201,11 @@ impl RequestHandler {
         let v = IpFamily::of(&ip);
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += bytes.len() as u64;
+        if let Some(limiter) = &mut self.limiter
+            && !limiter.allows(ip, now.store)
+        {
+            return self.over_rate(now.unix, ip, v, bytes, out);
+        }
         let request = match Request::parse(bytes, &self.shared.settings.limits) {
             Ok(r) => r,
             Err(e) => return self.parse_error(now.unix, ip, v, &e, out),
@@ -200,6 +250,42 @@ impl RequestHandler {
 
     fn count_request(&mut self, a: Action, v: IpFamily) {
         self.counters.count_request(a, v);
+    }
+
+    /// A datagram from a source over its rate: silence, or (`limits.backoff`) a back-off reply
+    /// to an announce with a valid connection id.
+    #[cold]
+    fn over_rate(
+        &mut self,
+        now: u32,
+        ip: IpAddr,
+        v: IpFamily,
+        bytes: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        if self.shared.settings.rate_limits.backoff
+            && let Ok(Request::Announce(a)) = Request::parse(bytes, &self.shared.settings.limits)
+            && self.shared.validator.is_valid(a.connection_id.0, ip, now)
+        {
+            self.count_request(Action::Announce, v);
+            let (n, action) = self.backoff_reply(a.transaction_id, BackoffReason::RateLimited, out)?;
+            self.counters.count_response(action, v);
+            return Some(n);
+        }
+        self.silence(DropReason::RateLimited)
+    }
+
+    /// A valid announce reply with no peers and the back-off interval (20 bytes).
+    fn backoff_reply(
+        &mut self,
+        tid: TransactionId,
+        reason: BackoffReason,
+        out: &mut [u8],
+    ) -> Option<(usize, Action)> {
+        let h = header(tid, self.shared.settings.backoff_interval, 0u32, 0u32);
+        let n = write_announce_response_v4(out, &h, std::iter::empty()).ok()?;
+        self.counters.backoff_replies[reason as usize] += 1;
+        Some((n, Action::Announce))
     }
 
     /// Answers with silence, counted under `reason`.
@@ -261,12 +347,17 @@ impl RequestHandler {
         out: &mut [u8],
     ) -> Option<(usize, Action)> {
         if !self.access.load().allows(&a.info_hash.0) {
-            return self.error_reply(
-                a.transaction_id,
-                ACCESS_DENIED_MESSAGE,
-                ErrorReason::AccessDenied,
-                out,
-            );
+            return match self.shared.settings.denied_reply {
+                DeniedReply::Error => self.error_reply(
+                    a.transaction_id,
+                    ACCESS_DENIED_MESSAGE,
+                    ErrorReason::AccessDenied,
+                    out,
+                ),
+                DeniedReply::Backoff => {
+                    self.backoff_reply(a.transaction_id, BackoffReason::AccessDenied, out)
+                }
+            };
         }
         self.counters
             .clients
@@ -281,6 +372,7 @@ impl RequestHandler {
             self.counters.completed += 1;
         }
         let random = self.next_random();
+        let ticket = self.admission_ticket(ip, now);
         // Disjoint field borrows: no reference-count traffic per packet.
         let (s, store) = (&self.shared.settings, &self.shared.store);
         let want = if a.num_want < 0 {
@@ -288,34 +380,58 @@ impl RequestHandler {
         } else {
             a.num_want
         };
-        let interval = s.announce_interval;
+        let interval = s.interval.get();
+        let admission = self.admission.as_mut().zip(ticket);
         // The `ip` field of the request is ignored: the peer is the packet's source address.
-        let reply_header = |o: &fjord_store::AnnounceOutcome| {
-            header(a.transaction_id, interval, o.seeders, o.leechers)
-        };
-        let (status, n, peers) = match ip {
+        let reply_header = |seeders, leechers| header(a.transaction_id, interval, seeders, leechers);
+        let done = match ip {
             IpAddr::V4(ip4) => announce_in(
                 store,
                 a,
                 SocketAddrV4::new(ip4, a.port),
                 (event, want.min(s.max_num_want_v4), now, random),
-                &mut self.peers_v4,
-                |o, peers| write_announce_response_v4(out, &reply_header(o), peers.iter().copied()),
+                (&mut self.peers_v4, admission),
+                |seeders, leechers, peers| {
+                    write_announce_response_v4(out, &reply_header(seeders, leechers), peers.iter().copied())
+                },
             )?,
             IpAddr::V6(ip6) => announce_in(
                 store,
                 a,
                 SocketAddrV6::new(ip6, a.port, 0, 0),
                 (event, want.min(s.max_num_want_v6), now, random),
-                &mut self.peers_v6,
-                |o, peers| write_announce_response_v6(out, &reply_header(o), peers.iter().copied()),
+                (&mut self.peers_v6, admission),
+                |seeders, leechers, peers| {
+                    write_announce_response_v6(out, &reply_header(seeders, leechers), peers.iter().copied())
+                },
             )?,
         };
-        if let PeerStatus::NotStored(reason) = status {
-            self.counters.peers_not_stored[reason as usize] += 1;
+        match (done.refused, done.status) {
+            (Some(r), _) => self.counters.peers_not_admitted[r as usize] += 1,
+            (None, PeerStatus::NotStored(reason)) => {
+                self.counters.peers_not_stored[reason as usize] += 1
+            }
+            _ => {}
         }
-        self.counters.announce_peers.record(peers as u64);
-        Some((n, Action::Announce))
+        self.counters.announce_peers.record(done.peers as u64);
+        Some((done.len, Action::Announce))
+    }
+
+    /// Admission's look before the store call (`None` when admission is off); the store's
+    /// fill is read once per second.
+    #[inline]
+    fn admission_ticket(&mut self, ip: IpAddr, now: u32) -> Option<Ticket> {
+        let admission = self.admission.as_mut()?;
+        if admission.pressure_stale(now) {
+            let (stats, config) = (self.shared.store.stats(), self.shared.store.config());
+            let peers = stats.v4.seeders + stats.v4.leechers + stats.v6.seeders + stats.v6.leechers;
+            admission.set_fill(
+                now,
+                (peers, config.max_peers as u64),
+                (stats.v4.swarms + stats.v6.swarms, config.max_swarms as u64),
+            );
+        }
+        Some(admission.check(ip, now))
     }
 
     fn scrape(&mut self, ip: IpAddr, s: &ScrapeRequest<'_>, out: &mut [u8]) -> Option<usize> {
@@ -339,33 +455,86 @@ impl RequestHandler {
     }
 }
 
-/// One announce in the store for a peer of family `A`, and the reply written by `write`
-/// (which picks the entry size of that family). Returns (status, reply length, peers sent).
+/// What [`announce_in`] did.
+struct AnnounceDone {
+    /// The store's status for the peer (before an admission refusal removed it again).
+    status: PeerStatus,
+    /// Admission refused the new peer (it was removed again, or its swarm not created).
+    refused: Option<Refusal>,
+    /// Reply length.
+    len: usize,
+    /// Peers in the reply.
+    peers: usize,
+}
+
+/// One announce in the store for a peer of family `A`, admission's decision on it, and the
+/// reply written by `write(seeders, leechers, peers)` (which picks the entry size of that
+/// family).
+///
+/// A prefix over its cap does not create a swarm (an unknown swarm is answered empty without
+/// calling the store) and a peer it inserts is removed again at once; refreshing its existing
+/// peers is unaffected.
 fn announce_in<A: fjord_store::PeerAddress>(
     store: &PeerStore,
     a: &AnnounceRequest<'_>,
     peer: A,
     (event, want, now, random): (fjord_store::AnnounceEvent, i32, u32, u64),
-    scratch: &mut Vec<A>,
-    write: impl FnOnce(
-        &fjord_store::AnnounceOutcome,
-        &[A],
-    ) -> Result<usize, fjord_protocol::BufferTooSmall>,
-) -> Option<(PeerStatus, usize, usize)> {
+    (scratch, admission): (&mut Vec<A>, Option<(&mut Admission, Ticket)>),
+    write: impl FnOnce(u32, u32, &[A]) -> Result<usize, fjord_protocol::BufferTooSmall>,
+) -> Option<AnnounceDone> {
     scratch.clear();
-    let o = store.announce(
-        &a.info_hash.0,
-        peer,
-        a.left,
-        event,
-        want,
-        now,
-        random,
-        scratch,
-    );
+    let info_hash = &a.info_hash.0;
+    if let Some((_, t)) = &admission
+        && t.over_cap
+        && event != fjord_store::AnnounceEvent::Stopped
+    {
+        let c = store.scrape_one::<A>(info_hash);
+        if c.seeders == 0 && c.leechers == 0 {
+            return Some(AnnounceDone {
+                status: PeerStatus::NotStored(fjord_store::NotStoredReason::SwarmLimit),
+                refused: Some(Refusal::Prefix),
+                len: write(0, 0, &[]).ok()?,
+                peers: 0,
+            });
+        }
+    }
+    let o = store.announce(info_hash, peer, a.left, event, want, now, random, scratch);
     scratch.truncate(want.max(0) as usize);
-    let n = write(&o, scratch).ok()?;
-    Some((o.status, n, scratch.len()))
+    let refused = admission.and_then(|(adm, t)| {
+        let stored = match o.status {
+            PeerStatus::Inserted => Stored::Inserted,
+            PeerStatus::Updated => Stored::Updated,
+            PeerStatus::Removed | PeerStatus::NotStored(_) => Stored::Nothing,
+        };
+        let size = u64::from(o.seeders) + u64::from(o.leechers);
+        adm.after_store(&t, info_hash, stored, size, now)
+    });
+    let (mut seeders, mut leechers) = (o.seeders, o.leechers);
+    if refused.is_some() {
+        // Counted in the reply as it will be: without the peer removed below.
+        let count = if a.left == 0 { &mut seeders } else { &mut leechers };
+        *count = count.saturating_sub(1);
+    }
+    let n = write(seeders, leechers, scratch).ok()?;
+    let peers = scratch.len();
+    if refused.is_some() {
+        store.announce(
+            info_hash,
+            peer,
+            a.left,
+            fjord_store::AnnounceEvent::Stopped,
+            0,
+            now,
+            random,
+            scratch,
+        );
+    }
+    Some(AnnounceDone {
+        status: o.status,
+        refused,
+        len: n,
+        peers,
+    })
 }
 
 fn sat_u32<T: TryInto<u32>>(v: T) -> u32 {
