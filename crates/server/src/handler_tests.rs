@@ -775,3 +775,8 @@ fn announces_are_counted_by_client_software() {
     assert_eq!(count(Client::Other), (1, 1));
     assert_eq!(per.iter().map(|c| c.announces).sum::<u64>(), 4);
 }
+
+/// Issue 15: the rate limiter, store admission, back-off replies and the interval in force,
+/// through `handle`.
+#[path = "fairness_tests.rs"]
+mod fairness;
