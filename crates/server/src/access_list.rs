@@ -508,7 +508,10 @@ mod tests {
         let src = AccessListSource::new(AccessListMode::Deny, Some(path.clone())).unwrap();
         assert!(!src.reload_if_changed());
         std::fs::remove_file(&path).unwrap();
-        assert!(!src.reload_if_changed(), "seen once: wait for it to be stable");
+        assert!(
+            !src.reload_if_changed(),
+            "seen once: wait for it to be stable"
+        );
         assert!(src.reload_if_changed(), "the vanished file is noticed");
         assert_eq!((src.failed_reloads(), src.generation()), (1, 1));
         assert!(
@@ -540,7 +543,11 @@ mod tests {
         std::fs::write(&path, hashes(1000)).unwrap();
         let src = AccessListSource::new(AccessListMode::Allow, Some(path.clone())).unwrap();
         let full = hashes(1000);
-        let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
         for piece in full.as_bytes().chunks(4096) {
             std::io::Write::write_all(&mut file, piece).unwrap();
             assert!(!src.reload_if_changed(), "a growing file is not loaded");
@@ -565,7 +572,10 @@ mod tests {
             .with_max_shrink_fraction(0.2);
         std::fs::write(&path, hashes(700)).unwrap();
         let e = src.reload().unwrap_err();
-        assert!(e.to_string().contains("700 entries would replace 1000"), "{e}");
+        assert!(
+            e.to_string().contains("700 entries would replace 1000"),
+            "{e}"
+        );
         assert_eq!(src.refused(Refused::Shrink), 1);
         assert!(src.last_reload_failed());
         assert_eq!(src.current().len(), 1000, "the previous list stays");

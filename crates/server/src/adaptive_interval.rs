@@ -136,7 +136,13 @@ mod tests {
     }
 
     /// Feeds `rate` datagrams per second for `windows` windows of 10 s; returns the intervals.
-    fn run(c: &mut IntervalController, t: &mut u64, n: &mut u64, rate: u64, windows: usize) -> Vec<u32> {
+    fn run(
+        c: &mut IntervalController,
+        t: &mut u64,
+        n: &mut u64,
+        rate: u64,
+        windows: usize,
+    ) -> Vec<u32> {
         (0..windows)
             .map(|_| {
                 *t += 10_000;
@@ -151,7 +157,11 @@ mod tests {
         let (mut c, interval) = controller();
         let (mut t, mut n) = (0, 0);
         c.observe(t, n);
-        assert_eq!(run(&mut c, &mut t, &mut n, 500, 2), [1800, 1800], "below 800/s");
+        assert_eq!(
+            run(&mut c, &mut t, &mut n, 500, 2),
+            [1800, 1800],
+            "below 800/s"
+        );
         assert_eq!(
             run(&mut c, &mut t, &mut n, 900, 5),
             [2400, 3000, 3600, 3600, 3600],
@@ -163,7 +173,10 @@ mod tests {
         // 590/s: 708/s at 3000 s (below 720: one step down), 737/s at 2400 s (holds).
         assert_eq!(run(&mut c, &mut t, &mut n, 590, 2), [3000, 3000]);
         // Calm: back to the configured interval, never below.
-        assert_eq!(run(&mut c, &mut t, &mut n, 100, 4), [2400, 1800, 1800, 1800]);
+        assert_eq!(
+            run(&mut c, &mut t, &mut n, 100, 4),
+            [2400, 1800, 1800, 1800]
+        );
     }
 
     #[test]
@@ -172,7 +185,11 @@ mod tests {
         assert!(IntervalController::from_config(&c, 1800, AnnounceInterval::new(1800)).is_none());
         let (mut c, _) = controller();
         c.observe(0, 0);
-        assert_eq!(c.observe(9_999, 1_000_000), 1800, "the window has not ended");
+        assert_eq!(
+            c.observe(9_999, 1_000_000),
+            1800,
+            "the window has not ended"
+        );
         assert_eq!(c.observe(10_000, 1_000_000), 2400);
     }
 }

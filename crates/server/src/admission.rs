@@ -45,7 +45,11 @@ struct Line([u64; CELLS_PER_LINE]);
 /// A cell: generation (16 bits) | prev (24) | cur (24).
 #[inline]
 fn unpack(cell: u64, generation: u16) -> (u64, u64) {
-    let (g, prev, cur) = ((cell >> 48) as u16, (cell >> 24) & COUNT_MAX, cell & COUNT_MAX);
+    let (g, prev, cur) = (
+        (cell >> 48) as u16,
+        (cell >> 24) & COUNT_MAX,
+        cell & COUNT_MAX,
+    );
     match generation.wrapping_sub(g) {
         0 => (prev, cur),
         1 => (cur, 0),
@@ -263,7 +267,12 @@ impl Admission {
     }
 
     /// Records the store's fill at `now`: `peers` of `max_peers`, `swarms` of `max_swarms`.
-    pub fn set_fill(&mut self, now: u32, (peers, max_peers): (u64, u64), (swarms, max_swarms): (u64, u64)) {
+    pub fn set_fill(
+        &mut self,
+        now: u32,
+        (peers, max_peers): (u64, u64),
+        (swarms, max_swarms): (u64, u64),
+    ) {
         let fill = |used: u64, max: u64| used as f64 / max.max(1) as f64;
         self.under_pressure =
             fill(peers, max_peers).max(fill(swarms, max_swarms)) >= self.pressure_fill;
@@ -397,7 +406,8 @@ mod tests {
     /// `size`) after_store. True when the peer stays.
     fn insert(a: &mut Admission, src: IpAddr, info_hash: &[u8; 20], size: u64, now: u32) -> bool {
         let t = a.check(src, now);
-        a.after_store(&t, info_hash, Stored::Inserted, size, now).is_none()
+        a.after_store(&t, info_hash, Stored::Inserted, size, now)
+            .is_none()
     }
 
     #[test]
@@ -412,7 +422,9 @@ mod tests {
         let mut a = policy(100_000, 1); // prefix cap 1000, under pressure 100, swarm cap 8
         let now = 10;
         let flooder = ip(203, 0, 113, 9);
-        let admitted = (0..5000).filter(|&i| insert(&mut a, flooder, &hash(i), 1, now)).count();
+        let admitted = (0..5000)
+            .filter(|&i| insert(&mut a, flooder, &hash(i), 1, now))
+            .count();
         assert_eq!(admitted, 1000, "the prefix cap");
         // The same /24 is the same source; another /24 is not.
         assert!(a.check(ip(203, 0, 113, 200), now).over_cap);
@@ -427,7 +439,12 @@ mod tests {
         b.set_fill(now, (90_000, 100_000), (10, 1000));
         assert!(b.under_pressure());
         let src = ip(192, 0, 2, 1);
-        assert_eq!((0..1000).filter(|&i| insert(&mut b, src, &hash(i), 1, now)).count(), 100);
+        assert_eq!(
+            (0..1000)
+                .filter(|&i| insert(&mut b, src, &hash(i), 1, now))
+                .count(),
+            100
+        );
         b.set_fill(now + 1, (10, 100_000), (799, 1000));
         assert!(!b.under_pressure());
         b.set_fill(now + 2, (10, 100_000), (800, 1000));
@@ -441,10 +458,26 @@ mod tests {
         let src = ip(198, 51, 100, 1);
         let swarm = hash(0xee);
         // While the swarm is small, the pair is not counted.
-        assert_eq!((0..8).filter(|_| insert(&mut a, src, &swarm, 8, now)).count(), 8);
+        assert_eq!(
+            (0..8)
+                .filter(|_| insert(&mut a, src, &swarm, 8, now))
+                .count(),
+            8
+        );
         // Past the cap: 8 more, then refused.
-        assert_eq!((0..100).filter(|_| insert(&mut a, src, &swarm, 500, now)).count(), 8);
-        assert!(insert(&mut a, src, &hash(0xef), 500, now), "other swarms are open");
-        assert!(insert(&mut a, ip(198, 51, 101, 1), &swarm, 500, now), "and other prefixes");
+        assert_eq!(
+            (0..100)
+                .filter(|_| insert(&mut a, src, &swarm, 500, now))
+                .count(),
+            8
+        );
+        assert!(
+            insert(&mut a, src, &hash(0xef), 500, now),
+            "other swarms are open"
+        );
+        assert!(
+            insert(&mut a, ip(198, 51, 101, 1), &swarm, 500, now),
+            "and other prefixes"
+        );
     }
 }

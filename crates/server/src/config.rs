@@ -729,7 +729,10 @@ impl Config {
             ));
         }
         if m.max_peers_per_swarm == 0 {
-            return Err(invalid("admission.max_peers_per_swarm", "must be at least 1"));
+            return Err(invalid(
+                "admission.max_peers_per_swarm",
+                "must be at least 1",
+            ));
         }
         for (key, cells) in [
             ("admission.sketch_cells", m.sketch_cells),
@@ -749,7 +752,8 @@ impl Config {
                 "must be above 0 and at most 1",
             ));
         }
-        if d.max_interval_secs < self.protocol.announce_interval_secs || d.max_interval_secs > 86_400
+        if d.max_interval_secs < self.protocol.announce_interval_secs
+            || d.max_interval_secs > 86_400
         {
             return Err(invalid(
                 "adaptive_interval.max_interval_secs",

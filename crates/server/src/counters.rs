@@ -545,6 +545,9 @@ mod tests {
         }
         let mut n = 0;
         Counters::default().visit(|_| n += 1);
-        assert_eq!(n, 6 + 8 + 9 + 2 + 3 + 2 + 2 + 2 + 1 + 6 + 2 * Client::ALL.len() + 3);
+        assert_eq!(
+            n,
+            6 + 8 + 9 + 2 + 3 + 2 + 2 + 2 + 1 + 6 + 2 * Client::ALL.len() + 3
+        );
     }
 }

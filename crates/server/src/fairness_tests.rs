@@ -31,18 +31,25 @@ fn a_source_over_its_rate_gets_silence_and_others_are_served() {
     let id = connect(&mut h, flooder);
     let ann = Ann::new(id, 1).bytes();
     // The connect took one token: 99 more within the second.
-    let answered = (0..1000).filter(|_| call(&mut h, flooder, &ann).is_some()).count();
+    let answered = (0..1000)
+        .filter(|_| call(&mut h, flooder, &ann).is_some())
+        .count();
     assert_eq!(answered, 99);
     assert_eq!(h.counters.drops(DropReason::RateLimited), 901);
     // Other ports of the same address are the same source; other addresses are not.
-    assert_eq!(call(&mut h, v4([203, 0, 113, 1], 4001), &connect_bytes(1)), None);
+    assert_eq!(
+        call(&mut h, v4([203, 0, 113, 1], 4001), &connect_bytes(1)),
+        None
+    );
     let other = v4([203, 0, 113, 2], 4000);
     let id2 = connect(&mut h, other);
     assert!(call(&mut h, other, &Ann::new(id2, 1).bytes()).is_some());
     // Refused before parsing: not counted as requests.
     assert_eq!(h.counters.requests(Action::Announce, IpFamily::V4), 100);
     // One second later: the rate (10).
-    let n = (0..100).filter(|_| at(&mut h, NOW + 1, flooder, &ann).is_some()).count();
+    let n = (0..100)
+        .filter(|_| at(&mut h, NOW + 1, flooder, &ann).is_some())
+        .count();
     assert_eq!(n, 10);
 }
 
@@ -63,7 +70,13 @@ fn back_off_replies_go_only_to_authenticated_announces_over_the_rate() {
     let r = call(&mut h, src, &a.bytes()).expect("a back-off reply");
     assert_eq!(r.len(), 20, "no peers");
     assert_eq!(
-        (u32_at(&r, 0), u32_at(&r, 4), u32_at(&r, 8), u32_at(&r, 12), u32_at(&r, 16)),
+        (
+            u32_at(&r, 0),
+            u32_at(&r, 4),
+            u32_at(&r, 8),
+            u32_at(&r, 12),
+            u32_at(&r, 16)
+        ),
         (1, 0x5151, 7777, 0, 0)
     );
     assert_eq!(h.counters.backoff_replies(BackoffReason::RateLimited), 1);
@@ -93,10 +106,9 @@ fn a_forged_source_connect_flood_is_metered_per_victim_prefix() {
                 let host = (x >> 8) % victims;
                 let src = SocketAddr::from(([192, 0, 2, 0], 0));
                 let src = match src {
-                    SocketAddr::V4(_) => SocketAddr::from((
-                        [192, 0, 2, host as u8],
-                        (x & 0xffff) as u16,
-                    )),
+                    SocketAddr::V4(_) => {
+                        SocketAddr::from(([192, 0, 2, host as u8], (x & 0xffff) as u16))
+                    }
                     s => s,
                 };
                 let req = connect_bytes(x);
@@ -108,7 +120,15 @@ fn a_forged_source_connect_flood_is_metered_per_victim_prefix() {
                 }
             }
             // A legitimate client elsewhere is served throughout.
-            assert!(at(&mut h, NOW + second, v4([10, 9, 8, 7], 1), &connect_bytes(3)).is_some());
+            assert!(
+                at(
+                    &mut h,
+                    NOW + second,
+                    v4([10, 9, 8, 7], 1),
+                    &connect_bytes(3)
+                )
+                .is_some()
+            );
         }
         let share = burst + 9 * rate;
         assert!(
@@ -116,7 +136,10 @@ fn a_forged_source_connect_flood_is_metered_per_victim_prefix() {
             "/{prefix}: {replies} replies to the victim of 100,000 forged connects"
         );
         assert_eq!(reply_bytes, replies * 16);
-        assert!(reply_bytes * 100 < sent, "reflected {reply_bytes} of {sent} bytes");
+        assert!(
+            reply_bytes * 100 < sent,
+            "reflected {reply_bytes} of {sent} bytes"
+        );
         assert_eq!(h.counters.drops(DropReason::RateLimited), 100_000 - replies);
     }
 }
@@ -161,20 +184,39 @@ fn one_prefix_holds_at_most_its_share_of_the_store() {
     }
     assert_eq!(answered, 5000, "every announce is answered");
     assert_eq!(h.store_stats_v4_peers(), cap);
-    assert_eq!(h.shared().store.stats().v4.swarms, cap, "no swarm created beyond the cap");
-    assert_eq!(h.counters.peers_not_admitted(AdmissionRefusal::Prefix), 5000 - cap);
+    assert_eq!(
+        h.shared().store.stats().v4.swarms,
+        cap,
+        "no swarm created beyond the cap"
+    );
+    assert_eq!(
+        h.counters.peers_not_admitted(AdmissionRefusal::Prefix),
+        5000 - cap
+    );
     // Others are stored.
     for i in 0..100u8 {
-        announce(&mut h, v4([10, i, 0, 1], 6881), |a| a.hash = hash_of(1_000_000 + u32::from(i)));
+        announce(&mut h, v4([10, i, 0, 1], 6881), |a| {
+            a.hash = hash_of(1_000_000 + u32::from(i))
+        });
     }
     assert_eq!(h.store_stats_v4_peers(), cap + 100);
     // A refused peer in an existing swarm is answered with that swarm's peers and not kept.
     let joiner = v4([203, 0, 113, 7], 5555);
     let r = announce(&mut h, joiner, |a| a.hash = hash_of(1_000_000));
-    assert_eq!(peers_v4(&r), [SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 6881)]);
-    assert_eq!((u32_at(&r, 12), u32_at(&r, 16)), (1, 0), "the reply counts the swarm as it stays");
+    assert_eq!(
+        peers_v4(&r),
+        [SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 6881)]
+    );
+    assert_eq!(
+        (u32_at(&r, 12), u32_at(&r, 16)),
+        (1, 0),
+        "the reply counts the swarm as it stays"
+    );
     assert_eq!(h.store_stats_v4_peers(), cap + 100);
-    assert_eq!(h.counters.peers_not_admitted(AdmissionRefusal::Prefix), 5000 - cap + 1);
+    assert_eq!(
+        h.counters.peers_not_admitted(AdmissionRefusal::Prefix),
+        5000 - cap + 1
+    );
 }
 
 /// The store near its cap: prefixes holding more than the pressure share are refused first,
@@ -226,8 +268,14 @@ fn one_prefix_adds_a_bounded_number_of_peers_to_a_swarm() {
         });
     }
     let held = h.store_stats_v4_peers() - 20;
-    assert!((16..=32).contains(&held), "the /24 holds {held} peers of the swarm");
-    assert_eq!(h.counters.peers_not_admitted(AdmissionRefusal::Swarm), 1000 - held);
+    assert!(
+        (16..=32).contains(&held),
+        "the /24 holds {held} peers of the swarm"
+    );
+    assert_eq!(
+        h.counters.peers_not_admitted(AdmissionRefusal::Swarm),
+        1000 - held
+    );
     // Elsewhere it is still admitted.
     announce(&mut h, v4([203, 0, 113, 9], 1), |a| a.hash = hash_of(43));
     assert_eq!(h.store_stats_v4_peers(), 20 + held + 1);
@@ -244,12 +292,18 @@ fn a_denied_info_hash_can_get_a_back_off_reply() {
         a.tid = 0xabcd;
     });
     assert_eq!(r.len(), 20);
-    assert_eq!((u32_at(&r, 0), u32_at(&r, 4), u32_at(&r, 8)), (1, 0xabcd, 86_400));
+    assert_eq!(
+        (u32_at(&r, 0), u32_at(&r, 4), u32_at(&r, 8)),
+        (1, 0xabcd, 86_400)
+    );
     assert_eq!(h.counters.backoff_replies(BackoffReason::AccessDenied), 1);
     assert_eq!(h.counters.errors_sent(ErrorReason::AccessDenied), 0);
     assert_eq!(h.store_stats_v4_peers(), 0);
     // Unauthenticated: still silence.
-    assert_eq!(call(&mut h, v4([10, 0, 0, 1], 1), &Ann::new(1, 2).bytes()), None);
+    assert_eq!(
+        call(&mut h, v4([10, 0, 0, 1], 1), &Ann::new(1, 2).bytes()),
+        None
+    );
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! The sans-IO request handler: bytes, source address and time in; reply bytes out.
 //!
 //! [`RequestHandler::handle`] decides every protocol behaviour of fjord; the worker only moves
-//! datagrams between sockets and this function. One handler per worker: it owns that worker's
+//! datagrams between sockets and this function, or its batch form
+//! [`RequestHandler::handle_batch`], which answers the same way but in stages (parse and check
+//! every datagram, then prefetch the swarms of the batch's announces, then serve them), so that
+//! the store's cache misses of a batch overlap. One handler per worker: it owns that worker's
 //! counters, RNG, scratch vectors and cached access list; the store, the connection-id key and
 //! the access-list source are shared ([`Shared`]).
 //!
@@ -14,9 +17,9 @@
 //! 3. Anything else needs a valid connection id for the source IP; otherwise silence. Only
 //!    after that may a reply be larger than the request, or be an error.
 //! 4. Malformed with a valid id: a short error reply echoing the transaction id.
-//! 5. Announce: access list (denied: short error reply, or a back-off reply), then store
-//!    admission ([`crate::admission`]: a prefix at its cap gets no new peer or swarm, and is
-//!    still answered), then the store; the `ip` field is ignored, the peer is (source IP,
+//! 5. Announce: access list (denied: short error reply, or a back-off reply), then the store,
+//!    then store admission ([`crate::admission`]: a prefix at its cap gets no new peer or
+//!    swarm, and is still answered); the `ip` field is ignored, the peer is (source IP,
 //!    announced port), the entry size follows the packet's family, `num_want` is capped per
 //!    family, the interval is the one in force ([`crate::adaptive_interval`]).
 //! 6. Scrape: one row per requested hash, in order, duplicates kept, cut to the configured max.
@@ -25,7 +28,7 @@ use crate::fjord_store;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
-use crate::fjord_store::{PeerStatus, PeerStore, SwarmCounts};
+use crate::fjord_store::{PeerStatus, PeerStore, Pinned, SwarmCounts, SwarmKey};
 use fjord_protocol::{
     AnnounceEvent, AnnounceRequest, AnnounceResponseHeader, ConnectResponse, ConnectionId,
     ErrorResponse, ParseLimits, Request, RequestError, ScrapeRequest, ScrapeStats, TransactionId,
@@ -34,7 +37,7 @@ use fjord_protocol::{
 
 use crate::access_list::{AccessListCache, AccessListSource};
 use crate::adaptive_interval::AnnounceInterval;
-use crate::admission::{Admission, Refusal, Stored, Ticket, peer_lifetime_secs};
+use crate::admission::{Admission, Refusal, Stored, peer_lifetime_secs};
 use crate::config::{AdmissionConfig, Config, DeniedReply, LimitsConfig};
 use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Action, BackoffReason, Counters, DropReason, ErrorReason, IpFamily};
@@ -147,9 +150,50 @@ pub struct RequestHandler {
     /// This worker's counters (plain integers; published by the worker).
     pub counters: Counters,
     rng: u64,
-    peers_v4: Vec<SocketAddrV4>,
-    peers_v6: Vec<SocketAddrV6>,
+    scratch: Scratch,
     rows: Vec<SwarmCounts>,
+    /// The current batch's announces that passed their checks, by datagram index, and
+    /// their swarms' keys (see `handle_batch`).
+    admitted: Vec<(usize, Admitted)>,
+    keys: Vec<SwarmKey>,
+}
+
+/// Peer lists the store fills, one per family (kept to avoid allocating per announce).
+struct Scratch {
+    v4: Vec<SocketAddrV4>,
+    v6: Vec<SocketAddrV6>,
+}
+
+/// Where a batch's replies go: buffers handed out one at a time, each committed (or not) as
+/// the reply to one datagram of the batch. The worker's is its send batch.
+pub trait ReplySink {
+    /// A buffer of at least [`MAX_REPLY`] bytes for the next reply, or `None` when full.
+    fn buf(&mut self) -> Option<&mut [u8]>;
+    /// Queues the first `len` bytes of the last buffer as the reply to datagram `j`.
+    fn commit(&mut self, j: usize, len: usize);
+}
+
+/// What the checks made of one datagram.
+enum Prepared {
+    /// Answered: this many bytes of the buffer.
+    Reply(usize),
+    /// Dropped (counted).
+    Silence,
+    /// An announce that passed its checks, waiting for the store.
+    Announce(Admitted),
+}
+
+/// An announce that passed its checks (connection id, access list), with what the store and
+/// the reply need of it: the datagram's bytes are not kept across the batch's stages.
+#[derive(Clone, Copy)]
+struct Admitted {
+    ip: IpAddr,
+    info_hash: [u8; 20],
+    tid: TransactionId,
+    left: i64,
+    event: fjord_store::AnnounceEvent,
+    num_want: i32,
+    port: u16,
 }
 
 impl RequestHandler {
@@ -168,22 +212,19 @@ impl RequestHandler {
             shared,
             counters: Counters::default(),
             rng: seed,
-            peers_v4: Vec::with_capacity(256),
-            peers_v6: Vec::with_capacity(128),
+            scratch: Scratch {
+                v4: Vec::with_capacity(256),
+                v6: Vec::with_capacity(128),
+            },
             rows: Vec::with_capacity(80),
+            admitted: Vec::with_capacity(64),
+            keys: Vec::with_capacity(64),
         }
     }
 
     /// The shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
-    }
-
-    /// wyrand: fast, non-cryptographic; only picks which peers to hand out.
-    fn next_random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(self.rng) * u128::from(self.rng ^ 0xe703_7ed1_a0b4_28db);
-        (t >> 64) as u64 ^ t as u64
     }
 
     /// Handles one datagram from `src` received at `now` (Unix seconds for connection ids, the
@@ -197,6 +238,99 @@ impl RequestHandler {
         bytes: &[u8],
         out: &mut [u8],
     ) -> Option<usize> {
+        match self.prepare(now, src, bytes, out) {
+            Prepared::Reply(n) => Some(n),
+            Prepared::Silence => None,
+            Prepared::Announce(a) => {
+                self.refresh_pressure(now.store);
+                let store = &self.shared.store;
+                let (pinned, key) = (store.pin(), store.swarm_key(&a.info_hash));
+                let random = next_random(&mut self.rng);
+                let mut serve = Serve {
+                    counters: &mut self.counters,
+                    scratch: &mut self.scratch,
+                    admission: self.admission.as_mut(),
+                    settings: &self.shared.settings,
+                };
+                serve.announce(&pinned, &a, &key, now.store, random, out)
+            }
+        }
+    }
+
+    /// Handles the `n` datagrams `datagram(0..n)` received at `now`, answering each exactly as
+    /// [`RequestHandler::handle`] would, into `replies`; the batch's announces are served
+    /// after all its datagrams were checked, with their swarms prefetched in two passes (map
+    /// slots, then blocks) under one epoch pin. Replies to announces come after the others.
+    pub fn handle_batch<'d>(
+        &mut self,
+        now: Now,
+        n: usize,
+        datagram: impl Fn(usize) -> (SocketAddr, &'d [u8]),
+        replies: &mut impl ReplySink,
+    ) {
+        self.admitted.clear();
+        for j in 0..n {
+            let (src, bytes) = datagram(j);
+            let Some(out) = replies.buf() else { break };
+            match self.prepare(now, src, bytes, out) {
+                Prepared::Reply(len) => replies.commit(j, len),
+                Prepared::Silence => {}
+                Prepared::Announce(a) => self.admitted.push((j, a)),
+            }
+        }
+        if self.admitted.is_empty() {
+            return;
+        }
+        self.refresh_pressure(now.store);
+        let pinned = self.shared.store.pin();
+        self.keys.clear();
+        self.keys
+            .extend(self.admitted.iter().map(|(_, a)| match a.ip {
+                IpAddr::V4(_) => pinned.prefetch_map::<SocketAddrV4>(&a.info_hash),
+                IpAddr::V6(_) => pinned.prefetch_map::<SocketAddrV6>(&a.info_hash),
+            }));
+        for ((_, a), key) in self.admitted.iter().zip(&self.keys) {
+            match a.ip {
+                IpAddr::V4(_) => pinned.prefetch_block::<SocketAddrV4>(key),
+                IpAddr::V6(_) => pinned.prefetch_block::<SocketAddrV6>(key),
+            }
+        }
+        let mut serve = Serve {
+            counters: &mut self.counters,
+            scratch: &mut self.scratch,
+            admission: self.admission.as_mut(),
+            settings: &self.shared.settings,
+        };
+        for ((j, a), key) in self.admitted.iter().zip(&self.keys) {
+            let Some(out) = replies.buf() else { break };
+            let random = next_random(&mut self.rng);
+            if let Some(len) = serve.announce(&pinned, a, key, now.store, random, out) {
+                replies.commit(*j, len);
+            }
+        }
+    }
+
+    /// Admission looks at the store's fill once per store-clock second.
+    #[inline]
+    fn refresh_pressure(&mut self, now: u32) {
+        let Some(admission) = self.admission.as_mut() else {
+            return;
+        };
+        if !admission.pressure_stale(now) {
+            return;
+        }
+        let (stats, config) = (self.shared.store.stats(), self.shared.store.config());
+        let peers = stats.v4.seeders + stats.v4.leechers + stats.v6.seeders + stats.v6.leechers;
+        admission.set_fill(
+            now,
+            (peers, config.max_peers as u64),
+            (stats.v4.swarms + stats.v6.swarms, config.max_swarms as u64),
+        );
+    }
+
+    /// Parses and checks one datagram: answers what needs no store (connects, errors,
+    /// scrapes), drops what must be dropped, and admits announces.
+    fn prepare(&mut self, now: Now, src: SocketAddr, bytes: &[u8], out: &mut [u8]) -> Prepared {
         let ip = canonical_ip(src.ip());
         let v = IpFamily::of(&ip);
         self.counters.rx_packets += 1;
@@ -204,11 +338,11 @@ impl RequestHandler {
         if let Some(limiter) = &mut self.limiter
             && !limiter.allows(ip, now.store)
         {
-            return self.over_rate(now.unix, ip, v, bytes, out);
+            return reply(self.over_rate(now.unix, ip, v, bytes, out));
         }
         let request = match Request::parse(bytes, &self.shared.settings.limits) {
             Ok(r) => r,
-            Err(e) => return self.parse_error(now.unix, ip, v, &e, out),
+            Err(e) => return reply(self.parse_error(now.unix, ip, v, &e, out)),
         };
         let reply = match request {
             Request::Connect(c) => {
@@ -227,9 +361,23 @@ impl RequestHandler {
                     .validator
                     .is_valid(a.connection_id.0, ip, now.unix)
                 {
-                    return self.silence(DropReason::BadConnectionId);
+                    return reply(self.silence(DropReason::BadConnectionId));
                 }
-                self.announce(now.store, ip, &a, out)
+                if !self.access.load().allows(&a.info_hash.0) {
+                    match self.shared.settings.denied_reply {
+                        DeniedReply::Error => self.error_reply(
+                            a.transaction_id,
+                            ACCESS_DENIED_MESSAGE,
+                            ErrorReason::AccessDenied,
+                            out,
+                        ),
+                        DeniedReply::Backoff => {
+                            self.backoff_reply(a.transaction_id, BackoffReason::AccessDenied, out)
+                        }
+                    }
+                } else {
+                    return Prepared::Announce(self.admit(ip, &a));
+                }
             }
             Request::Scrape(s) => {
                 self.count_request(Action::Scrape, v);
@@ -238,14 +386,16 @@ impl RequestHandler {
                     .validator
                     .is_valid(s.connection_id.0, ip, now.unix)
                 {
-                    return self.silence(DropReason::BadConnectionId);
+                    return reply(self.silence(DropReason::BadConnectionId));
                 }
                 self.scrape(ip, &s, out).map(|n| (n, Action::Scrape))
             }
         };
-        let (len, action) = reply?;
+        let Some((len, action)) = reply else {
+            return Prepared::Silence;
+        };
         self.counters.count_response(action, v);
-        Some(len)
+        Prepared::Reply(len)
     }
 
     fn count_request(&mut self, a: Action, v: IpFamily) {
@@ -268,7 +418,8 @@ impl RequestHandler {
             && self.shared.validator.is_valid(a.connection_id.0, ip, now)
         {
             self.count_request(Action::Announce, v);
-            let (n, action) = self.backoff_reply(a.transaction_id, BackoffReason::RateLimited, out)?;
+            let (n, action) =
+                self.backoff_reply(a.transaction_id, BackoffReason::RateLimited, out)?;
             self.counters.count_response(action, v);
             return Some(n);
         }
@@ -339,26 +490,9 @@ impl RequestHandler {
         Some((n, Action::Error))
     }
 
-    fn announce(
-        &mut self,
-        now: u32,
-        ip: IpAddr,
-        a: &AnnounceRequest<'_>,
-        out: &mut [u8],
-    ) -> Option<(usize, Action)> {
-        if !self.access.load().allows(&a.info_hash.0) {
-            return match self.shared.settings.denied_reply {
-                DeniedReply::Error => self.error_reply(
-                    a.transaction_id,
-                    ACCESS_DENIED_MESSAGE,
-                    ErrorReason::AccessDenied,
-                    out,
-                ),
-                DeniedReply::Backoff => {
-                    self.backoff_reply(a.transaction_id, BackoffReason::AccessDenied, out)
-                }
-            };
-        }
+    /// Counts what an admitted announce says (client, completion) and keeps what the store
+    /// needs of it.
+    fn admit(&mut self, ip: IpAddr, a: &AnnounceRequest<'_>) -> Admitted {
         self.counters
             .clients
             .count(&a.peer_id.0, a.event == AnnounceEvent::Started);
@@ -371,67 +505,16 @@ impl RequestHandler {
         if event == fjord_store::AnnounceEvent::Completed {
             self.counters.completed += 1;
         }
-        let random = self.next_random();
-        let ticket = self.admission_ticket(ip, now);
-        // Disjoint field borrows: no reference-count traffic per packet.
-        let (s, store) = (&self.shared.settings, &self.shared.store);
-        let want = if a.num_want < 0 {
-            s.default_num_want
-        } else {
-            a.num_want
-        };
-        let interval = s.interval.get();
-        let admission = self.admission.as_mut().zip(ticket);
         // The `ip` field of the request is ignored: the peer is the packet's source address.
-        let reply_header = |seeders, leechers| header(a.transaction_id, interval, seeders, leechers);
-        let done = match ip {
-            IpAddr::V4(ip4) => announce_in(
-                store,
-                a,
-                SocketAddrV4::new(ip4, a.port),
-                (event, want.min(s.max_num_want_v4), now, random),
-                (&mut self.peers_v4, admission),
-                |seeders, leechers, peers| {
-                    write_announce_response_v4(out, &reply_header(seeders, leechers), peers.iter().copied())
-                },
-            )?,
-            IpAddr::V6(ip6) => announce_in(
-                store,
-                a,
-                SocketAddrV6::new(ip6, a.port, 0, 0),
-                (event, want.min(s.max_num_want_v6), now, random),
-                (&mut self.peers_v6, admission),
-                |seeders, leechers, peers| {
-                    write_announce_response_v6(out, &reply_header(seeders, leechers), peers.iter().copied())
-                },
-            )?,
-        };
-        match (done.refused, done.status) {
-            (Some(r), _) => self.counters.peers_not_admitted[r as usize] += 1,
-            (None, PeerStatus::NotStored(reason)) => {
-                self.counters.peers_not_stored[reason as usize] += 1
-            }
-            _ => {}
+        Admitted {
+            ip,
+            info_hash: a.info_hash.0,
+            tid: a.transaction_id,
+            left: a.left,
+            event,
+            num_want: a.num_want,
+            port: a.port,
         }
-        self.counters.announce_peers.record(done.peers as u64);
-        Some((done.len, Action::Announce))
-    }
-
-    /// Admission's look before the store call (`None` when admission is off); the store's
-    /// fill is read once per second.
-    #[inline]
-    fn admission_ticket(&mut self, ip: IpAddr, now: u32) -> Option<Ticket> {
-        let admission = self.admission.as_mut()?;
-        if admission.pressure_stale(now) {
-            let (stats, config) = (self.shared.store.stats(), self.shared.store.config());
-            let peers = stats.v4.seeders + stats.v4.leechers + stats.v6.seeders + stats.v6.leechers;
-            admission.set_fill(
-                now,
-                (peers, config.max_peers as u64),
-                (stats.v4.swarms + stats.v6.swarms, config.max_swarms as u64),
-            );
-        }
-        Some(admission.check(ip, now))
     }
 
     fn scrape(&mut self, ip: IpAddr, s: &ScrapeRequest<'_>, out: &mut [u8]) -> Option<usize> {
@@ -455,6 +538,98 @@ impl RequestHandler {
     }
 }
 
+/// wyrand: fast, non-cryptographic; only picks which peers to hand out.
+fn next_random(rng: &mut u64) -> u64 {
+    *rng = rng.wrapping_add(0xa076_1d64_78bd_642f);
+    let t = u128::from(*rng) * u128::from(*rng ^ 0xe703_7ed1_a0b4_28db);
+    (t >> 64) as u64 ^ t as u64
+}
+
+fn reply(r: Option<usize>) -> Prepared {
+    r.map_or(Prepared::Silence, Prepared::Reply)
+}
+
+/// What serving an admitted announce needs of the handler (disjoint borrows of its fields:
+/// no reference-count traffic per packet).
+struct Serve<'h> {
+    counters: &'h mut Counters,
+    scratch: &'h mut Scratch,
+    admission: Option<&'h mut Admission>,
+    settings: &'h HandlerSettings,
+}
+
+impl Serve<'_> {
+    /// Serves an admitted announce from the store and writes its reply (the peer entry size
+    /// of the packet's family, the interval in force); counts the response, its peers and a
+    /// peer not stored or not admitted.
+    fn announce(
+        &mut self,
+        pinned: &Pinned<'_>,
+        a: &Admitted,
+        key: &SwarmKey,
+        now: u32,
+        random: u64,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let s = self.settings;
+        let want = if a.num_want < 0 {
+            s.default_num_want
+        } else {
+            a.num_want
+        };
+        let interval = s.interval.get();
+        let hdr = |seeders, leechers| header(a.tid, interval, seeders, leechers);
+        let admission = self.admission.as_deref_mut();
+        let (done, v) = match a.ip {
+            IpAddr::V4(ip4) => (
+                announce_in(
+                    pinned,
+                    a,
+                    key,
+                    SocketAddrV4::new(ip4, a.port),
+                    (want.min(s.max_num_want_v4), now, random),
+                    (&mut self.scratch.v4, admission),
+                    |seeders, leechers, peers| {
+                        write_announce_response_v4(
+                            out,
+                            &hdr(seeders, leechers),
+                            peers.iter().copied(),
+                        )
+                    },
+                )?,
+                IpFamily::V4,
+            ),
+            IpAddr::V6(ip6) => (
+                announce_in(
+                    pinned,
+                    a,
+                    key,
+                    SocketAddrV6::new(ip6, a.port, 0, 0),
+                    (want.min(s.max_num_want_v6), now, random),
+                    (&mut self.scratch.v6, admission),
+                    |seeders, leechers, peers| {
+                        write_announce_response_v6(
+                            out,
+                            &hdr(seeders, leechers),
+                            peers.iter().copied(),
+                        )
+                    },
+                )?,
+                IpFamily::V6,
+            ),
+        };
+        let c = &mut *self.counters;
+        match (done.refused, done.status) {
+            (Some(r), _) => c.peers_not_admitted[r as usize] += 1,
+            (None, PeerStatus::NotStored(reason)) => c.peers_not_stored[reason as usize] += 1,
+            _ => {}
+        }
+        c.announce_peers.record(done.peers as u64);
+        c.count_response(Action::Announce, v);
+        Some(done.len)
+    }
+}
+
 /// What [`announce_in`] did.
 struct AnnounceDone {
     /// The store's status for the peer (before an admission refusal removed it again).
@@ -469,26 +644,26 @@ struct AnnounceDone {
 
 /// One announce in the store for a peer of family `A`, admission's decision on it, and the
 /// reply written by `write(seeders, leechers, peers)` (which picks the entry size of that
-/// family).
+/// family); the peers handed out are cut to `want`.
 ///
 /// A prefix over its cap does not create a swarm (an unknown swarm is answered empty without
 /// calling the store) and a peer it inserts is removed again at once; refreshing its existing
 /// peers is unaffected.
 fn announce_in<A: fjord_store::PeerAddress>(
-    store: &PeerStore,
-    a: &AnnounceRequest<'_>,
+    pinned: &Pinned<'_>,
+    a: &Admitted,
+    key: &SwarmKey,
     peer: A,
-    (event, want, now, random): (fjord_store::AnnounceEvent, i32, u32, u64),
-    (scratch, admission): (&mut Vec<A>, Option<(&mut Admission, Ticket)>),
+    (want, now, random): (i32, u32, u64),
+    (scratch, admission): (&mut Vec<A>, Option<&mut Admission>),
     write: impl FnOnce(u32, u32, &[A]) -> Result<usize, fjord_protocol::BufferTooSmall>,
 ) -> Option<AnnounceDone> {
-    scratch.clear();
-    let info_hash = &a.info_hash.0;
-    if let Some((_, t)) = &admission
+    let ticket = admission.as_ref().map(|adm| adm.check(a.ip, now));
+    if let Some(t) = &ticket
         && t.over_cap
-        && event != fjord_store::AnnounceEvent::Stopped
+        && a.event != fjord_store::AnnounceEvent::Stopped
     {
-        let c = store.scrape_one::<A>(info_hash);
+        let c = pinned.scrape_one::<A>(key.info_hash());
         if c.seeders == 0 && c.leechers == 0 {
             return Some(AnnounceDone {
                 status: PeerStatus::NotStored(fjord_store::NotStoredReason::SwarmLimit),
@@ -498,41 +673,37 @@ fn announce_in<A: fjord_store::PeerAddress>(
             });
         }
     }
-    let o = store.announce(info_hash, peer, a.left, event, want, now, random, scratch);
+    let o = pinned.announce(key, peer, a.left, a.event, want, now, random, scratch);
     scratch.truncate(want.max(0) as usize);
-    let refused = admission.and_then(|(adm, t)| {
+    let refused = admission.zip(ticket).and_then(|(adm, t)| {
         let stored = match o.status {
             PeerStatus::Inserted => Stored::Inserted,
             PeerStatus::Updated => Stored::Updated,
             PeerStatus::Removed | PeerStatus::NotStored(_) => Stored::Nothing,
         };
         let size = u64::from(o.seeders) + u64::from(o.leechers);
-        adm.after_store(&t, info_hash, stored, size, now)
+        adm.after_store(&t, key.info_hash(), stored, size, now)
     });
     let (mut seeders, mut leechers) = (o.seeders, o.leechers);
     if refused.is_some() {
         // Counted in the reply as it will be: without the peer removed below.
-        let count = if a.left == 0 { &mut seeders } else { &mut leechers };
+        let count = if a.left == 0 {
+            &mut seeders
+        } else {
+            &mut leechers
+        };
         *count = count.saturating_sub(1);
     }
-    let n = write(seeders, leechers, scratch).ok()?;
+    let len = write(seeders, leechers, scratch).ok()?;
     let peers = scratch.len();
     if refused.is_some() {
-        store.announce(
-            info_hash,
-            peer,
-            a.left,
-            fjord_store::AnnounceEvent::Stopped,
-            0,
-            now,
-            random,
-            scratch,
-        );
+        let stop = fjord_store::AnnounceEvent::Stopped;
+        pinned.announce(key, peer, a.left, stop, 0, now, random, scratch);
     }
     Some(AnnounceDone {
         status: o.status,
         refused,
-        len: n,
+        len,
         peers,
     })
 }

@@ -120,7 +120,10 @@ impl RateLimiter {
     /// `buckets` (rounded up to a power of two, at least eight) buckets of `burst` tokens (at
     /// least 1), `rate` added per second. Every bucket starts full.
     pub fn new(prefix: SourcePrefix, rate: u32, burst: u32, buckets: usize) -> Self {
-        let lines = buckets.div_ceil(BUCKETS_PER_LINE).max(1).next_power_of_two();
+        let lines = buckets
+            .div_ceil(BUCKETS_PER_LINE)
+            .max(1)
+            .next_power_of_two();
         let burst = burst.max(1);
         let full = Line([u64::from(burst) << 32; BUCKETS_PER_LINE]);
         RateLimiter {
@@ -187,7 +190,10 @@ mod tests {
         assert_eq!(p.key(a), p.key(b));
         assert_ne!(p.key(a), p.key(c));
         // IPv6 ::/64 (all zero) and IPv4 0.0.0.0 are different sources.
-        assert_ne!(p.key(IpAddr::V6(Ipv6Addr::UNSPECIFIED)), p.key(v4(0, 0, 0, 0)));
+        assert_ne!(
+            p.key(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            p.key(v4(0, 0, 0, 0))
+        );
         let exact = SourcePrefix::new(32, 128);
         assert_ne!(exact.key(v4(192, 0, 2, 1)), exact.key(v4(192, 0, 2, 2)));
     }
@@ -239,10 +245,16 @@ mod tests {
         for n in &heavy_allowed {
             assert!(*n <= 2 * share, "{heavy_allowed:?}");
         }
-        assert!(heavy_allowed.iter().sum::<u64>() >= 8 * share * 3 / 4, "{heavy_allowed:?}");
+        assert!(
+            heavy_allowed.iter().sum::<u64>() >= 8 * share * 3 / 4,
+            "{heavy_allowed:?}"
+        );
         // 16 of 512 buckets drained: about (16/512)² of the light sources, i.e. 2 of 2000; a
         // light source whose line holds a heavy one's two buckets has 1 in 28 odds of both.
-        assert!(light_refused <= 20, "{light_refused} of 2000 light sources refused");
+        assert!(
+            light_refused <= 20,
+            "{light_refused} of 2000 light sources refused"
+        );
     }
 
     #[test]
@@ -264,7 +276,10 @@ mod tests {
         }
         // The one-off sources that share a bucket with it take a few of its tokens.
         let share = 5000 + 9 * 500;
-        assert!((share * 99 / 100..=2 * share).contains(&heavy_allowed), "{heavy_allowed}");
+        assert!(
+            (share * 99 / 100..=2 * share).contains(&heavy_allowed),
+            "{heavy_allowed}"
+        );
         // A one-off source is refused only when its two buckets are the flooder's: 1 in
         // 8,192 lines × 28 pairs, i.e. ~4.4 of the million.
         assert!(one_off_refused <= 20, "{one_off_refused}");

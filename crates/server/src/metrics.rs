@@ -332,8 +332,7 @@ impl Exposition {
                     .set(f64::from(u8::from(file.last_reload_ok)));
             }
             metrics::gauge!("fjord_workers").set(*workers as f64);
-            metrics::gauge!("fjord_announce_interval_seconds")
-                .set(f64::from(announce_interval.0));
+            metrics::gauge!("fjord_announce_interval_seconds").set(f64::from(announce_interval.0));
             metrics::gauge!("fjord_announce_interval_base_seconds")
                 .set(f64::from(announce_interval.1));
             for (reason, n) in access_list_refused {

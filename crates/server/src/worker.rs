@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use crate::adaptive_interval::IntervalController;
 use crate::counters::{Counters, DropReason, IpFamily};
 use crate::fjord_store::{StoreConfig, StoreStats};
-use crate::handler::{RequestHandler, Shared};
+use crate::handler::{ReplySink, RequestHandler, Shared};
 use crate::stats::StatsCollector;
 
 /// Counters are published by each worker at least this often.
@@ -184,13 +184,20 @@ impl Worker {
                 *seen = total;
             }
             let now = self.handler.shared().clock.read();
-            for j in 0..n {
-                let d = self.rx.get(j);
-                let Some(buf) = self.tx.next_buf() else { break };
-                if let Some(len) = self.handler.handle(now, d.src, d.data, buf) {
-                    self.tx.push(len, d.src, d.dst);
-                }
-            }
+            let rx = &self.rx;
+            let mut replies = Replies {
+                tx: &mut self.tx,
+                rx,
+            };
+            self.handler.handle_batch(
+                now,
+                n,
+                |j| {
+                    let d = rx.get(j);
+                    (d.src, d.data)
+                },
+                &mut replies,
+            );
             if !self.tx.is_empty() {
                 let r = self.tx.send(socket, |_, _| {});
                 let c = &mut self.handler.counters;
@@ -202,6 +209,23 @@ impl Worker {
             }
         }
         true
+    }
+}
+
+/// A worker's send batch as the handler's reply sink (replies go back to the datagram's
+/// source, from the address it was sent to).
+struct Replies<'a> {
+    tx: &'a mut SendBatch,
+    rx: &'a RecvBatch,
+}
+
+impl ReplySink for Replies<'_> {
+    fn buf(&mut self) -> Option<&mut [u8]> {
+        self.tx.next_buf()
+    }
+    fn commit(&mut self, j: usize, len: usize) {
+        let d = self.rx.get(j);
+        self.tx.push(len, d.src, d.dst);
     }
 }
 

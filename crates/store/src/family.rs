@@ -1184,6 +1184,130 @@ impl Family {
     }
 }
 
+/// Snapshots (see `snapshot.rs`): a shard's swarms with their peers and ages, and restoring.
+impl Family {
+    /// Calls `f` with the info hash, completed count and live, unexpired peers (address,
+    /// seeder, age in seconds) of every swarm of shard `s`, as of `now_stamp`.
+    pub(crate) fn export_shard<A: PeerAddress>(
+        &self,
+        s: usize,
+        now_stamp: u64,
+        ctx: &Ctx,
+        g: &Guard,
+        peers: &mut Vec<(A, bool, u32)>,
+        f: &mut impl FnMut(&[u8; 20], u32, &[(A, bool, u32)]),
+    ) {
+        let t = self.map_table(s, g);
+        for i in 0..t.cap() {
+            let MapSlot::Live(b) = self.map_slot(t, i, g) else {
+                continue;
+            };
+            peers.clear();
+            for k in 0..b.cap() {
+                let m = b.word(k, 0).load(Acquire);
+                if is_live(self.fam, m) && !is_expired(m, now_stamp, ctx.timeout_units) {
+                    peers.push((
+                        A::decode(m, self.addr_words(b, k)),
+                        m & SEEDER != 0,
+                        age_secs(m, now_stamp),
+                    ));
+                }
+            }
+            f(b.info_hash(), Self::completed_of(b), peers);
+        }
+    }
+
+    /// Stores peer `pk` with `stamp` (restoring a snapshot); false if the store is full.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restore_peer(
+        &self,
+        ih: &[u8; 20],
+        h: u64,
+        pk: &PeerKey,
+        seeder: bool,
+        stamp: u64,
+        ctx: &Ctx,
+        g: &Guard,
+    ) -> bool {
+        loop {
+            let Some(sw) = self
+                .lookup(ih, h, ctx, g)
+                .or_else(|| self.get_or_insert(ih, h, ctx, g))
+            else {
+                return false;
+            };
+            match self
+                .upsert(sw, stripe_of(h), pk, seeder, false, stamp, ctx, g)
+                .0
+            {
+                Upsert::Inserted | Upsert::Updated => return true,
+                Upsert::Full => return false,
+                Upsert::Dead => continue,
+            }
+        }
+    }
+
+    /// Adds `n` completions to the swarm of `ih` (restoring a snapshot), if it exists.
+    pub(crate) fn restore_completed(&self, ih: &[u8; 20], h: u64, n: u32, ctx: &Ctx, g: &Guard) {
+        let stripe = stripe_of(h);
+        for _ in 0..n {
+            let Some(b) = self.lookup(ih, h, ctx, g) else {
+                return;
+            };
+            self.add_completed(b, stripe, ctx, g);
+        }
+    }
+}
+
+/// Age in seconds of a stored peer's stamp at `now_stamp` (0 for a stamp from the future).
+fn age_secs(m: u64, now_stamp: u64) -> u32 {
+    let age = now_stamp.wrapping_sub((m >> crate::addr::STAMP_SHIFT) & crate::addr::STAMP_MASK)
+        & crate::addr::STAMP_MASK;
+    if age >= crate::addr::STAMP_RANGE - crate::addr::FUTURE_UNITS {
+        0
+    } else {
+        (age << crate::addr::STAMP_SHIFT) as u32
+    }
+}
+
+/// Prefetches (the request pipeline's stages; see `pinned.rs`).
+impl Family {
+    /// Prefetches the home map slot of the swarm with hash `h`.
+    #[inline]
+    pub(crate) fn prefetch_map_slot(&self, h: u64, g: &Guard) {
+        let t = self.map_table((h as usize) & (SHARDS - 1), g);
+        prefetch(t.word(index(h, t.cap()), 0));
+    }
+
+    /// Reads the home map slot of the swarm with hash `h` and, if it holds a live swarm with
+    /// that hash's tag, prefetches the block's first two cache lines (its header and, for
+    /// small blocks, its slots). Another swarm in the slot costs one wasted prefetch.
+    #[inline]
+    pub(crate) fn prefetch_block(&self, h: u64, g: &Guard) {
+        let t = self.map_table((h as usize) & (SHARDS - 1), g);
+        let m = t.word(index(h, t.cap()), 0).load(Relaxed);
+        if m & (M_REMOVED | M_FROZEN) == 0 && m != 0 && m >> 48 == tag_of(h) {
+            let a = (m & M_PTR) as usize as *const u8;
+            prefetch(a);
+            prefetch(a.wrapping_add(64));
+        }
+    }
+}
+
+/// A hint to the CPU to bring the cache line of `p` close; never faults, changes nothing.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: prefetching has no effect on the program's semantics and never faults, even
+        // for an address that is not mapped (here it is one we read under the epoch pin).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Who publishes an IPv6 slot (the test hooks stall one or the other).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Publisher {

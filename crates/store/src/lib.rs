@@ -26,7 +26,9 @@ mod addr;
 mod block;
 mod clean;
 mod family;
+mod pinned;
 mod slab;
+mod snapshot;
 mod sync;
 mod table;
 #[cfg(test)]
@@ -35,10 +37,10 @@ mod test_hooks;
 mod tests;
 
 pub use addr::{IpFamily, PeerAddress};
+pub use pinned::{Pinned, SwarmKey};
 
-use addr::stamp_of;
 use crossbeam_utils::CachePadded;
-use family::{Ctx, Family, Remove, Upsert, info_hash_hash, stripe_of};
+use family::{Ctx, Family, info_hash_hash};
 use sync::{AtomicI64, Ordering::Relaxed, epoch};
 
 /// Limits and defaults of a [`PeerStore`].
@@ -318,14 +320,15 @@ impl PeerStore {
     }
 
     #[inline]
-    fn family<A: PeerAddress>(&self) -> &Family {
+    pub(crate) fn family<A: PeerAddress>(&self) -> &Family {
         match A::FAM {
             IpFamily::V4 => &self.fams[0],
             IpFamily::V6 => &self.fams[1],
         }
     }
 
-    /// Handles one announce.
+    /// Handles one announce (pins the epoch for it; see [`PeerStore::pin`] to handle many
+    /// under one pin, with prefetching).
     ///
     /// `now_secs`: seconds on the caller's monotonic clock. `random`: a fresh random u64 from
     /// the caller (the store has no RNG). `out` is cleared, then filled with the selected
@@ -345,79 +348,9 @@ impl PeerStore {
         random: u64,
         out: &mut Vec<A>,
     ) -> AnnounceOutcome {
-        out.clear();
-        let fam = self.family::<A>();
-        let ctx = &self.ctx;
-        let guard = epoch::pin();
-        let seeder = left == 0;
-        let now_stamp = stamp_of(now_secs);
-        let pk = peer.peer_key(ctx.seed);
-        let h = info_hash_hash(info_hash, ctx.seed);
-        let stripe = stripe_of(h);
-        let cap = match A::FAM {
-            IpFamily::V4 => self.config.max_num_want_v4,
-            IpFamily::V6 => self.config.max_num_want_v6,
-        };
-        let want = match event {
-            AnnounceEvent::Stopped => 0,
-            _ if num_want < 0 => self.config.default_num_want.min(cap),
-            _ => (num_want as usize).min(cap),
-        };
-        let zero = |status| AnnounceOutcome {
-            seeders: 0,
-            leechers: 0,
-            status,
-        };
-        loop {
-            let status;
-            let block = if event == AnnounceEvent::Stopped {
-                let Some(b) = fam.lookup(info_hash, h, ctx, &guard) else {
-                    return zero(PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped));
-                };
-                let (r, b) = fam.remove(b, stripe, &pk, ctx, &guard);
-                status = match r {
-                    Remove::Removed => PeerStatus::Removed,
-                    Remove::NotFound => PeerStatus::NotStored(NotStoredReason::UnknownPeerStopped),
-                    Remove::Dead => continue,
-                };
-                b
-            } else if peer.port() == 0 {
-                let Some(sw) = fam.lookup(info_hash, h, ctx, &guard) else {
-                    return zero(PeerStatus::NotStored(NotStoredReason::InvalidPort));
-                };
-                status = PeerStatus::NotStored(NotStoredReason::InvalidPort);
-                sw
-            } else {
-                let found = match fam.lookup(info_hash, h, ctx, &guard) {
-                    Some(sw) => Some(sw),
-                    None if ctx.peers.load(Relaxed) >= ctx.max_peers => {
-                        return zero(PeerStatus::NotStored(NotStoredReason::StoreFull));
-                    }
-                    None => fam.get_or_insert(info_hash, h, ctx, &guard),
-                };
-                let Some(sw) = found else {
-                    return zero(PeerStatus::NotStored(NotStoredReason::SwarmLimit));
-                };
-                // A finished download: `completed` with nothing left. Counted when the peer is
-                // new or was a leecher, so at most once per download (not per announce).
-                let completed = event == AnnounceEvent::Completed && seeder;
-                let (r, b) = fam.upsert(sw, stripe, &pk, seeder, completed, now_stamp, ctx, &guard);
-                status = match r {
-                    Upsert::Inserted => PeerStatus::Inserted,
-                    Upsert::Updated => PeerStatus::Updated,
-                    Upsert::Full => PeerStatus::NotStored(NotStoredReason::StoreFull),
-                    Upsert::Dead => continue,
-                };
-                b
-            };
-            fam.select(block, &pk, seeder, want, now_stamp, ctx, random, out);
-            let (seeders, leechers) = fam.counts(block);
-            return AnnounceOutcome {
-                seeders,
-                leechers,
-                status,
-            };
-        }
+        let key = self.swarm_key(info_hash);
+        self.pin()
+            .announce(&key, peer, left, event, num_want, now_secs, random, out)
     }
 
     /// Appends one row per hash, in request order, duplicates kept, zeros for unknown hashes.
@@ -432,7 +365,11 @@ impl PeerStore {
     }
 
     #[inline]
-    fn counts_in<A: PeerAddress>(&self, ih: &[u8; 20], guard: &epoch::Guard) -> SwarmCounts {
+    pub(crate) fn counts_in<A: PeerAddress>(
+        &self,
+        ih: &[u8; 20],
+        guard: &epoch::Guard,
+    ) -> SwarmCounts {
         let fam = self.family::<A>();
         match fam.lookup(ih, info_hash_hash(ih, self.ctx.seed), &self.ctx, guard) {
             Some(b) => {

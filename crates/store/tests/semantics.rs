@@ -734,3 +734,42 @@ fn clean_observed_reports_every_live_swarm_once_per_cycle() {
         ]
     );
 }
+
+#[test]
+fn staged_announces_under_one_pin_match_single_announces() {
+    let (staged, single) = (store(), store());
+    let mut out = Vec::new();
+    let ops: Vec<([u8; 20], SocketAddrV4, i64, AnnounceEvent)> = (0..200u32)
+        .map(|i| {
+            let ev = [
+                AnnounceEvent::Started,
+                AnnounceEvent::None,
+                AnnounceEvent::Stopped,
+            ][(i % 7 % 3) as usize];
+            ([(i % 13) as u8; 20], v4(i % 40), i64::from(i % 2), ev)
+        })
+        .collect();
+    for batch in ops.chunks(32) {
+        let pinned = staged.pin();
+        let keys: Vec<_> = batch
+            .iter()
+            .map(|(ih, ..)| pinned.prefetch_map::<SocketAddrV4>(ih))
+            .collect();
+        for k in &keys {
+            pinned.prefetch_block::<SocketAddrV4>(k);
+        }
+        for (k, &(ih, p, left, ev)) in keys.iter().zip(batch) {
+            assert_eq!(k.info_hash(), &ih);
+            let a = pinned.announce(k, p, left, ev, 50, T0, 1, &mut out);
+            let b = single.announce(&ih, p, left, ev, 50, T0, 1, &mut Vec::new());
+            assert_eq!(a, b);
+        }
+    }
+    for k in 0..13u8 {
+        assert_eq!(
+            staged.scrape_one::<SocketAddrV4>(&[k; 20]),
+            single.scrape_one::<SocketAddrV4>(&[k; 20])
+        );
+    }
+    assert_consistent(&staged);
+}

@@ -93,7 +93,9 @@ impl TrackerClient {
 
     /// A connection id (panics without a 16-byte connect reply).
     pub fn connect(&self) -> u64 {
-        let r = self.request(&connect_bytes(0x1234)).expect("connect answered");
+        let r = self
+            .request(&connect_bytes(0x1234))
+            .expect("connect answered");
         assert_eq!((r.len(), u32_at(&r, 0), u32_at(&r, 4)), (16, 0, 0x1234));
         u64::from_be_bytes(r[8..16].try_into().expect("8 bytes"))
     }

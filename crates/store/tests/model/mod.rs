@@ -174,18 +174,8 @@ impl Harness {
         } else if port0 {
             PeerStatus::NotStored(NotStoredReason::InvalidPort)
         } else if let Some(was) = present {
-            let sw = self.swarms.get_mut(&key)?;
-            if event == AnnounceEvent::Completed && seeder && !was.seeder {
-                sw.completed += 1;
-                self.completed_total += 1;
-            }
-            sw.peers.insert(
-                p,
-                PeerModel {
-                    last: self.now,
-                    seeder,
-                },
-            );
+            let done = event == AnnounceEvent::Completed && seeder && !was.seeder;
+            self.store_peer(key, p, seeder, done);
             PeerStatus::Updated
         } else if !exists && self.peer_count() >= self.max_peers {
             PeerStatus::NotStored(NotStoredReason::StoreFull)
@@ -194,18 +184,7 @@ impl Harness {
         } else if self.peer_count() >= self.max_peers {
             PeerStatus::NotStored(NotStoredReason::StoreFull)
         } else {
-            let sw = self.swarms.entry(key).or_default();
-            if event == AnnounceEvent::Completed && seeder {
-                sw.completed += 1;
-                self.completed_total += 1;
-            }
-            sw.peers.insert(
-                p,
-                PeerModel {
-                    last: self.now,
-                    seeder,
-                },
-            );
+            self.store_peer(key, p, seeder, event == AnnounceEvent::Completed && seeder);
             PeerStatus::Inserted
         };
         assert_eq!(
@@ -268,6 +247,18 @@ impl Harness {
             out.len()
         );
         Some(())
+    }
+
+    /// The model's side of a stored announce: the peer heard from now, with its flag, and a
+    /// completion if `completed`.
+    fn store_peer(&mut self, key: (u8, u8), p: u8, seeder: bool, completed: bool) {
+        let sw = self.swarms.entry(key).or_default();
+        if completed {
+            sw.completed += 1;
+            self.completed_total += 1;
+        }
+        let last = self.now;
+        sw.peers.insert(p, PeerModel { last, seeder });
     }
 
     fn call<A: PeerAddress + Into<SocketAddr>>(

@@ -1,0 +1,150 @@
+//! What the request pipeline's prefetching buys in the store: announces to random swarms of a
+//! store too large for the CPU caches, in batches of 32, one after the other
+//! (`PeerStore::announce`) against staged under one pin (`Pinned::prefetch_map`, then
+//! `prefetch_block`, then `announce`), alternating in rounds; ns per announce for each.
+//!
+//! `cargo run -p fjord-benches --release --example store_batch -- [swarms] [peers] [rounds]`
+//! (defaults: 1,000,000 swarms, 2,000,000 peers, as aquatic_udp_load_test's population; 10
+//! rounds of 2,000,000 announces each way). Every announce refreshes a stored peer of a
+//! uniformly random swarm (num_want 30), as the load generator's announce-heavy mix does.
+
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
+
+use fjord_store::{AnnounceEvent, PeerStore, StoreConfig};
+
+const BATCH: usize = 32;
+const NOW: u32 = 1_000;
+
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn info_hash(s: u64) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    for (k, c) in h.chunks_mut(8).enumerate() {
+        c.copy_from_slice(&mix(s * 3 + k as u64).to_le_bytes()[..c.len()]);
+    }
+    h
+}
+
+fn peer(s: u64, j: u64) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::from(mix(s ^ (j << 40)) as u32),
+        1024 + (j % 60_000) as u16,
+    )
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("number"))
+        .collect();
+    let swarms = args.first().copied().unwrap_or(1_000_000);
+    let peers = args.get(1).copied().unwrap_or(2_000_000);
+    let rounds = args.get(2).copied().unwrap_or(10);
+    let per_swarm = (peers / swarms).max(1);
+    let store = PeerStore::new(StoreConfig::default());
+    let mut out = Vec::new();
+    for s in 0..swarms {
+        for j in 0..per_swarm {
+            store.announce(
+                &info_hash(s),
+                peer(s, j),
+                1,
+                AnnounceEvent::Started,
+                0,
+                NOW,
+                0,
+                &mut out,
+            );
+        }
+    }
+    let hashes: Vec<[u8; 20]> = (0..swarms).map(info_hash).collect();
+    let n = 2_000_000usize;
+    let ops: Vec<(u64, u64)> = (0..n as u64)
+        .map(|i| (mix(i ^ 0x55) % swarms, mix(i ^ 0xaa) % per_swarm))
+        .collect();
+    println!(
+        "{swarms} swarms, {} peers; {n} announces per run in batches of {BATCH}",
+        swarms * per_swarm
+    );
+    let (mut seq_total, mut staged_total) = (0.0, 0.0);
+    for round in 0..rounds {
+        let t = Instant::now();
+        for &(s, j) in &ops {
+            black_box(store.announce(
+                &hashes[s as usize],
+                peer(s, j),
+                1,
+                AnnounceEvent::None,
+                30,
+                NOW,
+                s,
+                &mut out,
+            ));
+        }
+        let seq = t.elapsed().as_nanos() as f64 / n as f64;
+        let t = Instant::now();
+        let mut keys = Vec::with_capacity(BATCH);
+        for batch in ops.chunks(BATCH) {
+            let pinned = store.pin();
+            keys.clear();
+            keys.extend(
+                batch
+                    .iter()
+                    .map(|&(s, _)| pinned.prefetch_map::<SocketAddrV4>(&hashes[s as usize])),
+            );
+            for key in &keys {
+                pinned.prefetch_block::<SocketAddrV4>(key);
+            }
+            for (key, &(s, j)) in keys.iter().zip(batch) {
+                black_box(pinned.announce(
+                    key,
+                    peer(s, j),
+                    1,
+                    AnnounceEvent::None,
+                    30,
+                    NOW,
+                    s,
+                    &mut out,
+                ));
+            }
+        }
+        let staged = t.elapsed().as_nanos() as f64 / n as f64;
+        // The pin alone: one pin per batch, no prefetch.
+        let t = Instant::now();
+        for batch in ops.chunks(BATCH) {
+            let pinned = store.pin();
+            for &(s, j) in batch {
+                let key = store.swarm_key(&hashes[s as usize]);
+                black_box(pinned.announce(
+                    &key,
+                    peer(s, j),
+                    1,
+                    AnnounceEvent::None,
+                    30,
+                    NOW,
+                    s,
+                    &mut out,
+                ));
+            }
+        }
+        let pinned_only = t.elapsed().as_nanos() as f64 / n as f64;
+        println!(
+            "round {round}: one by one {seq:.1} ns, one pin per batch {pinned_only:.1} ns, staged {staged:.1} ns: {:.2}x",
+            seq / staged
+        );
+        seq_total += seq;
+        staged_total += staged;
+    }
+    println!(
+        "mean: one by one {:.1} ns, staged {:.1} ns: {:.2}x",
+        seq_total / rounds as f64,
+        staged_total / rounds as f64,
+        seq_total / staged_total
+    );
+}
