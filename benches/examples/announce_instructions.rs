@@ -10,6 +10,8 @@
 //!     target/release/examples/announce_instructions mix 200000
 //! ```
 //!
+//! `FJORD_CONFIG=path.toml` runs the handler with that configuration instead of the defaults.
+//!
 //! Peer ids: `mix` (a mix of real clients' prefixes, as fjord-bench sends), `one` (every peer
 //! `-qB4630-`), `garbage` (random bytes: every announce takes the decoder's slow path).
 //! 1,000 swarms of 50 peers are announced first (not measured); then `N` re-announces of those
@@ -120,7 +122,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_else(|| "mix".into());
     let n: usize = args.next().map_or(200_000, |s| s.parse().expect("N"));
-    let config = Config::default();
+    // FJORD_CONFIG: a configuration file (e.g. benches/load-test.toml: the per-source limiter
+    // and store admission off), to compare configurations of one build.
+    let config = match std::env::var_os("FJORD_CONFIG") {
+        Some(path) => Config::from_file(std::path::Path::new(&path)).expect("FJORD_CONFIG"),
+        None => Config::default(),
+    };
     let shared = Arc::new(Shared {
         store: Arc::new(PeerStore::new(config.store_config())),
         validator: ConnectionIdValidator::new([7; 16], 30),

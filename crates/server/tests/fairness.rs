@@ -704,3 +704,106 @@ fn an_access_list_rewritten_in_place_under_load_refuses_no_allowed_announce() {
     assert_eq!(acl.current().len(), 1000);
     assert!(answered > 100);
 }
+
+/// The kernel's drops on fjord's socket are counted: with a tiny receive buffer and a burst
+/// faster than the worker drains it, every datagram sent is either received or counted in
+/// `fjord_kernel_drops_total` (read from `SO_RXQ_OVFL` when the next datagram arrives).
+#[test]
+fn kernel_drops_on_the_socket_are_counted() {
+    let mut c = config(1);
+    c.network.socket_recv_buffer = 4096;
+    c.limits.enabled = false;
+    let server = start(c);
+    let addr = server.local_addrs()[0];
+    let senders: Vec<_> = (0..4u8)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let s = UdpSocket::bind((Ipv4Addr::new(127, 4, 0, k + 1), 0)).unwrap();
+                (0..20_000u32)
+                    .filter(|&i| s.send_to(&connect_bytes(i)[..8], addr).is_ok())
+                    .count() as u64
+            })
+        })
+        .collect();
+    let sent: u64 = senders.into_iter().map(|t| t.join().unwrap()).sum();
+    // One more datagram, answered: it carries the counter, and everything before it was read.
+    let probe = TrackerClient::new("127.4.1.1:0", addr, TIMEOUT);
+    probe.connect();
+    let counted = |c: &CountersSnapshot| c.kernel_drops(IpFamily::V4) + c.drops(DropReason::Short);
+    eventually(&server, "every datagram received or dropped", |c| {
+        counted(c) >= sent
+    });
+    let c = server.counters();
+    eprintln!(
+        "kernel drops: {sent} datagrams sent, {} received, {} dropped by the kernel",
+        c.drops(DropReason::Short),
+        c.kernel_drops(IpFamily::V4)
+    );
+    assert_eq!(counted(&c), sent);
+    assert!(
+        c.kernel_drops(IpFamily::V4) > 0,
+        "the burst overflowed the buffer"
+    );
+    assert_eq!(c.kernel_drops(IpFamily::V6), 0);
+}
+
+/// Under sustained load past `load_fraction × capacity` the interval sent rises a step per
+/// window and is exported as `fjord_announce_interval_seconds`; calm, it falls back.
+#[test]
+fn the_interval_in_force_rises_under_load_and_is_a_metric() {
+    let mut c = config(1);
+    c.metrics.enabled = true;
+    c.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    c.adaptive_interval.capacity_requests_per_sec = 100;
+    c.adaptive_interval.window_secs = 1;
+    c.adaptive_interval.step_secs = 600;
+    c.adaptive_interval.max_interval_secs = 3000;
+    let server = start(c);
+    let addr = server.local_addrs()[0];
+    let client = TrackerClient::new("127.7.0.1:0", addr, TIMEOUT);
+    let id = client.connect();
+    let interval_of = |tid| {
+        let r = client
+            .request(&announce_bytes(id, tid, [7; 20], 6881, 0, &[]))
+            .expect("announce answered");
+        u32_at(&r, 8)
+    };
+    assert_eq!(interval_of(1), 1800);
+    // ~1,000 datagrams a second (10 × the capacity) until the interval reaches the maximum.
+    let until = Instant::now() + 4 * TIMEOUT;
+    let mut seen = vec![1800];
+    let mut tid = 1;
+    while *seen.last().unwrap() < 3000 {
+        assert!(
+            Instant::now() < until,
+            "the interval did not rise: {seen:?}"
+        );
+        for _ in 0..10 {
+            tid += 1;
+            let i = interval_of(tid);
+            if i != *seen.last().unwrap() {
+                seen.push(i);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10)); // the load's pace
+    }
+    assert_eq!(
+        seen,
+        [1800, 2400, 3000],
+        "one step at a time, up to the maximum"
+    );
+    let metrics = server.metrics_addr().expect("metrics");
+    let (status, body) = support::http_get(metrics, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("fjord_announce_interval_seconds 3000"),
+        "{body}"
+    );
+    assert!(body.contains("fjord_announce_interval_base_seconds 1800"));
+    // Calm: back down a step per window, to the configured interval.
+    let until = Instant::now() + 4 * TIMEOUT;
+    while interval_of(0) > 1800 {
+        assert!(Instant::now() < until, "the interval did not fall back");
+        std::thread::sleep(Duration::from_millis(200)); // a calm client's pace
+    }
+}
