@@ -7,8 +7,10 @@ use crate::counters::{AdmissionRefusal, BackoffReason};
 
 /// Defaults, with the limiter's rate and burst for one worker given.
 fn limited(rate: u32, burst: u32) -> Config {
-    let mut c = Config::default();
-    c.workers = 1;
+    let mut c = Config {
+        workers: 1,
+        ..Config::default()
+    };
     c.limits.requests_per_sec = rate;
     c.limits.burst = burst;
     c.admission.enabled = false;
@@ -147,8 +149,10 @@ fn a_forged_source_connect_flood_is_metered_per_victim_prefix() {
 /// Defaults, admission on with a small store, the limiter off (these tests send many
 /// announces from one /24 in no time).
 fn admitting(max_peers: usize, share: f64, per_swarm: u32) -> Config {
-    let mut c = Config::default();
-    c.workers = 1;
+    let mut c = Config {
+        workers: 1,
+        ..Config::default()
+    };
     c.limits.enabled = false;
     c.store.max_peers = max_peers;
     c.admission.max_prefix_share = share;
