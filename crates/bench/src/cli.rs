@@ -3,26 +3,45 @@
 //! Options whose default depends on `--profile` are `Option`s here and resolved in
 //! [`Cli::to_config`]; their help text names both defaults.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::capacity::SearchSettings;
 use crate::config::{BenchConfig, LoadMode, Mix, PopulationConfig};
 use crate::population::{EventModel, SwarmDistribution};
+use crate::target::{AddrFamily, Target};
+use crate::thresholds::{Thresholds, parse_fraction, parse_latency_us};
 
-/// Load-test any BEP 15 (UDP) BitTorrent tracker.
+/// Load-test any BEP 15 (UDP) BitTorrent tracker, or find its capacity.
 ///
 /// Simulates N peers over M swarms, sends connect / announce / scrape requests from many
 /// sockets (several loopback source addresses against a 127.x target, so SO_REUSEPORT
 /// spreads the load), refreshes connection ids before they expire, validates every reply and
-/// reports responses/s, loss and latency. Exit status: 0 on success, 1 on errors, 2 if any
-/// reply was malformed, 3 if no valid reply arrived at all.
+/// reports responses/s, loss and latency, with a per-second series. `--mode capacity`
+/// searches for the highest rate the tracker answers within --max-loss and --max-p99.
+///
+/// Exit status: 0 on success, 1 on errors, 2 if any reply was malformed, 3 if no valid
+/// reply arrived (or nothing answered the first connects), 4 if a limit (--max-loss,
+/// --max-p99, --max-p999, --min-rate) was broken or no rate passed a capacity search. The
+/// reason is the last line on stderr.
 #[derive(Debug, Parser, Clone, PartialEq)]
-#[command(name = "fjord-bench", version, about, long_about)]
+#[command(name = "fjord-bench", version = crate::report::VERSION, about, long_about)]
 pub struct Cli {
-    /// Tracker address, HOST:PORT (IPv4 or IPv6, e.g. `127.0.0.1:6969` or `[::1]:6969`).
+    /// The tracker: `udp://HOST:PORT[/PATH]` as torrent files list it (the path and query are
+    /// sent in every announce as BEP 41 URL data), or HOST:PORT. HOST is a name, an IPv4
+    /// address or an IPv6 address in brackets (`udp://[2001:db8::1]:6969/announce`).
     pub target: String,
+
+    /// Use the target name's IPv4 address.
+    #[arg(short = '4', long, conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Use the target name's IPv6 address.
+    #[arg(short = '6', long)]
+    pub ipv6: bool,
 
     /// Preset population and request mix. "fjord": Zipf swarms and a client-like mix (the
     /// defaults below). "aquatic": the defaults of aquatic_udp_load_test 0.9 (2,000,000 peers
@@ -33,10 +52,18 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Profile::Fjord)]
     pub profile: Profile,
 
-    /// Run for this many seconds (sending stops, then outstanding replies are awaited).
-    /// Default 10 unless --requests is given.
+    /// Run for this many seconds (sending stops, then outstanding replies are awaited);
+    /// in capacity mode, the length of each step. Default 10 (capacity mode: 5) unless
+    /// --requests is given.
     #[arg(long, short = 'd', value_name = "SECONDS")]
     pub duration: Option<f64>,
+
+    /// Leave the requests sent in the first SECONDS out of the summary and the limits (they
+    /// stay in the per-second series): caches, connection ids and socket buffers settle
+    /// first. Default: 2 s, at most a fifth of --duration (capacity mode: 1 s per step, at
+    /// most a fifth); 0 with --requests alone.
+    #[arg(long, value_name = "SECONDS")]
+    pub warmup: Option<f64>,
 
     /// Stop after sending this many requests in total (connects included). With --duration
     /// too, whichever limit is reached first ends the run.
@@ -57,12 +84,17 @@ pub struct Cli {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=254))]
     pub sources: u8,
 
-    /// Bind every socket to this source address instead of choosing automatically.
-    #[arg(long, value_name = "IP")]
-    pub bind: Option<IpAddr>,
+    /// Bind the sockets to these source addresses instead of choosing automatically (socket
+    /// i uses address i mod N; repeat the option or separate by commas). Against a remote
+    /// tracker, several addresses spread the load over its receive queues and SO_REUSEPORT
+    /// sockets.
+    #[arg(long, value_name = "IP", value_delimiter = ',')]
+    pub bind: Vec<IpAddr>,
 
-    /// Pacing. "closed": send whenever a reply frees an in-flight slot (measures capacity).
-    /// "open": send at --rate regardless of replies (measures latency below saturation).
+    /// Pacing. "closed": send whenever a reply frees an in-flight slot (the most it answers
+    /// with --in-flight outstanding). "open": send at --rate regardless of replies (latency
+    /// at a given load). "capacity": open-loop steps from --start-rate up (bisecting at the
+    /// end) to the highest rate answered within --max-loss and --max-p99: the capacity.
     #[arg(long, value_enum, default_value_t = Mode::Closed)]
     pub mode: Mode,
 
@@ -176,9 +208,60 @@ pub struct Cli {
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
 
-    /// Print the final report as JSON on stdout instead of a table.
+    /// Print the final report as JSON on stdout instead of a table (with the version,
+    /// command line, settings, seed and per-second series, so it is reproducible).
     #[arg(long)]
     pub json: bool,
+
+    /// Write the per-second series as CSV to FILE (capacity mode: every step's seconds,
+    /// with the step and its rate in the first columns).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Capacity mode: write the capacity curve (one row per step) as CSV to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub curve_csv: Option<PathBuf>,
+
+    /// Draw the run to FILE.svg or FILE.png: throughput and latency percentiles over time;
+    /// in capacity mode the capacity curve, latency against rate and the search over time.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// Fail (exit 4) if more than this fraction of requests got no reply in time: `1%` or
+    /// `0.01`. Capacity mode: a step's limit [default there: 1%].
+    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
+    pub max_loss: Option<f64>,
+
+    /// Fail (exit 4) if the 99th-percentile latency exceeds this: `500us`, `5ms`, `1s` (a
+    /// bare number is ms). Capacity mode: a step's limit [default there: 10ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_latency_us)]
+    pub max_p99: Option<u64>,
+
+    /// Fail (exit 4) if the 99.9th-percentile latency exceeds this (as --max-p99).
+    #[arg(long, value_name = "DURATION", value_parser = parse_latency_us)]
+    pub max_p999: Option<u64>,
+
+    /// Fail (exit 4) if fewer valid replies per second arrived (capacity mode: if the
+    /// capacity found is lower).
+    #[arg(long, value_name = "PER_SECOND")]
+    pub min_rate: Option<f64>,
+
+    /// Capacity mode: rate of the first step, requests/s.
+    #[arg(long, default_value_t = 10_000.0, value_name = "PER_SECOND")]
+    pub start_rate: f64,
+
+    /// Capacity mode: factor between steps until a failing rate is found (then bisection).
+    #[arg(long, default_value_t = 2.0)]
+    pub ramp_factor: f64,
+
+    /// Capacity mode: stop when the lowest failing rate is within this fraction above the
+    /// highest passing one.
+    #[arg(long, default_value_t = 0.05, value_parser = parse_fraction)]
+    pub resolution: f64,
+
+    /// Capacity mode: most steps.
+    #[arg(long, default_value_t = 16)]
+    pub max_steps: usize,
 
     /// No progress line on stderr.
     #[arg(long, short = 'q')]
@@ -201,7 +284,56 @@ pub enum Mode {
     Closed,
     /// A fixed rate.
     Open,
+    /// Open-loop steps searching for the capacity.
+    Capacity,
 }
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// One run.
+    Run(BenchConfig),
+    /// A capacity search: `base` with a new rate per step.
+    Capacity {
+        /// The settings every step shares.
+        base: BenchConfig,
+        /// How the search proceeds.
+        search: SearchSettings,
+    },
+}
+
+/// Where results go besides stdout.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outputs {
+    /// JSON instead of a table on stdout.
+    pub json: bool,
+    /// Per-second series CSV.
+    pub csv: Option<PathBuf>,
+    /// Capacity curve CSV.
+    pub curve_csv: Option<PathBuf>,
+    /// Picture.
+    pub plot: Option<PathBuf>,
+}
+
+/// A resolved command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Invocation {
+    /// What to run.
+    pub plan: Plan,
+    /// Limits for the exit status (a single run's; in capacity mode `min_rate` applies to
+    /// the capacity, the others define each step's pass).
+    pub thresholds: Thresholds,
+    /// Outputs.
+    pub outputs: Outputs,
+}
+
+/// The default limits of a capacity step.
+pub const CAPACITY_DEFAULT_LIMITS: Thresholds = Thresholds {
+    max_loss: Some(0.01),
+    max_p99_us: Some(10_000),
+    max_p999_us: None,
+    min_rate: None,
+};
 
 /// Swarm popularity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -224,24 +356,80 @@ pub enum EventsArg {
 }
 
 impl Cli {
-    /// Resolves the target and the profile defaults into a configuration.
-    pub fn to_config(&self) -> anyhow::Result<BenchConfig> {
-        let target: SocketAddr = match self.target.parse() {
-            Ok(a) => a,
-            Err(_) => self
-                .target
-                .to_socket_addrs()
-                .map_err(|e| anyhow::anyhow!("cannot resolve {}: {e}", self.target))?
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("{} resolves to no address", self.target))?,
+    /// Resolves everything: the plan, the limits and the outputs.
+    pub fn to_invocation(&self) -> anyhow::Result<Invocation> {
+        let given = Thresholds {
+            max_loss: self.max_loss,
+            max_p99_us: self.max_p99,
+            max_p999_us: self.max_p999,
+            min_rate: self.min_rate,
         };
+        if let Some(plot) = &self.plot {
+            crate::plot::Format::of(plot)?;
+        }
+        let capacity = self.mode == Mode::Capacity;
+        anyhow::ensure!(
+            capacity || self.curve_csv.is_none(),
+            "--curve-csv needs --mode capacity"
+        );
+        let (plan, thresholds) = if capacity {
+            anyhow::ensure!(
+                self.requests.is_none(),
+                "--requests does not go with --mode capacity (each step lasts --duration)"
+            );
+            anyhow::ensure!(
+                self.rate.is_none(),
+                "--rate does not go with --mode capacity (see --start-rate)"
+            );
+            let base = self.to_config()?;
+            let limits = given.or(CAPACITY_DEFAULT_LIMITS);
+            let search = SearchSettings {
+                start_rate: self.start_rate,
+                ramp_factor: self.ramp_factor,
+                resolution: self.resolution,
+                max_steps: self.max_steps,
+                lowest_rate: self.start_rate.min(100.0),
+                limits,
+                step_seconds: base.duration.map_or(0.0, |d| d.as_secs_f64()),
+                step_warmup_seconds: base.warmup.as_secs_f64(),
+            };
+            search.validate()?;
+            (Plan::Capacity { base, search }, limits)
+        } else {
+            (Plan::Run(self.to_config()?), given)
+        };
+        Ok(Invocation {
+            plan,
+            thresholds,
+            outputs: Outputs {
+                json: self.json,
+                csv: self.csv.clone(),
+                curve_csv: self.curve_csv.clone(),
+                plot: self.plot.clone(),
+            },
+        })
+    }
+
+    /// Resolves the target and the profile defaults into the configuration of one run (in
+    /// capacity mode: of each step, in closed loop until the search sets a rate).
+    pub fn to_config(&self) -> anyhow::Result<BenchConfig> {
+        let parsed = Target::parse(&self.target)?;
+        let family = match (self.ipv4, self.ipv6, self.bind.first()) {
+            (true, _, _) => Some(AddrFamily::V4),
+            (_, true, _) => Some(AddrFamily::V6),
+            (_, _, Some(ip)) => Some(AddrFamily::of(*ip)),
+            _ => None,
+        };
+        let target = parsed.resolve(family)?;
+        let capacity = self.mode == Mode::Capacity;
         let aq = self.profile == Profile::Aquatic;
         let pick = |v: Option<u32>, fjord: u32, aquatic: u32| {
             v.unwrap_or(if aq { aquatic } else { fjord })
         };
         let mode = match (self.mode, self.rate) {
-            (Mode::Closed, None) => LoadMode::Closed,
+            (Mode::Closed | Mode::Capacity, None) => LoadMode::Closed,
             (Mode::Closed, Some(_)) => anyhow::bail!("--rate needs --mode open"),
+            (Mode::Capacity, Some(_)) => anyhow::bail!("--rate does not go with --mode capacity"),
             (Mode::Open, Some(rate)) => LoadMode::Open { rate },
             (Mode::Open, None) => anyhow::bail!("--mode open needs --rate"),
         };
@@ -251,7 +439,19 @@ impl Cli {
                 Some(Duration::from_secs_f64(d))
             }
             (None, Some(_)) => None,
+            (None, None) if capacity => Some(Duration::from_secs(5)),
             (None, None) => Some(Duration::from_secs(10)),
+        };
+        let warmup = match (self.warmup, duration) {
+            (Some(w), _) => {
+                anyhow::ensure!(w >= 0.0 && w.is_finite(), "--warmup must be 0 or more");
+                Duration::from_secs_f64(w)
+            }
+            (None, Some(d)) => {
+                let default = Duration::from_secs(if capacity { 1 } else { 2 });
+                default.min(d / 5)
+            }
+            (None, None) => Duration::ZERO,
         };
         anyhow::ensure!(
             self.reconnect_after > 0.0 && self.reconnect_after.is_finite(),
@@ -279,14 +479,18 @@ impl Cli {
         };
         let cfg = BenchConfig {
             target,
+            target_url: parsed.url(),
+            announce_options: parsed.announce_options(),
+            path: parsed.path,
             threads: self.threads,
             sockets_per_thread: self.sockets_per_thread,
             sources: self.sources,
-            bind: self.bind,
+            bind: self.bind.clone(),
             mode,
             in_flight: self.in_flight,
             duration,
             requests: self.requests,
+            warmup,
             timeout: Duration::from_millis(self.timeout_ms),
             reconnect_after: Duration::from_secs_f64(self.reconnect_after),
             mix: Mix {
@@ -318,142 +522,5 @@ impl Cli {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("fjord-bench").chain(args.iter().copied()))
-    }
-
-    #[test]
-    fn clap_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn every_option_has_help() {
-        for arg in Cli::command().get_arguments() {
-            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
-        }
-    }
-
-    #[test]
-    fn defaults_resolve() {
-        let c = parse(&["127.0.0.1:6969"]).unwrap().to_config().unwrap();
-        assert_eq!(c.target, "127.0.0.1:6969".parse().unwrap());
-        assert_eq!(c.duration, Some(Duration::from_secs(10)));
-        assert_eq!(c.mode, LoadMode::Closed);
-        assert_eq!(c.population.distribution, SwarmDistribution::Zipf(1.0));
-        assert_eq!(
-            c.mix,
-            Mix {
-                connect: 1,
-                announce: 20,
-                scrape: 2
-            }
-        );
-        assert_eq!(c.population.peers, 100_000);
-        assert!(c.use_mmsg && c.progress);
-    }
-
-    #[test]
-    fn aquatic_profile_and_overrides() {
-        let c = parse(&[
-            "[::1]:3000",
-            "--profile",
-            "aquatic",
-            "--num-want",
-            "-1",
-            "--peers",
-            "10",
-        ])
-        .unwrap()
-        .to_config()
-        .unwrap();
-        assert!(c.target.is_ipv6());
-        assert_eq!(c.population.distribution, SwarmDistribution::Aquatic);
-        assert_eq!(c.population.events, EventModel::Aquatic);
-        assert_eq!(
-            c.mix,
-            Mix {
-                connect: 50,
-                announce: 50,
-                scrape: 1
-            }
-        );
-        assert_eq!(c.population.swarms, 1_000_000);
-        assert_eq!(c.population.peers, 10, "explicit option beats the preset");
-        assert_eq!(c.population.num_want, -1);
-        assert_eq!(c.population.seeder_ratio, 0.75);
-        assert_eq!(c.population.scrape_max, 10);
-    }
-
-    #[test]
-    fn limits_and_modes() {
-        let c = parse(&["127.0.0.1:1", "-n", "2000"])
-            .unwrap()
-            .to_config()
-            .unwrap();
-        assert_eq!((c.requests, c.duration), (Some(2000), None));
-        let c = parse(&[
-            "127.0.0.1:1",
-            "--mode",
-            "open",
-            "--rate",
-            "5000",
-            "-d",
-            "2.5",
-            "-q",
-            "--json",
-        ])
-        .unwrap();
-        assert!(c.json && c.quiet);
-        let c = c.to_config().unwrap();
-        assert_eq!(c.mode, LoadMode::Open { rate: 5000.0 });
-        assert_eq!(c.duration, Some(Duration::from_millis(2500)));
-        assert!(!c.progress);
-        assert!(
-            parse(&["127.0.0.1:1", "--mode", "open"])
-                .unwrap()
-                .to_config()
-                .is_err()
-        );
-        assert!(
-            parse(&["127.0.0.1:1", "--rate", "5"])
-                .unwrap()
-                .to_config()
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn bad_values_are_refused() {
-        assert!(parse(&[]).is_err(), "target is required");
-        assert!(parse(&["127.0.0.1:1", "--sources", "0"]).is_err());
-        assert!(parse(&["127.0.0.1:1", "--mode", "sideways"]).is_err());
-        let bad = |args: &[&str]| parse(args).unwrap().to_config().is_err();
-        assert!(bad(&["127.0.0.1:1", "--seeder-ratio", "1.5"]));
-        assert!(bad(&["127.0.0.1:1", "--scrape-max", "75"]));
-        assert!(bad(&[
-            "127.0.0.1:1",
-            "--scrape-min",
-            "5",
-            "--scrape-max",
-            "4"
-        ]));
-        assert!(bad(&["127.0.0.1:1", "--reconnect-after", "120"]));
-        assert!(bad(&[
-            "127.0.0.1:1",
-            "--weight-connect",
-            "0",
-            "--weight-announce",
-            "0",
-            "--weight-scrape",
-            "0"
-        ]));
-        assert!(bad(&["127.0.0.1:1", "--bind", "::1"]));
-        assert!(bad(&["127.0.0.1:1", "--batch", "65"]));
-        assert!(bad(&["127.0.0.1:1", "-d", "0"]));
-    }
-}
+#[path = "cli_tests.rs"]
+mod tests;

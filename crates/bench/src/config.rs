@@ -60,16 +60,23 @@ pub struct PopulationConfig {
 /// Everything a run needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchConfig {
-    /// The tracker.
+    /// The tracker's address.
     pub target: SocketAddr,
+    /// The tracker as the user wrote it, canonical (`udp://host:port/path`), for reports.
+    pub target_url: String,
+    /// Path and query of a `udp://` target, sent as BEP 41 URL data.
+    pub path: Option<String>,
+    /// The BEP 41 option bytes every announce carries (from `path`; empty without one).
+    pub announce_options: Vec<u8>,
     /// Load-generating threads.
     pub threads: usize,
     /// UDP sockets per thread (each has its own connection id).
     pub sockets_per_thread: usize,
     /// Distinct loopback source addresses (127.0.0.1 ..) used against a 127.x target.
     pub sources: u8,
-    /// Source address to bind instead of the automatic choice.
-    pub bind: Option<IpAddr>,
+    /// Source addresses to bind instead of the automatic choice (socket `i` binds
+    /// `bind[i % len]`); empty for the automatic choice.
+    pub bind: Vec<IpAddr>,
     /// Pacing.
     pub mode: LoadMode,
     /// Most requests outstanding per socket.
@@ -78,6 +85,9 @@ pub struct BenchConfig {
     pub duration: Option<Duration>,
     /// Stop sending after this many requests in total (connects included).
     pub requests: Option<u64>,
+    /// Requests sent in this first part of the run are left out of the summary (they stay
+    /// in the per-second series).
+    pub warmup: Duration,
     /// A request unanswered for this long counts as a timeout.
     pub timeout: Duration,
     /// Fetch a new connection id when the current one is this old.
@@ -101,18 +111,22 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
-    /// A small closed-loop configuration against `target`, suitable for tests.
+    /// A small closed-loop configuration against `target` (no warm-up), suitable for tests.
     pub fn quick(target: SocketAddr) -> Self {
         Self {
             target,
+            target_url: format!("udp://{target}"),
+            path: None,
+            announce_options: Vec::new(),
             threads: 1,
             sockets_per_thread: 4,
             sources: 4,
-            bind: None,
+            bind: Vec::new(),
             mode: LoadMode::Closed,
             in_flight: 8,
             duration: Some(Duration::from_secs(5)),
             requests: None,
+            warmup: Duration::ZERO,
             timeout: Duration::from_secs(1),
             reconnect_after: Duration::from_secs(60),
             mix: Mix {
@@ -196,12 +210,24 @@ impl BenchConfig {
         if let LoadMode::Open { rate } = self.mode {
             ensure!(rate > 0.0 && rate.is_finite(), "--rate must be positive");
         }
-        if let Some(bind) = self.bind {
+        for bind in &self.bind {
             ensure!(
                 bind.is_ipv4() == self.target.is_ipv4(),
-                "--bind must be of the same address family as the target"
+                "--bind {bind} is not of the target's address family ({})",
+                self.target
             );
         }
+        if let Some(d) = self.duration {
+            ensure!(
+                self.warmup < d,
+                "--warmup ({:?}) must be shorter than --duration ({d:?})",
+                self.warmup
+            );
+        }
+        ensure!(
+            self.timeout > Duration::ZERO,
+            "--timeout-ms must be positive"
+        );
         ensure!(
             self.reconnect_after < Duration::from_secs(120),
             "--reconnect-after must stay below the 2-minute connection id lifetime"

@@ -41,8 +41,11 @@ use crate::validate::{self, Issued, Kind, Outcome, Outstanding};
 const SEND_BUF: usize = 1500;
 /// Receive buffer per datagram; longer replies are reported as malformed (truncated).
 const RECV_BUF: usize = 4096;
-/// How often outstanding requests are checked for timeouts.
+/// Longest sleep in epoll between events, and the shortest interval between timeout scans.
 const EXPIRE_EVERY_NS: u64 = 5_000_000;
+/// Timeout scans walk every slot; with large in-flight tables (capacity mode) they run every
+/// timeout / this, so a request is declared lost at most 5 % of the timeout late.
+const EXPIRE_SCANS_PER_TIMEOUT: u64 = 20;
 /// How often live counters are published for the progress line.
 const PUBLISH_EVERY_NS: u64 = 50_000_000;
 /// After an error reply, a socket fetches a new connection id at most this often.
@@ -54,6 +57,8 @@ pub struct WorkerResult {
     pub stats: ThreadStats,
     /// Time of its last send or reply, ns since the run started.
     pub last_activity_ns: u64,
+    /// When it stopped sending (deadline, request limit or stop flag), ns since the start.
+    pub sending_end_ns: u64,
 }
 
 /// State shared (read-only, apart from the stop flag) by all workers.
@@ -73,8 +78,8 @@ pub struct Shared {
 
 /// The source address socket number `global_index` binds to.
 pub fn source_address(cfg: &BenchConfig, global_index: usize) -> IpAddr {
-    if let Some(ip) = cfg.bind {
-        return ip;
+    if !cfg.bind.is_empty() {
+        return cfg.bind[global_index % cfg.bind.len()];
     }
     match cfg.target.ip() {
         IpAddr::V4(ip) if ip.is_loopback() => {
@@ -141,6 +146,7 @@ struct Worker<'a> {
     sent_total: u64,
     quota: Option<u64>,
     last_activity_ns: u64,
+    sending_end_ns: u64,
 }
 
 /// Runs worker thread `index` over its already opened `sockets` until its limits are reached
@@ -212,10 +218,11 @@ pub fn run_worker(
                 scrape: [[0u8; 20]; MAX_SCRAPE_HASHES],
             }
         },
-        stats: ThreadStats::default(),
+        stats: ThreadStats::new(cfg.warmup.as_nanos() as u64),
         sent_total: 0,
         quota,
         last_activity_ns: 0,
+        sending_end_ns: 0,
     };
     w.run(index, live)?;
     w.stats.peers_announced = w
@@ -227,6 +234,7 @@ pub fn run_worker(
     Ok(WorkerResult {
         stats: w.stats,
         last_activity_ns: w.last_activity_ns,
+        sending_end_ns: w.sending_end_ns,
     })
 }
 
@@ -254,6 +262,7 @@ impl Worker<'_> {
         let mut events = Events::with_capacity(self.socks.len().max(8));
         let deadline_ns = self.cfg.duration.map(|d| d.as_nanos() as u64);
         let timeout_ns = self.cfg.timeout.as_nanos() as u64;
+        let expire_every_ns = (timeout_ns / EXPIRE_SCANS_PER_TIMEOUT).max(EXPIRE_EVERY_NS);
         let rate = match self.cfg.mode {
             LoadMode::Closed => None,
             LoadMode::Open { rate } => Some(rate / self.cfg.threads as f64),
@@ -271,8 +280,13 @@ impl Worker<'_> {
                     || self.quota_left() == 0)
             {
                 done = true;
+                // A deadline passed while waiting ends sending at the deadline itself.
+                self.sending_end_ns = match deadline_ns {
+                    Some(d) if now >= d => d,
+                    _ => now,
+                };
             }
-            if done || now - last_expire >= EXPIRE_EVERY_NS {
+            if done || now - last_expire >= expire_every_ns {
                 last_expire = now;
                 self.expire(now.saturating_sub(timeout_ns));
             }
@@ -291,7 +305,7 @@ impl Worker<'_> {
                         let (sent, full) = self.send_open_loop(owed, &mut round_robin, now);
                         if full {
                             // Every slot busy: the tracker is slower than the target rate.
-                            self.stats.skipped += owed - sent;
+                            self.stats.skipped(owed - sent, now);
                             tokens_issued += owed;
                         } else {
                             // Requests not sent for want of a connection id are carried.
@@ -368,18 +382,18 @@ impl Worker<'_> {
             // Give back the slots of what did not go out.
             let report = bufs.send.send(&sock.udp, |k, why| {
                 if let Some(issued) = sock.table.take(bufs.send_tids[k]) {
-                    stats.sent[issued.kind.index()] -= 1;
+                    stats.unsent(&issued);
                     if issued.kind == Kind::Connect {
                         sock.refreshing = false;
                     }
                 }
                 if let fjord_udp::Unsent::Error(_) = why {
-                    stats.socket_errors += 1;
+                    stats.socket_error(now);
                 }
             });
             let sent = report.sent;
             if report.would_block > 0 {
-                self.stats.send_blocked += report.would_block as u64;
+                self.stats.send_blocked(report.would_block as u64, now);
             }
             self.sent_total += sent as u64;
             self.last_activity_ns = now;
@@ -422,7 +436,7 @@ impl Worker<'_> {
                 sock.refreshing = true;
                 self.bufs.send.push_connected(len);
                 self.bufs.send_tids[k] = tid;
-                self.stats.sent[Kind::Connect.index()] += 1;
+                self.stats.sent(Kind::Connect, now);
                 k += 1;
             }
         }
@@ -482,7 +496,7 @@ impl Worker<'_> {
                         key: population::mix64(pop.seed ^ u64::from(global)) as u32,
                         num_want,
                         port: peer.port,
-                        options: AnnounceOptions::new(&[]),
+                        options: AnnounceOptions::new(&cfg.announce_options),
                     })
                     .write(buf)
                 }
@@ -506,7 +520,7 @@ impl Worker<'_> {
             let len = written.expect("requests fit the send buffer");
             self.bufs.send.push_connected(len);
             self.bufs.send_tids[k] = tid;
-            self.stats.sent[kind.index()] += 1;
+            self.stats.sent(kind, now);
             k += 1;
         }
         k
@@ -517,7 +531,7 @@ impl Worker<'_> {
         for sock in &mut self.socks {
             let mut connect_expired = false;
             sock.table.expire(deadline_ns, |issued| {
-                stats.timeouts[issued.kind.index()] += 1;
+                stats.timeout(&issued);
                 connect_expired |= issued.kind == Kind::Connect;
             });
             if connect_expired {
@@ -538,7 +552,8 @@ impl Worker<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     // An ICMP error (e.g. port unreachable) queued on the socket.
-                    self.stats.socket_errors += 1;
+                    let now = self.now_ns();
+                    self.stats.socket_error(now);
                     continue;
                 }
             };
@@ -560,13 +575,12 @@ impl Worker<'_> {
 }
 
 fn account(stats: &mut ThreadStats, sock: &mut Sock, outcome: Outcome, now: u64) {
-    let latency = |issued: Issued| now.saturating_sub(issued.sent_ns);
     match outcome {
         Outcome::Connect {
             issued,
             connection_id,
         } => {
-            stats.record_response(Kind::Connect, latency(issued));
+            stats.response(&issued, now);
             stats.connection_ids += 1;
             sock.conn = Some(connection_id);
             sock.conn_at_ns = issued.sent_ns;
@@ -574,12 +588,12 @@ fn account(stats: &mut ThreadStats, sock: &mut Sock, outcome: Outcome, now: u64)
             sock.refresh_needed = false;
         }
         Outcome::Announce { issued, peers } => {
-            stats.record_response(Kind::Announce, latency(issued));
-            stats.peers_received += u64::from(peers);
+            stats.response(&issued, now);
+            stats.peers_received(&issued, peers);
         }
-        Outcome::Scrape { issued } => stats.record_response(Kind::Scrape, latency(issued)),
+        Outcome::Scrape { issued } => stats.response(&issued, now),
         Outcome::Error { issued } => {
-            stats.errors[issued.kind.index()] += 1;
+            stats.error_reply(&issued);
             if issued.kind == Kind::Connect {
                 sock.refreshing = false;
             } else {
@@ -587,11 +601,11 @@ fn account(stats: &mut ThreadStats, sock: &mut Sock, outcome: Outcome, now: u64)
             }
         }
         Outcome::Malformed { issued, reason } => {
-            stats.malformed[reason.index()] += 1;
+            stats.malformed(&issued, reason);
             if issued.kind == Kind::Connect {
                 sock.refreshing = false;
             }
         }
-        Outcome::Unexpected => stats.unexpected += 1,
+        Outcome::Unexpected => stats.unexpected(now),
     }
 }

@@ -1,23 +1,42 @@
-//! Counters, latency histograms and the final report.
+//! Counters and latency histograms, kept per worker thread without sharing.
+//!
+//! Every request is accounted to the second **in which it was sent**: its reply (valid, error
+//! or malformed), its latency or its timeout all land in that second's bucket, so a bucket's
+//! loss is exactly "of the requests sent in this second, how many got no reply", and the
+//! buckets add up to the totals. Requests sent before the warm-up ends are kept in the
+//! per-second buckets but left out of the summary ([`ThreadStats::summary`]). Events that
+//! belong to no request (a reply matching nothing, a socket error, a skipped send) are
+//! accounted to the second they happen in.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
 
-use crate::validate::{Kind, Malformed};
+use crate::validate::{Issued, Kind, Malformed};
 
 /// Highest latency recorded exactly, in microseconds (60 s); slower replies saturate.
-const MAX_LATENCY_US: u64 = 60_000_000;
+pub const MAX_LATENCY_US: u64 = 60_000_000;
 
-fn histogram() -> Histogram<u64> {
+const NS_PER_SECOND: u64 = 1_000_000_000;
+
+/// A histogram for the summary: 3 significant digits, 1 µs to 60 s.
+pub fn summary_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds")
 }
 
-/// Counts kept by one worker thread (no sharing, no atomics).
-#[derive(Clone, Debug)]
-pub struct ThreadStats {
+/// A histogram for one second: 2 significant digits (percentiles within 1 %), growing only as
+/// far as the slowest reply recorded, so a long run's buckets stay small.
+fn second_histogram() -> Histogram<u32> {
+    Histogram::new(2).expect("static histogram precision")
+}
+
+fn latency_us(issued: &Issued, now_ns: u64) -> u64 {
+    (now_ns.saturating_sub(issued.sent_ns) / 1000).clamp(1, MAX_LATENCY_US)
+}
+
+/// Counts of one second, or of the measured window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
     /// Requests sent, by kind.
     pub sent: [u64; 3],
     /// Valid replies, by kind.
@@ -26,10 +45,10 @@ pub struct ThreadStats {
     pub errors: [u64; 3],
     /// Malformed replies, by reason.
     pub malformed: [u64; 5],
-    /// Replies matching no outstanding request.
-    pub unexpected: u64,
     /// Requests unanswered within the timeout, by kind.
     pub timeouts: [u64; 3],
+    /// Replies matching no outstanding request.
+    pub unexpected: u64,
     /// Socket errors: send calls that failed other than for a full buffer, and errors the
     /// kernel queued on a socket (ICMP port unreachable: nothing listens at the target).
     pub socket_errors: u64,
@@ -39,48 +58,11 @@ pub struct ThreadStats {
     pub skipped: u64,
     /// Peer entries received in announce replies.
     pub peers_received: u64,
-    /// Connection ids obtained.
-    pub connection_ids: u64,
-    /// Latency of valid replies, all kinds, µs.
-    pub latency: Histogram<u64>,
-    /// Latency by kind, µs.
-    pub latency_by_kind: [Histogram<u64>; 3],
-    /// Distinct simulated peers that announced at least once.
-    pub peers_announced: u64,
 }
 
-impl Default for ThreadStats {
-    fn default() -> Self {
-        Self {
-            sent: [0; 3],
-            responses: [0; 3],
-            errors: [0; 3],
-            malformed: [0; 5],
-            unexpected: 0,
-            timeouts: [0; 3],
-            socket_errors: 0,
-            send_blocked: 0,
-            skipped: 0,
-            peers_received: 0,
-            connection_ids: 0,
-            latency: histogram(),
-            latency_by_kind: [histogram(), histogram(), histogram()],
-            peers_announced: 0,
-        }
-    }
-}
-
-impl ThreadStats {
-    /// Records a valid reply.
-    pub fn record_response(&mut self, kind: Kind, latency_ns: u64) {
-        self.responses[kind.index()] += 1;
-        let us = (latency_ns / 1000).clamp(1, MAX_LATENCY_US);
-        self.latency.saturating_record(us);
-        self.latency_by_kind[kind.index()].saturating_record(us);
-    }
-
-    /// Adds another thread's counts.
-    pub fn merge(&mut self, o: &ThreadStats) {
+impl Counts {
+    /// Adds `o` to these counts.
+    pub fn add(&mut self, o: &Counts) {
         fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
             for (x, y) in a.iter_mut().zip(b) {
                 *x += y;
@@ -96,26 +78,234 @@ impl ThreadStats {
         self.send_blocked += o.send_blocked;
         self.skipped += o.skipped;
         self.peers_received += o.peers_received;
+    }
+
+    /// Requests sent in all.
+    pub fn sent_total(&self) -> u64 {
+        self.sent.iter().sum()
+    }
+
+    /// Valid replies in all.
+    pub fn responses_total(&self) -> u64 {
+        self.responses.iter().sum()
+    }
+
+    /// Error replies in all.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+
+    /// Malformed replies in all.
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed.iter().sum()
+    }
+
+    /// Timeouts in all.
+    pub fn timeouts_total(&self) -> u64 {
+        self.timeouts.iter().sum()
+    }
+
+    /// Requests that got no reply in time, as a fraction of those due: timeouts plus (open
+    /// loop) requests skipped because every in-flight slot was taken, over sent plus skipped.
+    pub fn loss(&self) -> f64 {
+        let due = self.sent_total() + self.skipped;
+        if due == 0 {
+            0.0
+        } else {
+            (self.timeouts_total() + self.skipped) as f64 / due as f64
+        }
+    }
+}
+
+/// One second of a run.
+#[derive(Clone, Debug)]
+pub struct SecondStats {
+    /// Its counts.
+    pub counts: Counts,
+    /// Latency of the valid replies to requests sent in this second, all kinds, µs.
+    pub latency: Histogram<u32>,
+}
+
+impl Default for SecondStats {
+    fn default() -> Self {
+        Self {
+            counts: Counts::default(),
+            latency: second_histogram(),
+        }
+    }
+}
+
+impl SecondStats {
+    /// Adds another thread's same second.
+    pub fn merge(&mut self, o: &SecondStats) {
+        self.counts.add(&o.counts);
+        self.latency
+            .add(&o.latency)
+            .expect("auto-resizing histogram");
+    }
+}
+
+/// Counts kept by one worker thread (no sharing, no atomics).
+#[derive(Clone, Debug)]
+pub struct ThreadStats {
+    /// Requests sent from this time on (ns since the start) count in the summary: the end
+    /// of the warm-up.
+    pub window_start_ns: u64,
+    /// Counts of the requests sent after the warm-up (and of other events after it).
+    pub summary: Counts,
+    /// Latency of valid replies in the summary, all kinds, µs.
+    pub latency: Histogram<u64>,
+    /// Latency by kind in the summary, µs.
+    pub latency_by_kind: [Histogram<u64>; 3],
+    /// Connection ids obtained over the whole run.
+    pub connection_ids: u64,
+    /// Distinct simulated peers that announced at least once.
+    pub peers_announced: u64,
+    /// Every second of the run, warm-up included; index = second since the start.
+    pub seconds: Vec<SecondStats>,
+}
+
+impl Default for ThreadStats {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl ThreadStats {
+    /// Empty counts whose summary starts at `window_start_ns`.
+    pub fn new(window_start_ns: u64) -> Self {
+        Self {
+            window_start_ns,
+            summary: Counts::default(),
+            latency: summary_histogram(),
+            latency_by_kind: [
+                summary_histogram(),
+                summary_histogram(),
+                summary_histogram(),
+            ],
+            connection_ids: 0,
+            peers_announced: 0,
+            seconds: Vec::new(),
+        }
+    }
+
+    fn second(&mut self, at_ns: u64) -> &mut SecondStats {
+        let i = (at_ns / NS_PER_SECOND) as usize;
+        if i >= self.seconds.len() {
+            self.seconds.resize_with(i + 1, SecondStats::default);
+        }
+        &mut self.seconds[i]
+    }
+
+    /// Applies `f` to the second of `at_ns` and, after the warm-up, to the summary.
+    fn count(&mut self, at_ns: u64, f: impl Fn(&mut Counts)) {
+        f(&mut self.second(at_ns).counts);
+        if at_ns >= self.window_start_ns {
+            f(&mut self.summary);
+        }
+    }
+
+    /// A request of `kind` went out at `now_ns`.
+    pub fn sent(&mut self, kind: Kind, now_ns: u64) {
+        self.count(now_ns, |c| c.sent[kind.index()] += 1);
+    }
+
+    /// A request counted by [`sent`](Self::sent) did not go out after all.
+    pub fn unsent(&mut self, issued: &Issued) {
+        self.count(issued.sent_ns, |c| {
+            c.sent[issued.kind.index()] = c.sent[issued.kind.index()].saturating_sub(1);
+        });
+    }
+
+    /// A valid reply to `issued` arrived at `now_ns`.
+    pub fn response(&mut self, issued: &Issued, now_ns: u64) {
+        let kind = issued.kind.index();
+        let us = latency_us(issued, now_ns);
+        let sec = self.second(issued.sent_ns);
+        sec.counts.responses[kind] += 1;
+        // Auto-resizing: grows up to `us` (at most 60 s), so recording cannot fail.
+        let _ = sec.latency.record(us);
+        if issued.sent_ns >= self.window_start_ns {
+            self.summary.responses[kind] += 1;
+            self.latency.saturating_record(us);
+            self.latency_by_kind[kind].saturating_record(us);
+        }
+    }
+
+    /// An announce reply to `issued` carried `peers` peer entries.
+    pub fn peers_received(&mut self, issued: &Issued, peers: u32) {
+        self.count(issued.sent_ns, |c| c.peers_received += u64::from(peers));
+    }
+
+    /// An error reply to `issued`.
+    pub fn error_reply(&mut self, issued: &Issued) {
+        self.count(issued.sent_ns, |c| c.errors[issued.kind.index()] += 1);
+    }
+
+    /// A malformed reply to `issued`.
+    pub fn malformed(&mut self, issued: &Issued, reason: Malformed) {
+        self.count(issued.sent_ns, |c| c.malformed[reason.index()] += 1);
+    }
+
+    /// `issued` got no reply within the timeout.
+    pub fn timeout(&mut self, issued: &Issued) {
+        self.count(issued.sent_ns, |c| c.timeouts[issued.kind.index()] += 1);
+    }
+
+    /// A reply matching no outstanding request arrived at `now_ns`.
+    pub fn unexpected(&mut self, now_ns: u64) {
+        self.count(now_ns, |c| c.unexpected += 1);
+    }
+
+    /// A socket error at `now_ns`.
+    pub fn socket_error(&mut self, now_ns: u64) {
+        self.count(now_ns, |c| c.socket_errors += 1);
+    }
+
+    /// `n` datagrams found the send buffer full at `now_ns`.
+    pub fn send_blocked(&mut self, n: u64, now_ns: u64) {
+        self.count(now_ns, |c| c.send_blocked += n);
+    }
+
+    /// Open loop: `n` scheduled requests skipped at `now_ns` for want of an in-flight slot.
+    pub fn skipped(&mut self, n: u64, now_ns: u64) {
+        self.count(now_ns, |c| c.skipped += n);
+    }
+
+    /// Adds another thread's counts (with the same warm-up).
+    pub fn merge(&mut self, o: &ThreadStats) {
+        self.summary.add(&o.summary);
         self.connection_ids += o.connection_ids;
         self.peers_announced += o.peers_announced;
         self.latency.add(&o.latency).expect("same bounds");
         for (a, b) in self.latency_by_kind.iter_mut().zip(&o.latency_by_kind) {
             a.add(b).expect("same bounds");
         }
+        if o.seconds.len() > self.seconds.len() {
+            self.seconds
+                .resize_with(o.seconds.len(), SecondStats::default);
+        }
+        for (a, b) in self.seconds.iter_mut().zip(&o.seconds) {
+            a.merge(b);
+        }
     }
 
-    /// Copies the running totals into the shared live counters.
+    /// Copies the running totals (warm-up included) into the shared live counters.
     pub fn publish(&self, live: &LiveCounters) {
-        let total = |a: &[u64]| a.iter().sum::<u64>();
-        live.sent.store(total(&self.sent), Ordering::Relaxed);
-        for i in 0..3 {
-            live.responses[i].store(self.responses[i], Ordering::Relaxed);
+        let mut all = Counts::default();
+        for s in &self.seconds {
+            all.add(&s.counts);
         }
-        live.errors.store(total(&self.errors), Ordering::Relaxed);
+        live.sent.store(all.sent_total(), Ordering::Relaxed);
+        for i in 0..3 {
+            live.responses[i].store(all.responses[i], Ordering::Relaxed);
+        }
+        live.errors.store(all.errors_total(), Ordering::Relaxed);
         live.malformed
-            .store(total(&self.malformed), Ordering::Relaxed);
-        live.timeouts
-            .store(total(&self.timeouts), Ordering::Relaxed);
+            .store(all.malformed_total(), Ordering::Relaxed);
+        live.timeouts.store(all.timeouts_total(), Ordering::Relaxed);
+        live.socket_errors
+            .store(all.socket_errors, Ordering::Relaxed);
     }
 }
 
@@ -134,6 +324,8 @@ pub struct LiveCounters {
     pub malformed: AtomicU64,
     /// Timeouts.
     pub timeouts: AtomicU64,
+    /// Socket errors.
+    pub socket_errors: AtomicU64,
 }
 
 /// Sums of [`LiveCounters`] at one moment.
@@ -149,6 +341,8 @@ pub struct LiveTotals {
     pub malformed: u64,
     /// Timeouts.
     pub timeouts: u64,
+    /// Socket errors.
+    pub socket_errors: u64,
 }
 
 impl LiveTotals {
@@ -163,6 +357,7 @@ impl LiveTotals {
             t.errors += l.errors.load(Ordering::Relaxed);
             t.malformed += l.malformed.load(Ordering::Relaxed);
             t.timeouts += l.timeouts.load(Ordering::Relaxed);
+            t.socket_errors += l.socket_errors.load(Ordering::Relaxed);
         }
         t
     }
@@ -173,7 +368,7 @@ impl LiveTotals {
         let total: u64 = self.responses.iter().sum();
         let prev_total: u64 = prev.responses.iter().sum();
         format!(
-            "[{elapsed:6.1}s] {:>10.0} resp/s (connect {:.0}, announce {:.0}, scrape {:.0}) | sent {:.0}/s | errors {} malformed {} timeouts {}",
+            "[{elapsed:6.1}s] {:>10.0} resp/s (connect {:.0}, announce {:.0}, scrape {:.0}) | sent {:.0}/s | errors {} malformed {} timeouts {} socket errors {}",
             d(total, prev_total),
             d(self.responses[0], prev.responses[0]),
             d(self.responses[1], prev.responses[1]),
@@ -182,359 +377,18 @@ impl LiveTotals {
             self.errors,
             self.malformed,
             self.timeouts,
-        )
-    }
-}
-
-/// Counts by request kind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct ByKind<T> {
-    /// Connect.
-    pub connect: T,
-    /// Announce.
-    pub announce: T,
-    /// Scrape.
-    pub scrape: T,
-}
-
-impl<T: Copy> ByKind<T> {
-    fn from_array(a: [T; 3]) -> Self {
-        Self {
-            connect: a[0],
-            announce: a[1],
-            scrape: a[2],
-        }
-    }
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Latency {
-    /// Replies measured.
-    pub count: u64,
-    /// Mean.
-    pub mean_us: f64,
-    /// Median.
-    pub p50_us: u64,
-    /// 90th percentile.
-    pub p90_us: u64,
-    /// 99th percentile.
-    pub p99_us: u64,
-    /// 99.9th percentile.
-    pub p999_us: u64,
-    /// Maximum.
-    pub max_us: u64,
-}
-
-impl Latency {
-    fn from_histogram(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Self::default();
-        }
-        Self {
-            count: h.len(),
-            mean_us: h.mean(),
-            p50_us: h.value_at_quantile(0.50),
-            p90_us: h.value_at_quantile(0.90),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
-            max_us: h.max(),
-        }
-    }
-}
-
-/// Server-side measurements (with `--server-pid`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct ServerUsage {
-    /// The process measured.
-    pub pid: u32,
-    /// CPU seconds (user + system) it used between the start and the end of the run.
-    pub cpu_seconds: f64,
-    /// Peak resident set size (VmHWM) at the end of the run, bytes.
-    pub peak_rss_bytes: Option<u64>,
-    /// Resident set size (VmRSS) at the end of the run, bytes.
-    pub rss_bytes: Option<u64>,
-    /// Valid replies per server CPU second.
-    pub responses_per_cpu_second: Option<f64>,
-    /// Peak RSS divided by the distinct peers announced in this run: a rough figure. The
-    /// server's baseline memory and peers left from earlier runs inflate it; peers that
-    /// announced `stopped` (no longer stored) deflate it.
-    pub bytes_per_peer: Option<f64>,
-}
-
-/// The final report of a run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Report {
-    /// Tracker address.
-    pub target: String,
-    /// "closed" or "open".
-    pub mode: String,
-    /// Open loop target rate, requests/s.
-    pub target_rate: Option<f64>,
-    /// Load-generating threads.
-    pub threads: usize,
-    /// Sockets in all.
-    pub sockets: usize,
-    /// Seconds from the first request to the last reply or timeout.
-    pub elapsed_seconds: f64,
-    /// Requests sent by kind.
-    pub sent: ByKind<u64>,
-    /// Requests sent in all.
-    pub sent_total: u64,
-    /// Requests sent per second (in open loop, compare with `target_rate`).
-    pub sent_per_second_total: f64,
-    /// Valid replies by kind.
-    pub responses: ByKind<u64>,
-    /// Valid replies in all (error replies not included).
-    pub responses_total: u64,
-    /// Valid replies per second by kind.
-    pub responses_per_second: ByKind<f64>,
-    /// Valid replies per second in all.
-    pub responses_per_second_total: f64,
-    /// Error replies (action 3) by kind of request.
-    pub error_replies: ByKind<u64>,
-    /// Malformed replies by reason.
-    pub malformed: std::collections::BTreeMap<&'static str, u64>,
-    /// Malformed replies in all.
-    pub malformed_total: u64,
-    /// Replies matching no outstanding request (late, duplicate or forged).
-    pub unexpected_replies: u64,
-    /// Requests unanswered within the timeout, by kind.
-    pub timeouts: ByKind<u64>,
-    /// Fraction of sent requests that timed out.
-    pub loss: f64,
-    /// Socket errors: failed sends (other than a full buffer) and ICMP errors such as port
-    /// unreachable.
-    pub socket_errors: u64,
-    /// Datagrams deferred because the socket send buffer was full.
-    pub send_blocked: u64,
-    /// Open loop: scheduled requests skipped because every in-flight slot was taken.
-    pub skipped: u64,
-    /// Latency of all valid replies.
-    pub latency: Latency,
-    /// Latency by kind.
-    pub latency_by_kind: ByKind<Latency>,
-    /// Mean peer entries per announce reply.
-    pub peers_per_announce: f64,
-    /// Distinct simulated peers that announced.
-    pub peers_announced: u64,
-    /// Connection ids obtained.
-    pub connection_ids: u64,
-    /// CPU seconds fjord-bench itself used.
-    pub client_cpu_seconds: f64,
-    /// Valid replies per fjord-bench CPU second.
-    pub responses_per_client_cpu_second: f64,
-    /// Server measurements, with `--server-pid`.
-    pub server: Option<ServerUsage>,
-}
-
-impl Report {
-    /// Builds the report from merged counts.
-    #[allow(clippy::too_many_arguments)]
-    pub fn build(
-        s: &ThreadStats,
-        target: String,
-        mode: &crate::config::LoadMode,
-        threads: usize,
-        sockets: usize,
-        elapsed_seconds: f64,
-        client_cpu_seconds: f64,
-        server: Option<ServerUsage>,
-    ) -> Self {
-        let responses_total: u64 = s.responses.iter().sum();
-        let sent_total: u64 = s.sent.iter().sum();
-        let per_sec = |n: u64| n as f64 / elapsed_seconds.max(1e-9);
-        let timeouts_total: u64 = s.timeouts.iter().sum();
-        let (mode_name, target_rate) = match mode {
-            crate::config::LoadMode::Closed => ("closed".to_string(), None),
-            crate::config::LoadMode::Open { rate } => ("open".to_string(), Some(*rate)),
-        };
-        Self {
-            target,
-            mode: mode_name,
-            target_rate,
-            threads,
-            sockets,
-            elapsed_seconds,
-            sent: ByKind::from_array(s.sent),
-            sent_total,
-            sent_per_second_total: per_sec(sent_total),
-            responses: ByKind::from_array(s.responses),
-            responses_total,
-            responses_per_second: ByKind::from_array(s.responses.map(per_sec)),
-            responses_per_second_total: per_sec(responses_total),
-            error_replies: ByKind::from_array(s.errors),
-            malformed: Malformed::ALL
-                .iter()
-                .map(|m| (m.name(), s.malformed[m.index()]))
-                .collect(),
-            malformed_total: s.malformed.iter().sum(),
-            unexpected_replies: s.unexpected,
-            timeouts: ByKind::from_array(s.timeouts),
-            loss: if sent_total == 0 {
-                0.0
-            } else {
-                timeouts_total as f64 / sent_total as f64
-            },
-            socket_errors: s.socket_errors,
-            send_blocked: s.send_blocked,
-            skipped: s.skipped,
-            latency: Latency::from_histogram(&s.latency),
-            latency_by_kind: ByKind {
-                connect: Latency::from_histogram(&s.latency_by_kind[0]),
-                announce: Latency::from_histogram(&s.latency_by_kind[1]),
-                scrape: Latency::from_histogram(&s.latency_by_kind[2]),
-            },
-            peers_per_announce: if s.responses[1] == 0 {
-                0.0
-            } else {
-                s.peers_received as f64 / s.responses[1] as f64
-            },
-            peers_announced: s.peers_announced,
-            connection_ids: s.connection_ids,
-            client_cpu_seconds,
-            responses_per_client_cpu_second: responses_total as f64 / client_cpu_seconds.max(1e-9),
-            server,
-        }
-    }
-
-    /// The human-readable table.
-    pub fn to_table(&self) -> String {
-        let mut o = String::new();
-        let rate = match self.target_rate {
-            Some(r) => format!("open loop at {r:.0} req/s"),
-            None => "closed loop".to_string(),
-        };
-        let _ = writeln!(
-            o,
-            "fjord-bench: {} ({rate}), {} threads, {} sockets, {:.2} s, {:.0} requests/s sent",
-            self.target,
-            self.threads,
-            self.sockets,
-            self.elapsed_seconds,
-            self.sent_per_second_total
-        );
-        let _ = writeln!(o);
-        let _ = writeln!(
-            o,
-            "{:<10} {:>12} {:>12} {:>14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "kind",
-            "sent",
-            "responses",
-            "responses/s",
-            "errors",
-            "timeouts",
-            "p50 µs",
-            "p90 µs",
-            "p99 µs",
-            "p99.9 µs",
-            "max µs"
-        );
-        let rows = [
-            (
-                "connect",
-                self.sent.connect,
-                self.responses.connect,
-                self.responses_per_second.connect,
-                self.error_replies.connect,
-                self.timeouts.connect,
-                self.latency_by_kind.connect,
-            ),
-            (
-                "announce",
-                self.sent.announce,
-                self.responses.announce,
-                self.responses_per_second.announce,
-                self.error_replies.announce,
-                self.timeouts.announce,
-                self.latency_by_kind.announce,
-            ),
-            (
-                "scrape",
-                self.sent.scrape,
-                self.responses.scrape,
-                self.responses_per_second.scrape,
-                self.error_replies.scrape,
-                self.timeouts.scrape,
-                self.latency_by_kind.scrape,
-            ),
-            (
-                "total",
-                self.sent_total,
-                self.responses_total,
-                self.responses_per_second_total,
-                self.error_replies.connect
-                    + self.error_replies.announce
-                    + self.error_replies.scrape,
-                self.timeouts.connect + self.timeouts.announce + self.timeouts.scrape,
-                self.latency,
-            ),
-        ];
-        for (name, sent, resp, rps, err, to, l) in rows {
-            let _ = writeln!(
-                o,
-                "{name:<10} {sent:>12} {resp:>12} {rps:>14.0} {err:>8} {to:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
-            );
-        }
-        let _ = writeln!(o);
-        let _ = writeln!(
-            o,
-            "loss {:.4}% | malformed {} | unexpected replies {} | socket errors {} | send blocked {} | skipped {}",
-            self.loss * 100.0,
-            self.malformed_total,
-            self.unexpected_replies,
             self.socket_errors,
-            self.send_blocked,
-            self.skipped
-        );
-        if self.malformed_total > 0 {
-            let detail: Vec<String> = self
-                .malformed
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            let _ = writeln!(o, "malformed by reason: {}", detail.join(", "));
-        }
-        let _ = writeln!(
-            o,
-            "peers per announce reply {:.2} | distinct peers announced {} | connection ids obtained {}",
-            self.peers_per_announce, self.peers_announced, self.connection_ids
-        );
-        let _ = writeln!(
-            o,
-            "fjord-bench CPU {:.2} s ({:.0} responses per client CPU second)",
-            self.client_cpu_seconds, self.responses_per_client_cpu_second
-        );
-        if let Some(s) = &self.server {
-            let mb = |b: Option<u64>| {
-                b.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
-                    .unwrap_or_else(|| "n/a".into())
-            };
-            let _ = writeln!(
-                o,
-                "server pid {}: CPU {:.2} s | {} responses per server CPU second | peak RSS {} | RSS {} | {} bytes per peer announced",
-                s.pid,
-                s.cpu_seconds,
-                s.responses_per_cpu_second
-                    .map(|v| format!("{v:.0}"))
-                    .unwrap_or_else(|| "n/a".into()),
-                mb(s.peak_rss_bytes),
-                mb(s.rss_bytes),
-                s.bytes_per_peer
-                    .map(|v| format!("{v:.0}"))
-                    .unwrap_or_else(|| "n/a".into()),
-            );
-        }
-        o
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LoadMode;
+
+    fn issued(kind: Kind, sent_ns: u64) -> Issued {
+        Issued::new(kind, 0, sent_ns)
+    }
 
     #[test]
     fn progress_line_shows_rates_since_the_last_line() {
@@ -549,50 +403,87 @@ mod tests {
             errors: 1,
             malformed: 2,
             timeouts: 3,
+            socket_errors: 4,
         };
         let line = now.progress_line(&prev, 3.0, 2.0);
         assert!(line.contains("100 resp/s"), "{line}");
         assert!(line.contains("announce 90"), "{line}");
         assert!(line.contains("sent 100/s"), "{line}");
-        assert!(line.contains("errors 1 malformed 2 timeouts 3"), "{line}");
+        assert!(
+            line.contains("errors 1 malformed 2 timeouts 3 socket errors 4"),
+            "{line}"
+        );
     }
 
     #[test]
-    fn merge_and_report_add_up() {
-        let mut a = ThreadStats {
-            sent: [2, 10, 1],
-            ..Default::default()
-        };
-        a.record_response(Kind::Connect, 50_000);
-        a.record_response(Kind::Announce, 100_000);
-        a.peers_received = 7;
-        let mut b = ThreadStats {
-            sent: [1, 5, 0],
-            ..Default::default()
-        };
-        b.record_response(Kind::Announce, 300_000);
-        b.timeouts = [0, 1, 0];
-        b.malformed[Malformed::WrongLength.index()] = 2;
-        a.merge(&b);
-        let r = Report::build(&a, "x".into(), &LoadMode::Closed, 2, 8, 2.0, 0.5, None);
-        assert_eq!(r.sent_total, 19);
-        assert_eq!(r.sent_per_second_total, 9.5);
-        assert_eq!(r.responses.announce, 2);
-        assert_eq!(r.responses_total, 3);
-        assert_eq!(r.responses_per_second_total, 1.5);
-        assert_eq!(r.malformed_total, 2);
-        assert_eq!(r.malformed["wrong_length"], 2);
-        assert_eq!(r.peers_per_announce, 3.5);
-        assert!((r.loss - 1.0 / 19.0).abs() < 1e-12);
-        assert_eq!(r.latency.count, 3);
+    fn requests_are_accounted_to_the_second_they_were_sent_in() {
+        let s = 1_000_000_000;
+        // Warm-up ends at 1.5 s.
+        let mut t = ThreadStats::new(s + s / 2);
+        let early = issued(Kind::Announce, s / 2);
+        let mid = issued(Kind::Announce, s + s / 4); // second 1, still warm-up
+        let late = issued(Kind::Scrape, s + 3 * s / 4); // second 1, measured
+        for i in [&early, &mid, &late] {
+            t.sent(i.kind, i.sent_ns);
+        }
+        // Replies arrive in later seconds but count where their request was sent.
+        t.response(&early, 2 * s);
+        t.response(&late, 2 * s + 10_000);
+        t.timeout(&mid);
+        t.skipped(3, 2 * s + 1);
+        assert_eq!(t.seconds.len(), 3);
+        assert_eq!(t.seconds[0].counts.sent, [0, 1, 0]);
+        assert_eq!(t.seconds[0].counts.responses, [0, 1, 0]);
+        assert_eq!(t.seconds[1].counts.sent, [0, 1, 1]);
+        assert_eq!(t.seconds[1].counts.responses, [0, 0, 1]);
+        assert_eq!(t.seconds[1].counts.timeouts, [0, 1, 0]);
+        assert_eq!(t.seconds[1].counts.loss(), 0.5);
+        assert_eq!(t.seconds[2].counts.skipped, 3);
+        assert_eq!(t.seconds[0].latency.len(), 1);
+        let max = t.seconds[0].latency.max();
+        assert!((max as i64 - 1_500_000).abs() < 20_000, "{max}");
+        // The summary has only what was sent after 1.5 s (and the skip at 2 s).
+        assert_eq!(t.summary.sent, [0, 0, 1]);
+        assert_eq!(t.summary.responses, [0, 0, 1]);
+        assert_eq!(t.summary.timeouts_total(), 0);
+        assert_eq!(t.summary.skipped, 3);
+        assert_eq!(t.latency.len(), 1);
         assert!(
-            (299..=301).contains(&r.latency.max_us),
+            (249_000..=251_000).contains(&t.latency.max()),
             "{}",
-            r.latency.max_us
+            t.latency.max()
         );
-        assert!((r.latency_by_kind.announce.p50_us as i64 - 100).abs() <= 1);
-        let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["responses"]["announce"], 2);
-        assert!(r.to_table().contains("announce"));
+        // A request that did not go out is taken back where it was counted.
+        let unsent = issued(Kind::Connect, 2 * s + 5);
+        t.sent(Kind::Connect, unsent.sent_ns);
+        t.unsent(&unsent);
+        assert_eq!(t.seconds[2].counts.sent, [0, 0, 0]);
+        assert_eq!(t.summary.sent, [0, 0, 1]);
+    }
+
+    #[test]
+    fn merge_adds_summaries_and_seconds() {
+        let mut a = ThreadStats::new(0);
+        a.sent(Kind::Connect, 10);
+        a.response(&issued(Kind::Connect, 10), 50_010);
+        let mut b = ThreadStats::new(0);
+        for at in [20, 1_000_000_020, 2_000_000_020] {
+            b.sent(Kind::Announce, at);
+            b.response(&issued(Kind::Announce, at), at + 100_000);
+        }
+        b.peers_received(&issued(Kind::Announce, 20), 7);
+        a.merge(&b);
+        assert_eq!(a.seconds.len(), 3);
+        assert_eq!(a.seconds[0].counts.responses, [1, 1, 0]);
+        assert_eq!(a.seconds[0].latency.len(), 2);
+        assert_eq!(a.seconds[2].counts.responses, [0, 1, 0]);
+        assert_eq!(a.summary.responses, [1, 3, 0]);
+        assert_eq!(a.summary.peers_received, 7);
+        assert_eq!(a.latency.len(), 4);
+        assert_eq!(a.latency_by_kind[1].len(), 3);
+        let live = LiveCounters::default();
+        a.publish(&live);
+        assert_eq!(live.sent.load(Ordering::Relaxed), 4);
+        assert_eq!(live.responses[1].load(Ordering::Relaxed), 3);
     }
 }

@@ -47,6 +47,17 @@ pub struct Issued {
     pub sent_ns: u64,
 }
 
+impl Issued {
+    /// A request of `kind` sent at `sent_ns` (a scrape of `scrape_hashes` hashes).
+    pub fn new(kind: Kind, scrape_hashes: u8, sent_ns: u64) -> Self {
+        Self {
+            kind,
+            scrape_hashes,
+            sent_ns,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     generation: u16,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fjord_bench::config::{BenchConfig, LoadMode};
-use fjord_bench::stats::Report;
+use fjord_bench::report::Report;
 use fjord_server::counters::{Action, CountersSnapshot, IpFamily};
 
 fn start(listen: &str) -> fjord_server::RunningServer {
@@ -57,11 +57,18 @@ fn assert_matches_server(report: &Report, server: &CountersSnapshot, ip: IpFamil
         ),
         (Action::Scrape, report.sent.scrape, report.responses.scrape),
     ];
+    // The probe's connects come before the run and are not in its counts.
+    let probe = u64::from(report.probe.expect("run() probes first").connects);
     for (action, sent, responses) in pairs {
-        assert_eq!(server.requests(action, ip), sent, "{action:?} requests");
+        let extra = if action == Action::Connect { probe } else { 0 };
+        assert_eq!(
+            server.requests(action, ip),
+            sent + extra,
+            "{action:?} requests"
+        );
         assert_eq!(
             server.responses(action, ip),
-            responses,
+            responses + extra,
             "{action:?} responses"
         );
         assert_eq!(server.requests(action, other), 0);
@@ -194,13 +201,14 @@ fn binary_prints_json_that_matches_server() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["sent_total"], 600);
     assert_eq!(json["malformed_total"], 0);
-    for (action, key) in [
-        (Action::Connect, "connect"),
-        (Action::Announce, "announce"),
-        (Action::Scrape, "scrape"),
+    let probe = json["probe"]["connects"].as_u64().unwrap();
+    for (action, key, extra) in [
+        (Action::Connect, "connect", probe),
+        (Action::Announce, "announce", 0),
+        (Action::Scrape, "scrape", 0),
     ] {
         assert_eq!(
-            json["responses"][key].as_u64().unwrap(),
+            json["responses"][key].as_u64().unwrap() + extra,
             counts.responses(action, IpFamily::V4),
             "{key}"
         );

@@ -17,14 +17,17 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
-pub(crate) const FROZEN: u64 = 1;
-pub(crate) const SEEDER: u64 = 1 << 1;
-pub(crate) const REMOVED: u64 = 1 << 2;
+use crate::sync::{AtomicU64, Ordering};
+
+const FROZEN: u64 = 1;
+const SEEDER: u64 = 1 << 1;
+const REMOVED: u64 = 1 << 2;
 pub(crate) const STAMP_SHIFT: u32 = 3;
-pub(crate) const STAMP_BITS: u32 = 13;
+const STAMP_BITS: u32 = 13;
 pub(crate) const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
+const PORT_SHIFT: u32 = 16;
 /// Identity of a peer inside the meta word: port and address (v4) or port, state and tag (v6).
-pub(crate) const KEY_MASK: u64 = !0xFFFF;
+const KEY_MASK: u64 = !0xFFFF;
 const V6_STATE_SHIFT: u32 = 32;
 const V6_RESERVED: u64 = 1 << V6_STATE_SHIFT;
 const V6_PUBLISHED: u64 = 2 << V6_STATE_SHIFT;
@@ -72,7 +75,7 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 
 impl PeerKey {
     pub(crate) fn v4(ip: u32, port: u16, seed: u64) -> Self {
-        let key = (u64::from(ip) << 32) | (u64::from(port) << 16);
+        let key = (u64::from(ip) << 32) | (u64::from(port) << PORT_SHIFT);
         PeerKey {
             hash: mix(key ^ seed),
             key,
@@ -82,7 +85,7 @@ impl PeerKey {
     pub(crate) fn v6(hi: u64, lo: u64, port: u16, seed: u64) -> Self {
         let hash = mix(hi ^ seed) ^ mix(lo.wrapping_add(seed) ^ u64::from(port).rotate_left(40));
         let tag = hash >> 34; // 30 bits
-        let key = (tag << 34) | V6_PUBLISHED | (u64::from(port) << 16);
+        let key = (tag << 34) | V6_PUBLISHED | (u64::from(port) << PORT_SHIFT);
         PeerKey {
             hash,
             key,
@@ -90,34 +93,165 @@ impl PeerKey {
         }
     }
     /// Rebuilds the key of a stored (published or removed) slot.
-    pub(crate) fn from_slot(fam: IpFamily, meta: u64, addr: [u64; 2], seed: u64) -> Self {
-        let port = ((meta >> 16) & 0xFFFF) as u16;
+    pub(crate) fn from_slot(fam: IpFamily, meta: Meta, addr: [u64; 2], seed: u64) -> Self {
         match fam {
-            IpFamily::V4 => PeerKey::v4((meta >> 32) as u32, port, seed),
-            IpFamily::V6 => PeerKey::v6(addr[0], addr[1], port, seed),
+            IpFamily::V4 => PeerKey::v4(meta.ipv4(), meta.port(), seed),
+            IpFamily::V6 => PeerKey::v6(addr[0], addr[1], meta.port(), seed),
         }
     }
     /// The meta word an inserter CASes into an EMPTY v6 slot before writing the address.
     #[inline]
-    pub(crate) fn reserved_meta(&self) -> u64 {
-        (self.key & !V6_STATE_MASK) | V6_RESERVED
+    pub(crate) fn reserved_meta(&self) -> Meta {
+        Meta((self.key & !V6_STATE_MASK) | V6_RESERVED)
     }
 }
 
-/// Meta classification helpers.
-#[inline]
-pub(crate) fn is_empty(m: u64) -> bool {
-    m & !FROZEN == 0
+/// A block slot's first word (layout in the module documentation). [`Meta::EMPTY`] is an EMPTY
+/// slot; a stored peer is [`Meta::live`]; [`Meta::tombstone`] keeps a departed peer's key. Any
+/// of them may carry the FROZEN bit of a migration. (`pub` only because the sealed
+/// [`PeerAddress`] decodes it; nothing outside the crate can name it.)
+#[doc(hidden)]
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Meta(u64);
+
+impl Meta {
+    /// An EMPTY slot (no real peer has port 0, so no stored value is 0).
+    pub(crate) const EMPTY: Meta = Meta(0);
+
+    /// A stored peer: its key bits, the stamp of its last announce and its seeder flag.
+    #[inline]
+    pub(crate) fn live(key: u64, now_stamp: u64, seeder: bool) -> Meta {
+        Meta(key | (now_stamp << STAMP_SHIFT) | if seeder { SEEDER } else { 0 })
+    }
+    /// Set by a migration: the slot never changes again.
+    #[inline]
+    pub(crate) fn is_frozen(self) -> bool {
+        self.0 & FROZEN != 0
+    }
+    /// The value without its FROZEN bit (what a copy into the successor stores).
+    #[inline]
+    pub(crate) fn unfrozen(self) -> Meta {
+        Meta(self.0 & !FROZEN)
+    }
+    /// The value with its FROZEN bit.
+    #[inline]
+    pub(crate) fn frozen(self) -> Meta {
+        Meta(self.0 | FROZEN)
+    }
+    /// EMPTY, frozen or not: the slot never held a peer.
+    #[inline]
+    pub(crate) fn is_empty(self) -> bool {
+        self.unfrozen() == Meta::EMPTY
+    }
+    /// A keyed tombstone: the peer left, its key stays.
+    #[inline]
+    pub(crate) fn is_removed(self) -> bool {
+        self.0 & REMOVED != 0
+    }
+    /// `left == 0` at the peer's last announce.
+    #[inline]
+    pub(crate) fn is_seeder(self) -> bool {
+        self.0 & SEEDER != 0
+    }
+    /// An IPv6 slot claimed by an inserter (or copier) whose address words and publication
+    /// are still to come. Never true for IPv4, whose bits 32..34 are address bits.
+    #[inline]
+    pub(crate) fn is_reserved(self, fam: IpFamily) -> bool {
+        fam == IpFamily::V6 && !self.is_removed() && self.0 & V6_STATE_MASK == V6_RESERVED
+    }
+    /// A peer that is stored (maybe expired): not empty, not removed, not a pending reservation.
+    #[inline]
+    pub(crate) fn is_live(self, fam: IpFamily) -> bool {
+        !self.is_empty() && !self.is_removed() && !self.is_reserved(fam)
+    }
+    /// The peer's identity bits (compare with [`PeerKey::key`]): equal for its live value, its
+    /// tombstone and (with the state bits) its reservation.
+    #[inline]
+    pub(crate) fn key_bits(self) -> u64 {
+        self.0 & KEY_MASK
+    }
+    /// The keyed tombstone that a stop or an expiry leaves of this peer.
+    #[inline]
+    pub(crate) fn tombstone(self) -> Meta {
+        Meta(self.key_bits() | REMOVED)
+    }
+    /// The stamp of the peer's last announce (see [`stamp_of`]).
+    #[inline]
+    pub(crate) fn stamp(self) -> u64 {
+        (self.0 >> STAMP_SHIFT) & STAMP_MASK
+    }
+    /// Expired iff older than `timeout_units` stamps. Ages are taken modulo [`STAMP_RANGE`], so
+    /// a peer must be removed before its age wraps: `clean` bounds its cycle for that (see
+    /// `PeerStore::clean`), and the largest timeout leaves that cycle ~9 h.
+    #[inline]
+    pub(crate) fn is_expired(self, now_stamp: u64, timeout_units: u64) -> bool {
+        let age = now_stamp.wrapping_sub(self.stamp()) & STAMP_MASK;
+        age > timeout_units && age < STAMP_RANGE - FUTURE_UNITS
+    }
+
+    /// Age in seconds at `now_stamp` (0 for a stamp from the future).
+    #[inline]
+    pub(crate) fn age_secs(self, now_stamp: u64) -> u32 {
+        let age = now_stamp.wrapping_sub(self.stamp()) & STAMP_MASK;
+        if age >= STAMP_RANGE - FUTURE_UNITS {
+            0
+        } else {
+            (age << STAMP_SHIFT) as u32
+        }
+    }
+    #[inline]
+    fn port(self) -> u16 {
+        (self.0 >> PORT_SHIFT) as u16
+    }
+    #[inline]
+    fn ipv4(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
 }
-#[inline]
-pub(crate) fn is_reserved(fam: IpFamily, m: u64) -> bool {
-    fam == IpFamily::V6 && m & REMOVED == 0 && m & V6_STATE_MASK == V6_RESERVED
+
+/// A block slot's meta word, typed: loads and CASes take and give [`Meta`]. Lives no longer
+/// than the block view it came from.
+#[derive(Clone, Copy)]
+pub(crate) struct MetaCell<'g>(&'g AtomicU64);
+
+impl<'g> MetaCell<'g> {
+    #[inline]
+    pub(crate) fn new(word: &'g AtomicU64) -> Self {
+        MetaCell(word)
+    }
+    #[inline]
+    pub(crate) fn load(self, order: Ordering) -> Meta {
+        Meta(self.0.load(order))
+    }
+    #[inline]
+    pub(crate) fn compare_exchange(
+        self,
+        current: Meta,
+        new: Meta,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<Meta, Meta> {
+        self.0
+            .compare_exchange(current.0, new.0, success, failure)
+            .map(Meta)
+            .map_err(Meta)
+    }
+    #[inline]
+    pub(crate) fn compare_exchange_weak(
+        self,
+        current: Meta,
+        new: Meta,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<Meta, Meta> {
+        self.0
+            .compare_exchange_weak(current.0, new.0, success, failure)
+            .map(Meta)
+            .map_err(Meta)
+    }
 }
-/// A peer that is stored (maybe expired): not empty, not removed, not a pending reservation.
-#[inline]
-pub(crate) fn is_live(fam: IpFamily, m: u64) -> bool {
-    !is_empty(m) && m & REMOVED == 0 && !is_reserved(fam, m)
-}
+
 #[inline]
 pub(crate) fn stamp_of(now_secs: u32) -> u64 {
     u64::from(now_secs >> STAMP_SHIFT) & STAMP_MASK
@@ -129,21 +263,8 @@ pub(crate) const FUTURE_UNITS: u64 = 16;
 /// Number of distinct stamps (the stamp clock wraps every `STAMP_RANGE` units, 18.2 h).
 pub(crate) const STAMP_RANGE: u64 = 1 << STAMP_BITS;
 
-/// Expired iff older than `timeout_units` stamps. Ages are taken modulo [`STAMP_RANGE`], so a
-/// peer must be removed before its age wraps: `clean` bounds its cycle for that (see
-/// `PeerStore::clean`), and the largest timeout leaves that cycle ~9 h.
-#[inline]
-pub(crate) fn is_expired(m: u64, now_stamp: u64, timeout_units: u64) -> bool {
-    let age = now_stamp.wrapping_sub((m >> STAMP_SHIFT) & STAMP_MASK) & STAMP_MASK;
-    age > timeout_units && age < STAMP_RANGE - FUTURE_UNITS
-}
-#[inline]
-pub(crate) fn live_value(key: u64, now_stamp: u64, seeder: bool) -> u64 {
-    key | (now_stamp << STAMP_SHIFT) | if seeder { SEEDER } else { 0 }
-}
-
 pub(crate) mod sealed {
-    use super::{IpFamily, PeerKey};
+    use super::{IpFamily, Meta, PeerKey};
     /// Private half of [`PeerAddress`](crate::PeerAddress): how a family is keyed and decoded.
     pub trait Sealed: Sized {
         #[doc(hidden)]
@@ -153,7 +274,7 @@ pub(crate) mod sealed {
         #[doc(hidden)]
         fn peer_key(&self, seed: u64) -> PeerKey;
         #[doc(hidden)]
-        fn decode(meta: u64, addr: [u64; 2]) -> Self;
+        fn decode(meta: Meta, addr: [u64; 2]) -> Self;
     }
 }
 
@@ -168,11 +289,8 @@ impl sealed::Sealed for SocketAddrV4 {
     fn peer_key(&self, seed: u64) -> PeerKey {
         PeerKey::v4(u32::from(*self.ip()), SocketAddrV4::port(self), seed)
     }
-    fn decode(meta: u64, _addr: [u64; 2]) -> Self {
-        SocketAddrV4::new(
-            Ipv4Addr::from((meta >> 32) as u32),
-            ((meta >> 16) & 0xFFFF) as u16,
-        )
+    fn decode(meta: Meta, _addr: [u64; 2]) -> Self {
+        SocketAddrV4::new(Ipv4Addr::from(meta.ipv4()), meta.port())
     }
 }
 impl PeerAddress for SocketAddrV4 {}
@@ -186,9 +304,9 @@ impl sealed::Sealed for SocketAddrV6 {
         let a = u128::from(*self.ip());
         PeerKey::v6((a >> 64) as u64, a as u64, SocketAddrV6::port(self), seed)
     }
-    fn decode(meta: u64, addr: [u64; 2]) -> Self {
+    fn decode(meta: Meta, addr: [u64; 2]) -> Self {
         let a = (u128::from(addr[0]) << 64) | u128::from(addr[1]);
-        SocketAddrV6::new(Ipv6Addr::from(a), ((meta >> 16) & 0xFFFF) as u16, 0, 0)
+        SocketAddrV6::new(Ipv6Addr::from(a), meta.port(), 0, 0)
     }
 }
 impl PeerAddress for SocketAddrV6 {}

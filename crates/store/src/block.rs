@@ -12,9 +12,9 @@
 //!
 //! `next` packs the migration state (bits 0..48) with an immutable size code (bits 48..64):
 //! the capacity of a small block, [`CODE_BIG`] (capacity in the big header) or
-//! [`CODE_CORPSE`] (a slot-less block left behind by a freed swarm). The state goes
-//! `NEXT_NONE` → `NEXT_GROW`/`NEXT_KILL` (a migration started; slots are being frozen) →
-//! the successor's address, and never back. A swarm's blocks form a chain through `next`; the
+//! [`CODE_CORPSE`] (a slot-less block left behind by a freed swarm). The state ([`Next`]) goes
+//! `None` → `Grow`/`Kill` (a migration started; slots are being frozen) → the successor's
+//! address, and never back. A swarm's blocks form a chain through `next`; the
 //! swarm map points at the newest one.
 //!
 //! Small blocks keep no `used`, `seeders` or `leechers`: they run full (an insert that finds no
@@ -22,18 +22,21 @@
 //! saves 16 bytes on the ~90 % of swarms that hold a handful of peers.
 
 use std::alloc::Layout;
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 
+use crate::addr::MetaCell;
 use crate::slab::Slab;
+use crate::sync::epoch::Guard;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::table::{drop_slots, init_slots, slot_word};
+use crate::table::{Slots, drop_slots, init_slots, slot_word};
 
 /// Largest capacity of a small block.
 pub(crate) const SMALL_MAX: usize = 8;
 
-pub(crate) const NEXT_NONE: u64 = 0;
-pub(crate) const NEXT_GROW: u64 = 2;
-pub(crate) const NEXT_KILL: u64 = 3;
+const NEXT_NONE: u64 = 0;
+const NEXT_GROW: u64 = 2;
+const NEXT_KILL: u64 = 3;
 /// Bits of `next` that hold the state or the successor's address.
 const STATE_MASK: u64 = (1 << 48) - 1;
 const CODE_SHIFT: u32 = 48;
@@ -77,13 +80,48 @@ pub(crate) struct Big {
     pub(crate) leechers: AtomicU32,
 }
 
-/// A borrowed view of a block. Copyable; valid while the epoch guard it was read under lives.
+/// A borrowed view of a block, valid for `'g`: the pin of the epoch guard it was read under
+/// (as crossbeam-epoch's `Shared<'g, T>`), so the compiler checks that no view outlives it.
+/// Copyable.
+///
+/// Invariant: the block, and every block its state names (its successor, and that one's, …),
+/// stays allocated for all of `'g`. Views are made by [`Block::alloc`] and [`Block::corpse`]
+/// (tied to the allocating thread's guard), by [`Block::state`] (a successor, see *Reclamation*
+/// in docs/architecture.md), by the swarm map's slot decoding, and by the escape hatch
+/// [`Block::from_addr`] (retire closures and `Drop`).
 #[derive(Clone, Copy)]
-pub(crate) struct Block {
+pub(crate) struct Block<'g> {
     ptr: NonNull<Head>,
     cap: u32,
     words: u8,
     big: bool,
+    _guard: PhantomData<&'g Guard>,
+}
+
+/// A block's migration state (bits 0..48 of `next`): it goes `None` → `Grow` | `Kill` →
+/// `Successor`, and never back.
+#[derive(Clone, Copy)]
+pub(crate) enum Next<'g> {
+    /// No migration.
+    None,
+    /// A migration to a block for the live peers was started (growth or compaction).
+    Grow,
+    /// A migration that frees the swarm if it finds no live peer was started.
+    Kill,
+    /// The migration's successor (a block, or a corpse if the swarm was freed).
+    Successor(Block<'g>),
+}
+
+impl Next<'_> {
+    #[inline]
+    fn bits(self) -> u64 {
+        match self {
+            Next::None => NEXT_NONE,
+            Next::Grow => NEXT_GROW,
+            Next::Kill => NEXT_KILL,
+            Next::Successor(b) => b.addr() as u64,
+        }
+    }
 }
 
 const BIG_OFF: usize = size_of::<Head>().next_multiple_of(align_of::<Big>());
@@ -123,22 +161,31 @@ pub(crate) fn fitted_cap(cap: usize, words: usize) -> usize {
     if big { fit } else { fit.min(SMALL_MAX) }
 }
 
-impl Block {
-    /// Allocates a block with all slots EMPTY and state `NEXT_NONE`. A big block starts with
-    /// `used = 0` and the given counts; a small one ignores them.
+/// A new big block's counts: downloads completed so far, and the peers it starts with.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct StartCounts {
+    pub(crate) completed: u32,
+    pub(crate) seeders: u32,
+    pub(crate) leechers: u32,
+}
+
+impl<'g> Block<'g> {
+    /// Allocates a block with all slots EMPTY and state [`Next::None`]. A big block starts
+    /// with `used = 0` and the given counts; a small one keeps only `completed`. The view lives
+    /// as long as the allocating thread's pin: once published, the block is retired through
+    /// the epoch; unpublished, it is its allocator's to free.
     pub(crate) fn alloc(
         slab: &Slab,
         info_hash: [u8; 20],
         cap: usize,
         words: usize,
-        completed: u32,
-        seeders: u32,
-        leechers: u32,
-    ) -> Block {
+        counts: StartCounts,
+        _g: &'g Guard,
+    ) -> Block<'g> {
         assert!((1..=u32::MAX as usize).contains(&cap) && (1..=3).contains(&words));
         let big = cap > SMALL_MAX;
         let code = if big { CODE_BIG } else { cap as u64 };
-        let b = Self::raw(slab, info_hash, cap, words, code, completed);
+        let b = Self::raw(slab, info_hash, cap, words, code, counts.completed);
         if big {
             // SAFETY: `raw` allocated a big layout: the `Big` header follows `Head`; it is
             // initialised here, before the block is shared.
@@ -146,8 +193,8 @@ impl Block {
                 b.big_ptr().write(Big {
                     cap: cap as u32,
                     used: AtomicU32::new(0),
-                    seeders: AtomicU32::new(seeders),
-                    leechers: AtomicU32::new(leechers),
+                    seeders: AtomicU32::new(counts.seeders),
+                    leechers: AtomicU32::new(counts.leechers),
                 })
             };
         }
@@ -155,7 +202,7 @@ impl Block {
     }
 
     /// A slot-less block that marks a freed swarm in the map (a tombstone's referent).
-    pub(crate) fn corpse(slab: &Slab, info_hash: [u8; 20], words: usize) -> Block {
+    pub(crate) fn corpse(slab: &Slab, info_hash: [u8; 20], words: usize, _g: &'g Guard) -> Self {
         Self::raw(slab, info_hash, 0, words, CODE_CORPSE, COMPLETED_FROZEN)
     }
 
@@ -166,7 +213,7 @@ impl Block {
         words: usize,
         code: u64,
         completed: u32,
-    ) -> Block {
+    ) -> Self {
         let big = code == CODE_BIG;
         let (l, off) = layout(cap, words, big);
         debug_assert_eq!(off, if big { BIG_SLOTS_OFF } else { SMALL_SLOTS_OFF });
@@ -193,14 +240,21 @@ impl Block {
             cap: cap as u32,
             words: words as u8,
             big,
+            _guard: PhantomData,
         }
     }
 
+    /// The view of the block at `addr`, for a lifetime the caller chooses: the escape hatch
+    /// of the guard-bound views, for the swarm map's and `next`'s decoding (whose lifetime the
+    /// caller ties to its guard) and for retire closures and `Drop` (which own the block).
+    ///
     /// # Safety
-    /// `addr` must come from [`Block::addr`] of a block allocated with the same `words`, not yet
-    /// freed, and published to this thread with Acquire (or allocated by it).
+    /// `addr` must come from [`Block::addr`] of a block allocated with the same `words`, and the
+    /// block must stay allocated for all of `'a`, with every block its state names (so
+    /// [`Block::state`] may be read). Its initialisation must be visible to this thread: it was
+    /// published to it with Acquire (or a CAS), or allocated by it.
     #[inline]
-    pub(crate) unsafe fn from_addr(addr: usize, words: usize) -> Block {
+    pub(crate) unsafe fn from_addr<'a>(addr: usize, words: usize) -> Block<'a> {
         // SAFETY: per the contract `addr` is a live, non-null block address.
         let ptr: NonNull<Head> =
             unsafe { NonNull::new_unchecked(std::ptr::with_exposed_provenance_mut(addr)) };
@@ -211,9 +265,11 @@ impl Block {
             cap: 0,
             words: words as u8,
             big: code == CODE_BIG,
+            _guard: PhantomData,
         };
         b.cap = match code {
-            CODE_BIG => b.big_ref().cap,
+            // SAFETY: the code says the block is big.
+            CODE_BIG => unsafe { b.big_unchecked() }.cap,
             CODE_CORPSE => 0,
             c => c as u32,
         };
@@ -228,7 +284,8 @@ impl Block {
     /// Frees the block (to `slab`, the one it was allocated from).
     ///
     /// # Safety
-    /// No thread may access the block afterwards, and it is freed at most once.
+    /// No thread may access the block afterwards (this view and its copies included), and it
+    /// is freed at most once.
     pub(crate) unsafe fn free(self, slab: &Slab) {
         let words = usize::from(self.words);
         let code = self.head().code();
@@ -249,28 +306,38 @@ impl Block {
     }
 
     #[inline]
-    pub(crate) fn head(&self) -> &Head {
-        // SAFETY: a `Block` is only built for a live allocation (see `from_addr`), and callers
-        // keep it alive with an epoch guard for as long as they use the view.
+    pub(crate) fn head(&self) -> &'g Head {
+        // SAFETY: the view's invariant: the block stays allocated for `'g`.
         unsafe { self.ptr.as_ref() }
     }
 
+    /// Where a big block's second header lies.
+    ///
+    /// # Safety
+    /// The block must be big (the view's `big`, or its size code, says so).
     #[inline]
-    fn big_ptr(&self) -> *mut Big {
-        let off = BIG_OFF;
-        // SAFETY: only called on big blocks, whose allocation holds a `Big` at `off`.
-        unsafe { self.ptr.as_ptr().cast::<u8>().add(off).cast::<Big>() }
+    unsafe fn big_ptr(&self) -> *mut Big {
+        // SAFETY: per the contract the allocation holds a `Big` at `BIG_OFF`.
+        unsafe { self.ptr.as_ptr().cast::<u8>().add(BIG_OFF).cast::<Big>() }
     }
+    /// The second header, without checking that there is one.
+    ///
+    /// # Safety
+    /// As for [`Block::big_ptr`]; and the header must be initialised (by [`Block::alloc`],
+    /// before the view was shared).
     #[inline]
-    fn big_ref(&self) -> &Big {
-        // SAFETY: callers check `self.big`; the `Big` header was initialised by `alloc`.
+    unsafe fn big_unchecked(&self) -> &'g Big {
+        // SAFETY: per the contract a `Big` is initialised there; the view's invariant keeps
+        // the block allocated for `'g`.
         unsafe { &*self.big_ptr() }
     }
 
     /// The big header, if this is a big block.
     #[inline]
-    pub(crate) fn big(&self) -> Option<&Big> {
-        self.big.then(|| self.big_ref())
+    pub(crate) fn big(&self) -> Option<&'g Big> {
+        // SAFETY: `self.big` is set from the size code, fixed at allocation, and `alloc`
+        // initialises the header of every big block before it returns it.
+        self.big.then(|| unsafe { self.big_unchecked() })
     }
 
     #[inline]
@@ -284,30 +351,60 @@ impl Block {
     }
 
     #[inline]
-    pub(crate) fn info_hash(&self) -> &[u8; 20] {
+    pub(crate) fn info_hash(&self) -> &'g [u8; 20] {
         &self.head().info_hash
     }
 
-    /// The migration state or successor address (Acquire: a successor's contents are visible).
+    /// True if a migration was started (the state is not [`Next::None`]). Acquire, as
+    /// [`Block::state`].
     #[inline]
-    pub(crate) fn state(&self) -> u64 {
-        self.head().next.load(Ordering::Acquire) & STATE_MASK
+    pub(crate) fn is_migrating(&self) -> bool {
+        self.head().next.load(Ordering::Acquire) & STATE_MASK != NEXT_NONE
+    }
+
+    /// The migration state (Acquire: a successor's contents are visible).
+    #[inline]
+    pub(crate) fn state(&self) -> Next<'g> {
+        self.decode(self.head().next.load(Ordering::Acquire) & STATE_MASK)
     }
 
     /// CAS of the state, keeping the size code; `Err` holds the current state.
     #[inline]
-    pub(crate) fn cas_state(&self, from: u64, to: u64) -> Result<(), u64> {
+    pub(crate) fn cas_state(&self, from: Next<'g>, to: Next<'g>) -> Result<(), Next<'g>> {
         let code = self.head().code() << CODE_SHIFT;
         self.head()
             .next
-            .compare_exchange(code | from, code | to, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                code | from.bits(),
+                code | to.bits(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .map(|_| ())
-            .map_err(|cur| cur & STATE_MASK)
+            .map_err(|cur| self.decode(cur & STATE_MASK))
     }
 
-    /// Word `k` of slot `i` (`k < words`, `i < cap`).
+    /// The state that `bits` of this block's `next` (loaded with Acquire) encode.
     #[inline]
-    pub(crate) fn word(&self, i: usize, k: usize) -> &AtomicU64 {
+    fn decode(&self, bits: u64) -> Next<'g> {
+        match bits {
+            NEXT_NONE => Next::None,
+            NEXT_GROW => Next::Grow,
+            NEXT_KILL => Next::Kill,
+            // SAFETY: a successor published in `next` of a block that lives for `'g`, read
+            // with Acquire; a successor is retired only after it was replaced in the map, after
+            // its predecessor was, so it outlives every pin that can still reach the
+            // predecessor (*Successors reached through `next`*), and so do its own successors.
+            a => Next::Successor(unsafe { Block::from_addr(a as usize, usize::from(self.words)) }),
+        }
+    }
+
+    /// Word `k` of slot `i`, unchecked.
+    ///
+    /// # Safety
+    /// `i < cap` and `k < words`.
+    #[inline]
+    unsafe fn word(&self, i: usize, k: usize) -> &'g AtomicU64 {
         let words = usize::from(self.words);
         debug_assert!(i < self.cap() && k < words);
         let off = if self.big {
@@ -315,9 +412,80 @@ impl Block {
         } else {
             SMALL_SLOTS_OFF
         };
-        // SAFETY: `i * words + k < cap * words`, so the element lies inside the slot array that
-        // `raw` initialised; the reference lives no longer than `self`'s guard.
+        // SAFETY: per the contract `i * words + k < cap * words`, so the element lies inside
+        // the slot array that `raw` initialised; the block stays allocated for `'g` (the
+        // view's invariant).
         unsafe { slot_word(self.ptr.as_ptr().cast(), off, i * words + k) }
+    }
+}
+
+impl<'g> Slots for Block<'g> {
+    type Slot = Slot<'g>;
+    #[inline]
+    fn cap(&self) -> usize {
+        self.cap as usize
+    }
+    #[inline]
+    unsafe fn slot_unchecked(self, i: usize) -> Slot<'g> {
+        Slot { block: self, i }
+    }
+}
+
+/// Slot `i` of a block, with `i < cap`: made only through [`Slots`] (a scan or a probe), so
+/// its words are reached without a bounds check.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot<'g> {
+    block: Block<'g>,
+    i: usize,
+}
+
+impl<'g> Slot<'g> {
+    /// The slot's meta word.
+    #[inline]
+    pub(crate) fn meta(self) -> MetaCell<'g> {
+        // SAFETY: `i < cap` (the type's invariant); every block has a meta word per slot.
+        MetaCell::new(unsafe { self.block.word(self.i, 0) })
+    }
+    /// An IPv6 slot's address words (zeros in an IPv4 block). Relaxed: they are written once,
+    /// before the meta word that the caller read with Acquire was published.
+    #[inline]
+    pub(crate) fn addr_words(self) -> [u64; 2] {
+        if self.block.words == 3 {
+            // SAFETY: `i < cap` (the type's invariant) and the block has 3 words per slot.
+            unsafe {
+                [
+                    self.block.word(self.i, 1).load(Ordering::Relaxed),
+                    self.block.word(self.i, 2).load(Ordering::Relaxed),
+                ]
+            }
+        } else {
+            [0; 2]
+        }
+    }
+    /// True if the slot holds address `addr` (always true in an IPv4 block, whose key is in
+    /// the meta word); the words are compared one by one.
+    #[inline]
+    pub(crate) fn has_addr(self, addr: [u64; 2]) -> bool {
+        if self.block.words != 3 {
+            return true;
+        }
+        // SAFETY: `i < cap` (the type's invariant) and the block has 3 words per slot.
+        unsafe {
+            self.block.word(self.i, 1).load(Ordering::Relaxed) == addr[0]
+                && self.block.word(self.i, 2).load(Ordering::Relaxed) == addr[1]
+        }
+    }
+    /// Writes an IPv6 slot's address words (Relaxed: the caller then publishes its meta word
+    /// with Release). Nothing in an IPv4 block.
+    #[inline]
+    pub(crate) fn store_addr(self, addr: [u64; 2]) {
+        if self.block.words == 3 {
+            // SAFETY: `i < cap` (the type's invariant) and the block has 3 words per slot.
+            unsafe {
+                self.block.word(self.i, 1).store(addr[0], Ordering::Relaxed);
+                self.block.word(self.i, 2).store(addr[1], Ordering::Relaxed);
+            }
+        }
     }
 }
 

@@ -175,7 +175,7 @@ impl PeerStore {
                 if rep.swarms_visited >= budget && (rep.cycle_complete || !overdue) {
                     break 'walk;
                 }
-                let at = fam.map_slot(t, slot, &guard);
+                let at = fam.map_slot(t, slot);
                 slot += 1;
                 match at {
                     MapSlot::Live(sw) => {
