@@ -102,6 +102,7 @@ fn main() {
                 pinned.prefetch_block::<SocketAddrV4>(key);
             }
             for (key, &(s, j)) in keys.iter().zip(batch) {
+                out.clear();
                 black_box(pinned.announce(
                     key,
                     peer(s, j),
@@ -121,6 +122,7 @@ fn main() {
             let pinned = store.pin();
             for &(s, j) in batch {
                 let key = store.swarm_key(&hashes[s as usize]);
+                out.clear();
                 black_box(pinned.announce(
                     &key,
                     peer(s, j),

@@ -121,8 +121,8 @@ pub use request::{
 };
 pub use response::{
     ANNOUNCE_RESPONSE_HEADER_LEN, AnnouncePeers, AnnouncePeersIter, AnnounceResponse,
-    AnnounceResponseHeader, CONNECT_RESPONSE_LEN, ConnectResponse, ERROR_RESPONSE_HEADER_LEN,
-    ErrorResponse, IPV4_PEER_LEN, IPV6_PEER_LEN, IpFamily, Response, ResponseError,
-    SCRAPE_RESPONSE_HEADER_LEN, SCRAPE_ROW_LEN, ScrapeResponse, ScrapeStats,
-    write_announce_response_v4, write_announce_response_v6, write_scrape_response,
+    AnnounceResponseHeader, AnnounceResponseWriter, CONNECT_RESPONSE_LEN, ConnectResponse,
+    ERROR_RESPONSE_HEADER_LEN, ErrorResponse, IPV4_PEER_LEN, IPV6_PEER_LEN, IpFamily, PeerEntry,
+    Response, ResponseError, SCRAPE_RESPONSE_HEADER_LEN, SCRAPE_ROW_LEN, ScrapeResponse,
+    ScrapeStats, write_announce_response_v4, write_announce_response_v6, write_scrape_response,
 };

@@ -64,11 +64,22 @@ pub struct AnnounceResponseHeader {
 
 impl AnnounceResponseHeader {
     fn write(&self, w: &mut Writer<'_>) -> Result<(), BufferTooSmall> {
-        w.u32(Action::Announce.to_wire())?;
-        w.u32(self.transaction_id.0)?;
-        w.u32(self.interval)?;
-        w.u32(self.leechers)?;
-        w.u32(self.seeders)
+        w.array(self.to_bytes())
+    }
+
+    fn to_bytes(self) -> [u8; ANNOUNCE_RESPONSE_HEADER_LEN] {
+        let words = [
+            Action::Announce.to_wire(),
+            self.transaction_id.0,
+            self.interval,
+            self.leechers,
+            self.seeders,
+        ];
+        let mut out = [0; ANNOUNCE_RESPONSE_HEADER_LEN];
+        for (dst, word) in out.chunks_exact_mut(4).zip(words) {
+            dst.copy_from_slice(&word.to_be_bytes());
+        }
+        out
     }
 }
 
@@ -114,12 +125,7 @@ pub fn write_announce_response_v4(
     header: &AnnounceResponseHeader,
     peers: impl IntoIterator<Item = SocketAddrV4>,
 ) -> Result<usize, BufferTooSmall> {
-    let mut w = Writer::new(out);
-    header.write(&mut w)?;
-    for peer in peers {
-        w.array(v4_entry(&peer))?;
-    }
-    Ok(w.finish())
+    write_announce_response(out, header, peers)
 }
 
 /// Writes an announce response with 18-byte IPv6 peer entries and returns its length.
@@ -131,12 +137,106 @@ pub fn write_announce_response_v6(
     header: &AnnounceResponseHeader,
     peers: impl IntoIterator<Item = SocketAddrV6>,
 ) -> Result<usize, BufferTooSmall> {
-    let mut w = Writer::new(out);
-    header.write(&mut w)?;
+    write_announce_response(out, header, peers)
+}
+
+fn write_announce_response<P: PeerEntry>(
+    out: &mut [u8],
+    header: &AnnounceResponseHeader,
+    peers: impl IntoIterator<Item = P>,
+) -> Result<usize, BufferTooSmall> {
+    let mut w = AnnounceResponseWriter::new(out)?;
     for peer in peers {
-        w.array(v6_entry(&peer))?;
+        if !w.push(&peer) {
+            return Err(BufferTooSmall);
+        }
     }
-    Ok(w.finish())
+    Ok(w.finish(header))
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for core::net::SocketAddrV4 {}
+    impl Sealed for core::net::SocketAddrV6 {}
+}
+
+/// A peer address as an announce response's entry: [`SocketAddrV4`] (6 bytes) or
+/// [`SocketAddrV6`] (18 bytes). Sealed.
+pub trait PeerEntry: sealed::Sealed {
+    /// Bytes of one entry.
+    const LEN: usize;
+    /// Writes the entry into `out`, which is exactly [`PeerEntry::LEN`] bytes long.
+    fn write_entry(&self, out: &mut [u8]);
+}
+
+impl PeerEntry for SocketAddrV4 {
+    const LEN: usize = IPV4_PEER_LEN;
+    #[inline]
+    fn write_entry(&self, out: &mut [u8]) {
+        out.copy_from_slice(&v4_entry(self));
+    }
+}
+
+impl PeerEntry for SocketAddrV6 {
+    const LEN: usize = IPV6_PEER_LEN;
+    #[inline]
+    fn write_entry(&self, out: &mut [u8]) {
+        out.copy_from_slice(&v6_entry(self));
+    }
+}
+
+/// An announce response written in place, for a caller that learns the peers one at a time
+/// and the swarm's counts last (the tracker's store hands out peers while it updates the
+/// swarm): the entries go in behind room left for the header, and [`finish`] writes the header.
+/// One family per response (`P`), as BEP 15 requires.
+///
+/// [`finish`]: AnnounceResponseWriter::finish
+pub struct AnnounceResponseWriter<'a, P> {
+    header: &'a mut [u8; ANNOUNCE_RESPONSE_HEADER_LEN],
+    entries: &'a mut [u8],
+    len: usize,
+    peers: usize,
+    family: core::marker::PhantomData<fn(&P)>,
+}
+
+impl<'a, P: PeerEntry> AnnounceResponseWriter<'a, P> {
+    /// A writer into `out`; [`BufferTooSmall`] if `out` cannot hold the header.
+    pub fn new(out: &'a mut [u8]) -> Result<Self, BufferTooSmall> {
+        let (header, entries) = out.split_first_chunk_mut().ok_or(BufferTooSmall)?;
+        Ok(Self {
+            header,
+            entries,
+            len: 0,
+            peers: 0,
+            family: core::marker::PhantomData,
+        })
+    }
+
+    /// Appends `peer`'s entry; false (and nothing written) if it does not fit.
+    #[inline]
+    pub fn push(&mut self, peer: &P) -> bool {
+        let end = self.len + P::LEN;
+        match self.entries.get_mut(self.len..end) {
+            Some(entry) => {
+                peer.write_entry(entry);
+                self.len = end;
+                self.peers += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Entries written so far.
+    pub fn peers(&self) -> usize {
+        self.peers
+    }
+
+    /// Writes the header and returns the response's length.
+    pub fn finish(self, header: &AnnounceResponseHeader) -> usize {
+        *self.header = header.to_bytes();
+        ANNOUNCE_RESPONSE_HEADER_LEN + self.len
+    }
 }
 
 /// An address family: IPv4 or IPv6. It decides the peer entry size of an announce response,

@@ -487,3 +487,40 @@ fn response_parsing_is_strict_about_lengths() {
         Err(ResponseError::UnknownAction(4))
     );
 }
+
+#[test]
+fn announce_written_in_place_keeps_to_its_buffer_and_puts_the_header_last() {
+    let peers: Vec<SocketAddrV4> = (1..=4)
+        .map(|i| SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, i), 6881))
+        .collect();
+    let header = AnnounceResponseHeader {
+        transaction_id: TransactionId(7),
+        interval: 1800,
+        leechers: 3,
+        seeders: 1,
+    };
+    // Room for the header and three entries, one byte short of a fourth.
+    let mut out = [0xAAu8; 20 + 3 * 6 + 5];
+    let mut w = AnnounceResponseWriter::new(&mut out).unwrap();
+    let pushed: Vec<bool> = peers.iter().map(|p| w.push(p)).collect();
+    assert_eq!(pushed, [true, true, true, false]);
+    assert_eq!(w.peers(), 3);
+    let n = w.finish(&header);
+    assert_eq!(n, 20 + 18);
+    assert_eq!(out[n..], [0xAA; 5], "a refused entry wrote nothing");
+    let mut expected = [0u8; 64];
+    let m = write_announce_response_v4(&mut expected, &header, peers[..3].iter().copied()).unwrap();
+    assert_eq!(out[..n], expected[..m]);
+    match Response::parse(&out[..n], IpFamily::V4).unwrap() {
+        Response::Announce(a) => {
+            assert_eq!((a.header.seeders, a.header.leechers), (1, 3));
+            assert!(
+                a.peers
+                    .iter()
+                    .eq(peers[..3].iter().map(|&p| SocketAddr::V4(p)))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(AnnounceResponseWriter::<SocketAddrV6>::new(&mut [0u8; 19]).is_err());
+}

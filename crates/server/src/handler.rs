@@ -5,8 +5,8 @@
 //! [`RequestHandler::handle_batch`], which answers the same way but in stages (parse and check
 //! every datagram, then prefetch the swarms of the batch's announces, then serve them), so that
 //! the store's cache misses of a batch overlap. One handler per worker: it owns that worker's
-//! counters, RNG, scratch vectors and cached access list; the store, the connection-id key and
-//! the access-list source are shared ([`Shared`]).
+//! counters, RNG, rate limiter, admission sketches and cached access list; the store, the
+//! connection-id key and the access-list source are shared ([`Shared`]).
 //!
 //! Rules, in order:
 //! 0. Rate: a datagram from a source prefix over its rate ([`crate::limiter`]) is dropped before
@@ -28,11 +28,11 @@ use crate::fjord_store;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
-use crate::fjord_store::{PeerStatus, PeerStore, Pinned, SwarmCounts, SwarmKey};
+use crate::fjord_store::{PeerSink, PeerStatus, PeerStore, Pinned, SwarmCounts, SwarmKey};
 use fjord_protocol::{
-    AnnounceEvent, AnnounceRequest, AnnounceResponseHeader, ConnectResponse, ConnectionId,
-    ErrorResponse, ParseLimits, Request, RequestError, ScrapeRequest, ScrapeStats, TransactionId,
-    write_announce_response_v4, write_announce_response_v6, write_scrape_response,
+    AnnounceEvent, AnnounceRequest, AnnounceResponseHeader, AnnounceResponseWriter,
+    ConnectResponse, ConnectionId, ErrorResponse, ParseLimits, PeerEntry, Request, RequestError,
+    ScrapeRequest, ScrapeStats, TransactionId, write_announce_response_v4, write_scrape_response,
 };
 
 use crate::access_list::{AccessListCache, AccessListSource};
@@ -150,18 +150,11 @@ pub struct RequestHandler {
     /// This worker's counters (plain integers; published by the worker).
     pub counters: Counters,
     rng: u64,
-    scratch: Scratch,
     rows: Vec<SwarmCounts>,
     /// The current batch's announces that passed their checks, by datagram index, and
     /// their swarms' keys (see `handle_batch`).
     admitted: Vec<(usize, Admitted)>,
     keys: Vec<SwarmKey>,
-}
-
-/// Peer lists the store fills, one per family (kept to avoid allocating per announce).
-struct Scratch {
-    v4: Vec<SocketAddrV4>,
-    v6: Vec<SocketAddrV6>,
 }
 
 /// Where a batch's replies go: buffers handed out one at a time, each committed (or not) as
@@ -212,10 +205,6 @@ impl RequestHandler {
             shared,
             counters: Counters::default(),
             rng: seed,
-            scratch: Scratch {
-                v4: Vec::with_capacity(256),
-                v6: Vec::with_capacity(128),
-            },
             rows: Vec::with_capacity(80),
             admitted: Vec::with_capacity(64),
             keys: Vec::with_capacity(64),
@@ -248,7 +237,6 @@ impl RequestHandler {
                 let random = next_random(&mut self.rng);
                 let mut serve = Serve {
                     counters: &mut self.counters,
-                    scratch: &mut self.scratch,
                     admission: self.admission.as_mut(),
                     settings: &self.shared.settings,
                 };
@@ -297,7 +285,6 @@ impl RequestHandler {
         }
         let mut serve = Serve {
             counters: &mut self.counters,
-            scratch: &mut self.scratch,
             admission: self.admission.as_mut(),
             settings: &self.shared.settings,
         };
@@ -553,7 +540,6 @@ fn reply(r: Option<usize>) -> Prepared {
 /// no reference-count traffic per packet).
 struct Serve<'h> {
     counters: &'h mut Counters,
-    scratch: &'h mut Scratch,
     admission: Option<&'h mut Admission>,
     settings: &'h HandlerSettings,
 }
@@ -581,42 +567,18 @@ impl Serve<'_> {
         let hdr = |seeders, leechers| header(a.tid, interval, seeders, leechers);
         let admission = self.admission.as_deref_mut();
         let (done, v) = match a.ip {
-            IpAddr::V4(ip4) => (
-                announce_in(
-                    pinned,
-                    a,
-                    key,
-                    SocketAddrV4::new(ip4, a.port),
-                    (want.min(s.max_num_want_v4), now, random),
-                    (&mut self.scratch.v4, admission),
-                    |seeders, leechers, peers| {
-                        write_announce_response_v4(
-                            out,
-                            &hdr(seeders, leechers),
-                            peers.iter().copied(),
-                        )
-                    },
-                )?,
-                IpFamily::V4,
-            ),
-            IpAddr::V6(ip6) => (
-                announce_in(
-                    pinned,
-                    a,
-                    key,
-                    SocketAddrV6::new(ip6, a.port, 0, 0),
-                    (want.min(s.max_num_want_v6), now, random),
-                    (&mut self.scratch.v6, admission),
-                    |seeders, leechers, peers| {
-                        write_announce_response_v6(
-                            out,
-                            &hdr(seeders, leechers),
-                            peers.iter().copied(),
-                        )
-                    },
-                )?,
-                IpFamily::V6,
-            ),
+            IpAddr::V4(ip4) => {
+                let (peer, want) = (SocketAddrV4::new(ip4, a.port), want.min(s.max_num_want_v4));
+                let params = (want, now, random);
+                let done = announce_in(pinned, a, key, peer, params, admission, hdr, out)?;
+                (done, IpFamily::V4)
+            }
+            IpAddr::V6(ip6) => {
+                let peer = SocketAddrV6::new(ip6, a.port, 0, 0);
+                let params = (want.min(s.max_num_want_v6), now, random);
+                let done = announce_in(pinned, a, key, peer, params, admission, hdr, out)?;
+                (done, IpFamily::V6)
+            }
         };
         let c = &mut *self.counters;
         match (done.refused, done.status) {
@@ -642,22 +604,26 @@ struct AnnounceDone {
     peers: usize,
 }
 
-/// One announce in the store for a peer of family `A`, admission's decision on it, and the
-/// reply written by `write(seeders, leechers, peers)` (which picks the entry size of that
-/// family); the peers handed out are cut to `want`.
+/// One announce in the store for a peer of family `A`, admission's decision on it, and its
+/// reply written into `out` as the store selects the peers (the entry size of that family; no
+/// list in between), with the header `hdr(seeders, leechers)` written last. `None` if `out`
+/// cannot hold a reply.
 ///
 /// A prefix over its cap does not create a swarm (an unknown swarm is answered empty without
 /// calling the store) and a peer it inserts is removed again at once; refreshing its existing
 /// peers is unaffected.
-fn announce_in<A: fjord_store::PeerAddress>(
+#[allow(clippy::too_many_arguments)]
+fn announce_in<A: fjord_store::PeerAddress + PeerEntry>(
     pinned: &Pinned<'_>,
     a: &Admitted,
     key: &SwarmKey,
     peer: A,
     (want, now, random): (i32, u32, u64),
-    (scratch, admission): (&mut Vec<A>, Option<&mut Admission>),
-    write: impl FnOnce(u32, u32, &[A]) -> Result<usize, fjord_protocol::BufferTooSmall>,
+    admission: Option<&mut Admission>,
+    hdr: impl Fn(u32, u32) -> AnnounceResponseHeader,
+    out: &mut [u8],
 ) -> Option<AnnounceDone> {
+    let mut reply = ReplyPeers(AnnounceResponseWriter::new(out).ok()?);
     let ticket = admission.as_ref().map(|adm| adm.check(a.ip, now));
     if let Some(t) = &ticket
         && t.over_cap
@@ -668,13 +634,12 @@ fn announce_in<A: fjord_store::PeerAddress>(
             return Some(AnnounceDone {
                 status: PeerStatus::NotStored(fjord_store::NotStoredReason::SwarmLimit),
                 refused: Some(Refusal::Prefix),
-                len: write(0, 0, &[]).ok()?,
+                len: reply.0.finish(&hdr(0, 0)),
                 peers: 0,
             });
         }
     }
-    let o = pinned.announce(key, peer, a.left, a.event, want, now, random, scratch);
-    scratch.truncate(want.max(0) as usize);
+    let o = pinned.announce(key, peer, a.left, a.event, want, now, random, &mut reply);
     let refused = admission.zip(ticket).and_then(|(adm, t)| {
         let stored = match o.status {
             PeerStatus::Inserted => Stored::Inserted,
@@ -693,19 +658,34 @@ fn announce_in<A: fjord_store::PeerAddress>(
             &mut leechers
         };
         *count = count.saturating_sub(1);
-    }
-    let len = write(seeders, leechers, scratch).ok()?;
-    let peers = scratch.len();
-    if refused.is_some() {
         let stop = fjord_store::AnnounceEvent::Stopped;
-        pinned.announce(key, peer, a.left, stop, 0, now, random, scratch);
+        pinned.announce(key, peer, a.left, stop, 0, now, random, &mut NoPeers);
     }
+    let peers = reply.0.peers();
     Some(AnnounceDone {
         status: o.status,
         refused,
-        len,
+        len: reply.0.finish(&hdr(seeders, leechers)),
         peers,
     })
+}
+
+/// The store's peer sink writing into a reply (`want` is capped so that every peer fits one
+/// datagram; one that would not is left out).
+struct ReplyPeers<'a, A>(AnnounceResponseWriter<'a, A>);
+
+impl<A: PeerEntry> PeerSink<A> for ReplyPeers<'_, A> {
+    #[inline]
+    fn push(&mut self, peer: A) {
+        self.0.push(&peer);
+    }
+}
+
+/// A sink for a store call that selects no peers (a `stopped` announce).
+struct NoPeers;
+
+impl<A> PeerSink<A> for NoPeers {
+    fn push(&mut self, _: A) {}
 }
 
 fn sat_u32<T: TryInto<u32>>(v: T) -> u32 {

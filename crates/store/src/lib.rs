@@ -37,7 +37,7 @@ mod test_hooks;
 mod tests;
 
 pub use addr::{IpFamily, PeerAddress};
-pub use pinned::{Pinned, SwarmKey};
+pub use pinned::{PeerSink, Pinned, SwarmKey};
 
 use crossbeam_utils::CachePadded;
 use family::{Ctx, Family, info_hash_hash};
@@ -349,6 +349,7 @@ impl PeerStore {
         out: &mut Vec<A>,
     ) -> AnnounceOutcome {
         let key = self.swarm_key(info_hash);
+        out.clear();
         self.pin()
             .announce(&key, peer, left, event, num_want, now_secs, random, out)
     }

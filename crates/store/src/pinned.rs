@@ -92,9 +92,8 @@ impl Pinned<'_> {
         num_want: i32,
         now_secs: u32,
         random: u64,
-        out: &mut Vec<A>,
+        out: &mut impl PeerSink<A>,
     ) -> AnnounceOutcome {
-        out.clear();
         let store = self.store;
         let fam = store.family::<A>();
         let ctx = &store.ctx;
@@ -173,5 +172,19 @@ impl Pinned<'_> {
     /// [`PeerStore::scrape_one`] under this pin.
     pub fn scrape_one<A: PeerAddress>(&self, info_hash: &[u8; 20]) -> SwarmCounts {
         self.store.counts_in::<A>(info_hash, &self.guard)
+    }
+}
+
+/// Where an announce puts the peers it selects, one by one: a `Vec` (appended), or the
+/// caller's own writer (the server writes them straight into the reply datagram).
+pub trait PeerSink<A> {
+    /// Takes one selected peer. The store calls it at most `num_want` times per announce.
+    fn push(&mut self, peer: A);
+}
+
+impl<A> PeerSink<A> for Vec<A> {
+    #[inline]
+    fn push(&mut self, peer: A) {
+        Vec::push(self, peer);
     }
 }

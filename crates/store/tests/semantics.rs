@@ -738,7 +738,7 @@ fn clean_observed_reports_every_live_swarm_once_per_cycle() {
 #[test]
 fn staged_announces_under_one_pin_match_single_announces() {
     let (staged, single) = (store(), store());
-    let mut out = Vec::new();
+    let (mut out, mut single_out) = (Vec::new(), Vec::new());
     let ops: Vec<([u8; 20], SocketAddrV4, i64, AnnounceEvent)> = (0..200u32)
         .map(|i| {
             let ev = [
@@ -760,9 +760,18 @@ fn staged_announces_under_one_pin_match_single_announces() {
         }
         for (k, &(ih, p, left, ev)) in keys.iter().zip(batch) {
             assert_eq!(k.info_hash(), &ih);
+            out.clear();
             let a = pinned.announce(k, p, left, ev, 50, T0, 1, &mut out);
-            let b = single.announce(&ih, p, left, ev, 50, T0, 1, &mut Vec::new());
+            let b = single.announce(&ih, p, left, ev, 50, T0, 1, &mut single_out);
             assert_eq!(a, b);
+            // Every swarm holds at most 40 peers and 50 are wanted, so both hand out the whole
+            // swarm (in their own tables' order: the stores' seeds differ).
+            out.sort_unstable();
+            single_out.sort_unstable();
+            assert_eq!(
+                out, single_out,
+                "the staged announce handed out other peers"
+            );
         }
     }
     for k in 0..13u8 {

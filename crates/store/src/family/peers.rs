@@ -5,6 +5,7 @@
 //! linearization points*.
 
 use super::{Ctx, Family, Migrated, Publisher};
+use crate::PeerSink;
 use crate::addr::{IpFamily, Meta, PeerAddress, PeerKey};
 use crate::block::{Block, COMPLETED_FROZEN, Next, Slot, peer_max_used};
 use crate::sync::epoch::Guard;
@@ -304,7 +305,7 @@ impl Family {
         now_stamp: u64,
         ctx: &Ctx,
         random: u64,
-        out: &mut Vec<A>,
+        out: &mut impl PeerSink<A>,
     ) {
         // A seeder gets leechers only: skip the walk when a big swarm has none.
         if want == 0 || (req_seeder && b.big().is_some_and(|x| x.leechers.load(Relaxed) == 0)) {
@@ -315,6 +316,7 @@ impl Family {
         // A plain index walk rather than `b.probe(random).take(limit)`: this loop is the
         // announce's hottest, and the probe's second counter cost ~10 instructions a slot.
         let mut i = index(random, cap);
+        let mut taken = 0;
         for _ in 0..limit {
             // SAFETY: `i < cap`: `index` returns one below `cap` (non-zero: `limit > 0` here
             // only if `cap > 0`), and the wrap below keeps it so.
@@ -329,7 +331,8 @@ impl Family {
                 let is_self = m.key_bits() == pk.key && addr == pk.addr;
                 if !is_self {
                     out.push(A::decode(m, addr));
-                    if out.len() >= want {
+                    taken += 1;
+                    if taken >= want {
                         return;
                     }
                 }
