@@ -437,29 +437,27 @@ impl Counters {
                 self.peers_not_stored(r),
             ));
         }
-        for r in AdmissionRefusal::ALL {
-            let l = [("reason", r.name())];
-            f(Metric::Counter(
-                "fjord_peers_rejected_total",
-                &l,
-                self.peers_not_admitted(r),
-            ));
-        }
-        for r in BackoffReason::ALL {
-            let l = [("reason", r.name())];
-            f(Metric::Counter(
-                "fjord_backoff_replies_total",
-                &l,
-                self.backoff_replies(r),
-            ));
-        }
-        for v in IpFamily::ALL {
-            let l = [("ip_version", family_label(v))];
-            f(Metric::Counter(
-                "fjord_kernel_drops_total",
-                &l,
-                self.kernel_drops(v),
-            ));
+        // One label each: (metric, label key, label value, count).
+        let single = AdmissionRefusal::ALL
+            .map(|r| {
+                (
+                    "fjord_peers_rejected_total",
+                    "reason",
+                    r.name(),
+                    self.peers_not_admitted(r),
+                )
+            })
+            .into_iter()
+            .chain(BackoffReason::ALL.map(|r| {
+                let n = self.backoff_replies(r);
+                ("fjord_backoff_replies_total", "reason", r.name(), n)
+            }))
+            .chain(IpFamily::ALL.map(|v| {
+                let n = self.kernel_drops(v);
+                ("fjord_kernel_drops_total", "ip_version", family_label(v), n)
+            }));
+        for (name, key, value, n) in single {
+            f(Metric::Counter(name, &[(key, value)], n));
         }
         f(Metric::Counter(
             "fjord_unknown_peer_stops_total",
