@@ -21,6 +21,7 @@
 #   TRACKERS="fjord aquatic_udp floor"   MIXES="announce-heavy client-like"
 #   LOADGENS="aquatic_udp_load_test fjord-bench"
 #   TRACKER_CPU=1  BENCH_CPU=0   PEERS=2000000  TORRENTS=1000000
+#   WORKERS=1 (fjord --workers, aquatic_udp socket_workers; give TRACKER_CPU a list, e.g. 0,1)
 #   FJORD=target/release/fjord (also BENCH, FLOOR)   SKIP_BUILD=0   RESULTS= (append here)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,6 +33,7 @@ TRACKERS=${TRACKERS:-"fjord aquatic_udp floor"}
 MIXES=${MIXES:-"announce-heavy client-like"}
 LOADGENS=${LOADGENS:-"aquatic_udp_load_test fjord-bench"}
 TRACKER_CPU=${TRACKER_CPU:-1}
+WORKERS=${WORKERS:-1}
 BENCH_CPU=${BENCH_CPU:-0}
 PEERS=${PEERS:-2000000}
 TORRENTS=${TORRENTS:-1000000}
@@ -84,12 +86,12 @@ start_tracker() { # name port -> TRACKER_PID
   local addr="127.0.0.1:$2"
   case $1 in
     fjord)
-      taskset -c "$TRACKER_CPU" "$FJORD" --listen "$addr" --workers 1 --no-metrics \
+      taskset -c "$TRACKER_CPU" "$FJORD" --listen "$addr" --workers "$WORKERS" --no-metrics \
         --config benches/load-test.toml --log-level warn >"$WORK/tracker.log" 2>&1 &
       ;;
     aquatic_udp)
       aquatic_udp -p >"$WORK/aquatic.toml"
-      sed -i -e "s/^socket_workers = .*/socket_workers = 1/" \
+      sed -i -e "s/^socket_workers = .*/socket_workers = $WORKERS/" \
         -e "s/^address = .*/address = \"$addr\"/" "$WORK/aquatic.toml"
       taskset -c "$TRACKER_CPU" aquatic_udp -c "$WORK/aquatic.toml" >"$WORK/tracker.log" 2>&1 &
       ;;
@@ -180,17 +182,26 @@ for round in $(seq 1 "$ROUNDS"); do
         per=$(awk -v r="$rps" -v c="$cpu" -v w=$((DURATION - WARMUP)) 'BEGIN { print (c > 0 ? r * w / c : 0) }')
         line=$(printf '%-15s %-22s %-12s round %d: %10.0f responses/s, server CPU %6.2f s, %10.0f per server CPU s, peak RSS %6.1f MiB' \
           "$mix" "$gen" "$t" "$round" "$rps" "$cpu" "$per" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')")
-        log "$line"
-        echo "$mix $gen $t $round $rps $cpu $per $rss" >>"$rows"
+        if awk -v r="$rps" 'BEGIN { exit !(r > 0) }'; then
+          log "$line"
+          echo "$mix $gen $t $round $rps $cpu $per $rss" >>"$rows"
+        else
+          # A generator that reports no responses failed (it printed no summary): say so, show
+          # its output, and keep the run out of the means rather than count it as zero.
+          log "$line  FAILED: the load generator reported no responses; the end of its output:"
+          tail -n 5 "$WORK/load.out" >&2 || true
+          echo "$mix $gen $t $round failed" >>"$WORK/failed"
+        fi
       done
     done
   done
 done
 
 {
-  echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(uname -srm), $(nproc) CPUs; ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP PEERS=$PEERS TORRENTS=$TORRENTS; load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(uname -srm), $(nproc) CPUs; ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP PEERS=$PEERS TORRENTS=$TORRENTS WORKERS=$WORKERS TRACKER_CPU=$TRACKER_CPU BENCH_CPU=$BENCH_CPU; load $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "## every run: mix generator tracker round responses/s server-cpu-s per-server-cpu-s peak-rss-kB"
   sed 's/^/  /' "$rows"
+  [ -s "$WORK/failed" ] && { echo "## failed runs (left out of the means)"; sed 's/^/  /' "$WORK/failed"; }
   echo "## responses per server CPU second, mean over rounds, and the ratios"
   awk '{ k = $1 " " $2; resp[k, $3] += $5 * 1; cpu[k, $3] += $6; per[k, $3] += $7; n[k, $3]++; keys[k] = 1 }
     END {
