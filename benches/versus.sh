@@ -87,7 +87,7 @@ start_tracker() { # name port -> TRACKER_PID
   case $1 in
     fjord)
       taskset -c "$TRACKER_CPU" "$FJORD" --listen "$addr" --workers "$WORKERS" --no-metrics \
-        --log-level warn >"$WORK/tracker.log" 2>&1 &
+        --config benches/load-test.toml --log-level warn >"$WORK/tracker.log" 2>&1 &
       ;;
     aquatic_udp)
       aquatic_udp -p >"$WORK/aquatic.toml"

@@ -21,6 +21,7 @@ use mio::{Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
 use crate::access_list::{AccessListError, AccessListSource, ListFileError, Reloaded};
+use crate::adaptive_interval::IntervalController;
 use crate::config::Config;
 use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Counters, CountersSnapshot};
@@ -72,7 +73,8 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     let store = Arc::new(PeerStore::new(config.store_config()));
     let access = Arc::new(
         AccessListSource::new(config.access_list.mode, config.access_list.path.clone())
-            .context("cannot load the access list")?,
+            .context("cannot load the access list")?
+            .with_max_shrink_fraction(config.access_list.max_shrink_fraction),
     );
     let stats = Arc::new(StatsHub::new(&config.stats).context("cannot load the catalogue")?);
     let shared = Arc::new(Shared {
@@ -133,7 +135,13 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         let poll = Poll::new().context("cannot create a poll instance")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut worker_sockets = Vec::new();
+        let mut kernel_drops = Vec::new();
         for (i, s) in socks.into_iter().enumerate() {
+            let family = match s.local_addr()?.ip() {
+                std::net::IpAddr::V4(_) => crate::counters::IpFamily::V4,
+                std::net::IpAddr::V6(_) => crate::counters::IpFamily::V6,
+            };
+            kernel_drops.push((family, 0));
             let mut socket = mio::net::UdpSocket::from_std(s);
             poll.registry()
                 .register(&mut socket, Token(i), Interest::READABLE)?;
@@ -144,6 +152,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
             index,
             poll,
             sockets: worker_sockets,
+            kernel_drops,
             handler: RequestHandler::new(Arc::clone(&shared), rand::random()),
             rx: RecvBatch::new(config.network.batch_size, MAX_DATAGRAM),
             tx: SendBatch::new(config.network.batch_size, MAX_REPLY),
@@ -168,6 +177,12 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         clean_budget: config.store.clean_swarms_per_slice,
         poll_interval: (config.access_list.poll_interval_ms > 0)
             .then(|| Duration::from_millis(config.access_list.poll_interval_ms)),
+        interval: IntervalController::from_config(
+            &config.adaptive_interval,
+            config.protocol.announce_interval_secs,
+            shared.settings.interval.clone(),
+        )
+        .map(|c| (c, Arc::clone(&slots))),
         stop: mstop_rx,
     };
     let fail = fail_tx.clone();
@@ -238,6 +253,12 @@ impl ServerView {
             catalogue: catalogue.file().status(catalogue.current().len() as u64),
             torrents: self.stats.published().torrents,
             workers,
+            announce_interval: (
+                shared.settings.interval.get(),
+                shared.settings.announce_interval,
+            ),
+            access_list_refused: crate::access_list::Refused::ALL
+                .map(|r| (r.name(), access.refused(r))),
         }
     }
 
@@ -250,7 +271,7 @@ impl ServerView {
             published: &published,
             hub: &self.stats,
             uptime_secs: self.shared.clock.now(),
-            announce_interval_secs: self.shared.settings.announce_interval,
+            announce_interval_secs: self.shared.settings.interval.get(),
             clean_cycles: self.shared.store.clean_stats().cycles,
         })
     }
