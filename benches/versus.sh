@@ -140,7 +140,8 @@ run_load() { # loadgen mix port tracker_pid
   local t0=$SECONDS
   # Until the generator exits (it stops at DURATION; fjord-bench then waits for stragglers).
   local waited=0
-  while kill -0 "$lp" 2>/dev/null && [ "$waited" -lt $((DURATION + 60)) ]; do
+  # (`waited` counts 0.2 s naps: at most DURATION + 60 seconds.)
+  while kill -0 "$lp" 2>/dev/null && [ "$waited" -lt $(((DURATION + 60) * 5)) ]; do
     if [ $((SECONDS - t0)) -ge "$window" ] && [ -z "${c1:-}" ]; then c1=$(cpu_ticks "$4"); fi
     sleep 0.2
     waited=$((waited + 1))
