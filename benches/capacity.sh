@@ -20,7 +20,7 @@ BIN=${CARGO_TARGET_DIR:-target}/release
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build -q --release -p fjord-server -p fjord-bench
 mkdir -p "$OUT"
 
-taskset -c "$TRACKER_CPUS" "$BIN/fjord" --no-metrics --workers "$WORKERS" \
+taskset -c "$TRACKER_CPUS" "$BIN/fjord" --config benches/load-test.toml --no-metrics --workers "$WORKERS" \
   --listen "127.0.0.1:$PORT" >"$OUT/fjord.log" 2>&1 &
 fjord_pid=$!
 trap 'kill "$fjord_pid" 2>/dev/null; wait "$fjord_pid" 2>/dev/null || true' EXIT

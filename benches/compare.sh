@@ -108,7 +108,7 @@ start_tracker() { # name -> sets TRACKER_PID and TRACKER_ADDR
     fjord)
       TRACKER_ADDR="127.0.0.1:$FJORD_PORT"
       "${TRACKER_PIN[@]}" "$BIN/fjord" --listen "$TRACKER_ADDR" --workers "$WORKERS" \
-        --log-level warn >"$WORK/fjord.log" 2>&1 &
+        --config benches/load-test.toml --log-level warn >"$WORK/fjord.log" 2>&1 &
       ;;
     aquatic_udp)
       TRACKER_ADDR="127.0.0.1:$AQUATIC_PORT"

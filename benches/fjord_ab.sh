@@ -7,6 +7,8 @@
 #
 #   BASELINE=/tmp/base/release/fjord NEW=target/release/fjord benches/fjord_ab.sh
 #   ROUNDS=6 SECONDS_PER_RUN=5 BENCH_ARGS="--profile aquatic" BASELINE=... NEW=... benches/fjord_ab.sh
+#   BASELINE_ARGS="--config a.toml" NEW_ARGS="--config b.toml": extra fjord arguments of each
+#   (one binary in two configurations: BASELINE=NEW=target/release/fjord).
 #
 # One worker each; fjord gets CPU 1 and fjord-bench CPU 0 when taskset exists. fjord-bench is
 # this tree's (build it first: cargo build --release -p fjord-bench). Only loopback is used.
@@ -18,6 +20,8 @@ SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
 PORT="${PORT:-16979}"
 BENCH="${BENCH:-target/release/fjord-bench}"
 read -r -a bench_args <<<"${BENCH_ARGS:-}"
+read -r -a baseline_args <<<"${BASELINE_ARGS:-}"
+read -r -a new_args <<<"${NEW_ARGS:-}"
 pin_server=() pin_bench=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   pin_server=(taskset -c 1) pin_bench=(taskset -c 0)
@@ -27,11 +31,12 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-# run_binary PATH -> prints "replies_per_second replies_per_server_cpu_second"
+# run_binary PATH [FJORD ARGS...] -> prints "replies_per_second replies_per_server_cpu_second"
 run_binary() {
-  local out
+  local out bin=$1
+  shift
   out=$(mktemp)
-  "${pin_server[@]}" "$1" --listen "127.0.0.1:$PORT" --workers 1 --log-level warn --no-metrics >"$out" 2>/dev/null &
+  "${pin_server[@]}" "$bin" --listen "127.0.0.1:$PORT" --workers 1 --log-level warn --no-metrics "$@" >"$out" 2>/dev/null &
   local fjord_pid=$!
   pids+=("$fjord_pid")
   for _ in $(seq 100); do grep -q "listening on udp" "$out" && break; sleep 0.05; done
@@ -46,11 +51,11 @@ run_binary() {
 base=() new=()
 for round in $(seq "$ROUNDS"); do
   if ((round % 2)); then
-    base+=("$(run_binary "$BASELINE")")
-    new+=("$(run_binary "$NEW")")
+    base+=("$(run_binary "$BASELINE" "${baseline_args[@]}")")
+    new+=("$(run_binary "$NEW" "${new_args[@]}")")
   else
-    new+=("$(run_binary "$NEW")")
-    base+=("$(run_binary "$BASELINE")")
+    new+=("$(run_binary "$NEW" "${new_args[@]}")")
+    base+=("$(run_binary "$BASELINE" "${baseline_args[@]}")")
   fi
   echo "round $round (replies/s, replies per server CPU-s): baseline ${base[-1]}; new ${new[-1]}" >&2
 done

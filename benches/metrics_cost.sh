@@ -26,7 +26,7 @@ trap cleanup EXIT
 run_once() {
   local mode=$1 out
   out=$(mktemp)
-  local args=(--listen "127.0.0.1:$PORT" --workers 1 --log-level warn)
+  local args=(--listen "127.0.0.1:$PORT" --workers 1 --config benches/load-test.toml --log-level warn)
   if [ "$mode" = on ]; then args+=(--metrics-listen 127.0.0.1:0); else args+=(--no-metrics); fi
   "${pin_server[@]}" "$FJORD" "${args[@]}" >"$out" 2>/dev/null &
   local fjord_pid=$!

@@ -57,7 +57,7 @@ ip -n "$ns_bench" link set "vb$id" up
 in_bench() { ip netns exec "$ns_bench" timeout 120 "$@"; }
 
 # Not through a function: $! must be fjord itself (ip netns exec execs it) for the trap to stop it.
-ip netns exec "$ns_tracker" "$FJORD" --no-metrics --workers 1 --listen 198.18.0.1:6969 --listen '[2001:2::1]:6969' \
+ip netns exec "$ns_tracker" "$FJORD" --config benches/load-test.toml --no-metrics --workers 1 --listen 198.18.0.1:6969 --listen '[2001:2::1]:6969' \
   >"$log" 2>&1 &
 tracker_pid=$!
 # Until fjord answers a connect across the link (bounded: 10 s).

@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-taskset -c "$TRACKER_CPU" "$FJORD" --listen "127.0.0.1:$PORT" --workers 1 \
+taskset -c "$TRACKER_CPU" "$FJORD" --listen "127.0.0.1:$PORT" --workers 1 --config benches/load-test.toml \
   --metrics-listen "127.0.0.1:$METRICS_PORT" --log-level warn >"$WORK/fjord.log" 2>&1 &
 fj=$!
 PIDS+=("$fj")

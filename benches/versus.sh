@@ -87,7 +87,7 @@ start_tracker() { # name port -> TRACKER_PID
   case $1 in
     fjord)
       taskset -c "$TRACKER_CPU" "$FJORD" --listen "$addr" --workers "$WORKERS" --no-metrics \
-        --log-level warn >"$WORK/tracker.log" 2>&1 &
+        --config benches/load-test.toml --log-level warn >"$WORK/tracker.log" 2>&1 &
       ;;
     aquatic_udp)
       aquatic_udp -p >"$WORK/aquatic.toml"
@@ -140,7 +140,8 @@ run_load() { # loadgen mix port tracker_pid
   local t0=$SECONDS
   # Until the generator exits (it stops at DURATION; fjord-bench then waits for stragglers).
   local waited=0
-  while kill -0 "$lp" 2>/dev/null && [ "$waited" -lt $((DURATION + 60)) ]; do
+  # (`waited` counts 0.2 s naps: at most DURATION + 60 seconds.)
+  while kill -0 "$lp" 2>/dev/null && [ "$waited" -lt $(((DURATION + 60) * 5)) ]; do
     if [ $((SECONDS - t0)) -ge "$window" ] && [ -z "${c1:-}" ]; then c1=$(cpu_ticks "$4"); fi
     sleep 0.2
     waited=$((waited + 1))

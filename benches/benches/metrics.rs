@@ -101,6 +101,8 @@ fn scrape(c: &mut Criterion) {
                     torrents: Arc::clone(&torrents),
                     workers: 8,
                     snapshots: Default::default(),
+                    announce_interval: (1800, 1800),
+                    access_list_refused: [("shrink", 0), ("unstable", 0)],
                 });
                 black_box(text.len())
             })

@@ -10,8 +10,12 @@
 //!     target/release/examples/announce_instructions mix 200000
 //! ```
 //!
+//! `FJORD_CONFIG=path.toml` runs the handler with that configuration instead of the defaults.
+//!
 //! Peer ids: `mix` (a mix of real clients' prefixes, as fjord-bench sends), `one` (every peer
-//! `-qB4630-`), `garbage` (random bytes: every announce takes the decoder's slow path).
+//! `-qB4630-`), `garbage` (random bytes: every announce takes the decoder's slow path), `flood`
+//! (`mix`, but every measured announce from one source: with a small `limits.burst` all but the
+//! first few are dropped by the rate limiter).
 //! 1,000 swarms of 50 peers are announced first (not measured); then `N` re-announces of those
 //! peers (event none, 50 peers wanted) are measured.
 
@@ -64,7 +68,7 @@ fn peer_id(kind: &str, peer: u32) -> [u8; 20] {
     id[8..16].copy_from_slice(&mix(r).to_le_bytes());
     id[16..].copy_from_slice(&mix(r ^ 1).to_le_bytes()[..4]);
     match kind {
-        "mix" => id[..8].copy_from_slice(PREFIXES[(r % 16) as usize]),
+        "mix" | "flood" => id[..8].copy_from_slice(PREFIXES[(r % 16) as usize]),
         "one" => id[..8].copy_from_slice(b"-qB4630-"),
         _ => {}
     }
@@ -120,7 +124,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_else(|| "mix".into());
     let n: usize = args.next().map_or(200_000, |s| s.parse().expect("N"));
-    let config = Config::default();
+    // FJORD_CONFIG: a configuration file (e.g. benches/load-test.toml: the per-source limiter
+    // and store admission off), to compare configurations of one build.
+    let config = match std::env::var_os("FJORD_CONFIG") {
+        Some(path) => Config::from_file(std::path::Path::new(&path)).expect("FJORD_CONFIG"),
+        None => Config::default(),
+    };
     let shared = Arc::new(Shared {
         store: Arc::new(PeerStore::new(config.store_config())),
         validator: ConnectionIdValidator::new([7; 16], 30),
@@ -160,9 +169,16 @@ fn main() {
             .expect("announce reply");
     }
     // The measured re-announces, built beforehand.
+    // `flood`: every measured announce comes from peer 0 (one source over its rate, with a
+    // small `limits.burst` in FJORD_CONFIG: what a dropped datagram costs).
+    let flood = kind == "flood";
     let requests: Vec<(SocketAddr, Vec<u8>)> = (0..n)
         .map(|i| {
-            let p = (mix(i as u64) % u64::from(peers)) as u32;
+            let p = if flood {
+                0
+            } else {
+                (mix(i as u64) % u64::from(peers)) as u32
+            };
             let req = announce(cids[p as usize], swarm_of(p), p, &kind, AnnounceEvent::None);
             (source(p), req)
         })

@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{AccessListMode, hex_val};
 use crate::watched_file::WatchedFile;
@@ -37,6 +38,31 @@ pub enum ListFileError {
         path: PathBuf,
         /// Cause.
         cause: std::io::Error,
+    },
+    /// The file changed while it was read (it is being written): not loaded.
+    #[error("{what} {path} changed while it was read; not loaded (replace the file by rename)")]
+    Unstable {
+        /// Which file: "access list" or "catalogue".
+        what: &'static str,
+        /// File.
+        path: PathBuf,
+    },
+    /// An allow list that would lose more entries than `access_list.max_shrink_fraction`.
+    #[error(
+        "{what} {path}: {new} entries would replace {old}, more than access_list.max_shrink_fraction \
+         = {max_fraction} of them lost; refused (a restart loads it, or raise the fraction)"
+    )]
+    Shrink {
+        /// Which file.
+        what: &'static str,
+        /// File.
+        path: PathBuf,
+        /// Entries in force.
+        old: usize,
+        /// Entries in the file.
+        new: usize,
+        /// The configured fraction.
+        max_fraction: f64,
     },
     /// A line does not start with 40 hex characters.
     #[error("{what} {path}, line {line}: {reason}")]
@@ -109,13 +135,30 @@ pub fn parse_listing<'a>(
     Ok(out)
 }
 
-/// Reads a list file as text.
+/// Reads a list file as text, refusing it ([`ListFileError::Unstable`]) if its modification
+/// time or length changed while it was read, or the bytes read are not its length.
 pub(crate) fn read_list_file(what: &'static str, path: &Path) -> Result<String, ListFileError> {
-    std::fs::read_to_string(path).map_err(|cause| ListFileError::Io {
+    let io = |cause| ListFileError::Io {
         what,
         path: path.to_owned(),
         cause,
-    })
+    };
+    let stamp = |f: &std::fs::File| -> Result<_, ListFileError> {
+        let m = f.metadata().map_err(io)?;
+        Ok((m.modified().ok(), m.len()))
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let before = stamp(&file)?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(io)?;
+    let after = stamp(&file)?;
+    if before != after || text.len() as u64 != after.1 {
+        return Err(ListFileError::Unstable {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(text)
 }
 
 const WHAT: &str = "access list";
@@ -172,6 +215,44 @@ impl AccessList {
 pub struct AccessListSource {
     file: WatchedFile<AccessList>,
     mode: AccessListMode,
+    /// `access_list.max_shrink_fraction` (allow lists only).
+    max_shrink: f64,
+    /// Reloads refused by [`Refused`] reason.
+    refused: [AtomicU64; Refused::ALL.len()],
+}
+
+/// Why a reload was refused although the file parsed (or before it could be parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// An allow list that lost more than `access_list.max_shrink_fraction` of its entries.
+    Shrink,
+    /// The file changed while it was read.
+    Unstable,
+}
+
+impl Refused {
+    /// All reasons, in index order.
+    pub const ALL: [Refused; 2] = [Refused::Shrink, Refused::Unstable];
+    /// Label value (`fjord_access_list_refused_total{reason=…}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Refused::Shrink => "shrink",
+            Refused::Unstable => "unstable",
+        }
+    }
+}
+
+/// Entries an allow list of `old` may lose in one reload: `fraction` of them, at least one,
+/// but never the last one unless `fraction` is 1.
+fn shrink_allowed(old: usize, new: usize, fraction: f64) -> bool {
+    if fraction >= 1.0 || new >= old {
+        return true;
+    }
+    if new == 0 {
+        return false;
+    }
+    let may_lose = ((old as f64 * fraction) as usize).max(1);
+    old - new <= may_lose
 }
 
 /// What a successful [`AccessListSource::reload`] did.
@@ -190,10 +271,27 @@ impl AccessListSource {
     /// Loads the initial list (an error here should stop the start).
     pub fn new(mode: AccessListMode, path: Option<PathBuf>) -> Result<Self, AccessListError> {
         let path = path.filter(|_| mode != AccessListMode::Off);
+        let file = WatchedFile::new(path, AccessList::off(), |p| AccessList::load(mode, p))?;
+        if mode == AccessListMode::Allow && file.current().is_empty() {
+            tracing::warn!("the allow list is empty: every announce is refused");
+        }
         Ok(AccessListSource {
-            file: WatchedFile::new(path, AccessList::off(), |p| AccessList::load(mode, p))?,
+            file,
             mode,
+            max_shrink: 0.2,
+            refused: Default::default(),
         })
+    }
+
+    /// Sets `access_list.max_shrink_fraction` (default 0.2).
+    pub fn with_max_shrink_fraction(mut self, fraction: f64) -> Self {
+        self.max_shrink = fraction;
+        self
+    }
+
+    /// Reloads refused for `reason` so far.
+    pub fn refused(&self, reason: Refused) -> u64 {
+        self.refused[reason as usize].load(Ordering::Relaxed)
     }
 
     /// A source that serves a fixed list (tests, embedding).
@@ -201,6 +299,8 @@ impl AccessListSource {
         AccessListSource {
             mode: list.mode,
             file: WatchedFile::fixed(list),
+            max_shrink: 0.2,
+            refused: Default::default(),
         }
     }
 
@@ -236,28 +336,64 @@ impl AccessListSource {
     }
 
     /// Re-reads the file and swaps it in; on error the previous list stays, the failure is
-    /// counted and the error returned. [`Reloaded::Off`] when the list is off.
+    /// counted and the error returned. [`Reloaded::Off`] when the list is off. An allow list
+    /// that would lose more than `max_shrink_fraction` of its entries (or all of them) is
+    /// refused; a smaller shrink is logged as a warning.
     pub fn reload(&self) -> Result<Reloaded, AccessListError> {
-        let mode = self.mode;
-        let Some(result) = self.file.reload(|p| AccessList::load(mode, p)) else {
+        let (mode, fraction) = (self.mode, self.max_shrink);
+        let old = self.file.current().len();
+        let Some(result) = self.file.reload(|p| {
+            let list = AccessList::load(mode, p)?;
+            if mode == AccessListMode::Allow && !shrink_allowed(old, list.len(), fraction) {
+                return Err(ListFileError::Shrink {
+                    what: WHAT,
+                    path: p.to_owned(),
+                    old,
+                    new: list.len(),
+                    max_fraction: fraction,
+                });
+            }
+            Ok(list)
+        }) else {
             return Ok(Reloaded::Off);
         };
-        let hashes = result?.len();
+        let hashes = match result {
+            Ok(list) => list.len(),
+            Err(e) => {
+                let reason = match e {
+                    ListFileError::Shrink { .. } => Some(Refused::Shrink),
+                    ListFileError::Unstable { .. } => Some(Refused::Unstable),
+                    _ => None,
+                };
+                if let Some(r) = reason {
+                    self.refused[r as usize].fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
         if let Some(path) = self.file.path() {
-            tracing::info!(path = %path.display(), hashes, "access list loaded");
+            if hashes < old {
+                tracing::warn!(path = %path.display(), hashes, was = old, "access list loaded, smaller");
+            } else {
+                tracing::info!(path = %path.display(), hashes, "access list loaded");
+            }
         }
         Ok(Reloaded::Loaded { hashes })
     }
 
-    /// Reloads if the file's modification time or length changed since the last load attempt,
-    /// or if the file can no longer be examined (then the failed reload is logged and counted
-    /// once, not at every poll). Returns whether a reload was attempted.
+    /// Reloads if the file changed since the last load attempt and has looked the same for one
+    /// poll ([`WatchedFile::poll`]), or if it can no longer be examined (then the failed reload
+    /// is logged and counted once, not at every poll). Returns whether a reload was attempted.
     pub fn reload_if_changed(&self) -> bool {
-        if !self.file.changed() {
+        if !self.file.poll() {
             return false;
         }
-        if let Err(e) = self.reload() {
-            tracing::error!("{e}; the previous access list stays in force");
+        match self.reload() {
+            Ok(_) => {}
+            Err(e @ (ListFileError::Shrink { .. } | ListFileError::Unstable { .. })) => {
+                tracing::warn!("{e}; the previous access list stays in force")
+            }
+            Err(e) => tracing::error!("{e}; the previous access list stays in force"),
         }
         true
     }
@@ -372,6 +508,10 @@ mod tests {
         let src = AccessListSource::new(AccessListMode::Deny, Some(path.clone())).unwrap();
         assert!(!src.reload_if_changed());
         std::fs::remove_file(&path).unwrap();
+        assert!(
+            !src.reload_if_changed(),
+            "seen once: wait for it to be stable"
+        );
         assert!(src.reload_if_changed(), "the vanished file is noticed");
         assert_eq!((src.failed_reloads(), src.generation()), (1, 1));
         assert!(
@@ -384,8 +524,94 @@ mod tests {
             "the previous list stays in force"
         );
         std::fs::write(&path, "0202020202020202020202020202020202020202\n").unwrap();
+        assert!(!src.reload_if_changed());
         assert!(src.reload_if_changed());
         assert_eq!(src.generation(), 2);
+    }
+
+    fn hashes(n: usize) -> String {
+        (0..n).map(|i| format!("{i:040x}\n")).collect()
+    }
+
+    /// Issue 15: a file rewritten in place (truncated, then written in pieces) is loaded only
+    /// once it has looked the same at two polls, so a poll in the middle of the writing loads
+    /// nothing.
+    #[test]
+    fn a_file_being_written_is_not_loaded_until_it_is_stable() {
+        let dir = crate::test_util::TempDir::new("acl-write");
+        let path = dir.path().join("list");
+        std::fs::write(&path, hashes(1000)).unwrap();
+        let src = AccessListSource::new(AccessListMode::Allow, Some(path.clone())).unwrap();
+        let full = hashes(1000);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        for piece in full.as_bytes().chunks(4096) {
+            std::io::Write::write_all(&mut file, piece).unwrap();
+            assert!(!src.reload_if_changed(), "a growing file is not loaded");
+            assert_eq!(src.current().len(), 1000);
+        }
+        drop(file);
+        // The last poll saw it complete; unchanged since: loaded (the same 1,000 hashes).
+        assert!(src.reload_if_changed());
+        assert_eq!((src.generation(), src.current().len()), (2, 1000));
+        assert_eq!(src.failed_reloads(), 0);
+    }
+
+    /// Issue 15: an allow list that loses more than `max_shrink_fraction` of its entries, or all
+    /// of them, is refused and counted; a smaller shrink is taken; 1.0 takes anything.
+    #[test]
+    fn an_allow_list_that_shrinks_too_much_is_refused() {
+        let dir = crate::test_util::TempDir::new("acl-shrink");
+        let path = dir.path().join("list");
+        std::fs::write(&path, hashes(1000)).unwrap();
+        let src = AccessListSource::new(AccessListMode::Allow, Some(path.clone()))
+            .unwrap()
+            .with_max_shrink_fraction(0.2);
+        std::fs::write(&path, hashes(700)).unwrap();
+        let e = src.reload().unwrap_err();
+        assert!(
+            e.to_string().contains("700 entries would replace 1000"),
+            "{e}"
+        );
+        assert_eq!(src.refused(Refused::Shrink), 1);
+        assert!(src.last_reload_failed());
+        assert_eq!(src.current().len(), 1000, "the previous list stays");
+        std::fs::write(&path, "").unwrap();
+        assert!(src.reload().is_err(), "to zero");
+        assert_eq!(src.refused(Refused::Shrink), 2);
+        std::fs::write(&path, hashes(800)).unwrap();
+        assert_eq!(src.reload().unwrap(), Reloaded::Loaded { hashes: 800 });
+        assert!(!src.last_reload_failed());
+        // Growing is always taken; so is a deny list shrinking.
+        std::fs::write(&path, hashes(5000)).unwrap();
+        assert_eq!(src.reload().unwrap(), Reloaded::Loaded { hashes: 5000 });
+        let deny = AccessListSource::new(AccessListMode::Deny, Some(path.clone())).unwrap();
+        std::fs::write(&path, hashes(1)).unwrap();
+        assert_eq!(deny.reload().unwrap(), Reloaded::Loaded { hashes: 1 });
+        // Forced: any shrink.
+        let forced = AccessListSource::new(AccessListMode::Allow, Some(path.clone()))
+            .unwrap()
+            .with_max_shrink_fraction(1.0);
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(forced.reload().unwrap(), Reloaded::Loaded { hashes: 0 });
+        assert_eq!(forced.refused(Refused::Shrink), 0);
+    }
+
+    #[test]
+    fn small_lists_may_always_lose_one_entry_but_not_the_last() {
+        assert!(shrink_allowed(3, 2, 0.2));
+        assert!(!shrink_allowed(3, 1, 0.2));
+        assert!(!shrink_allowed(1, 0, 0.2));
+        assert!(shrink_allowed(1, 0, 1.0));
+        assert!(shrink_allowed(1000, 800, 0.2));
+        assert!(!shrink_allowed(1000, 799, 0.2));
+        assert!(shrink_allowed(0, 0, 0.2));
+        assert!(shrink_allowed(10, 50, 0.0));
+        assert!(shrink_allowed(10, 9, 0.0), "one entry may always go");
+        assert!(!shrink_allowed(10, 8, 0.0));
     }
 
     #[test]

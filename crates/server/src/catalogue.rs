@@ -162,7 +162,7 @@ impl CatalogueSource {
     /// Reloads if the file changed since the last attempt (logging a refusal once); returns
     /// whether a reload was attempted.
     pub fn reload_if_changed(&self) -> bool {
-        if !self.file.changed() {
+        if !self.file.poll() {
             return false;
         }
         if let Some(Err(e)) = self.reload() {

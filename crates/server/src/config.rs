@@ -42,7 +42,7 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 }
 
 /// The whole configuration. `Default` is the embedded default configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Log level filter (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` overrides it.
@@ -61,6 +61,12 @@ pub struct Config {
     pub store: StoreSection,
     /// Info-hash access list.
     pub access_list: AccessListConfig,
+    /// Per-source request rate limiter.
+    pub limits: LimitsConfig,
+    /// Store admission per source prefix.
+    pub admission: AdmissionConfig,
+    /// Load-adaptive announce interval.
+    pub adaptive_interval: AdaptiveIntervalConfig,
     /// Prometheus exporter (`/metrics`, `/stats`, `/` and `/health` over HTTP).
     pub metrics: MetricsConfig,
     /// Statistics for the operator: the torrent catalogue and the largest swarms.
@@ -82,6 +88,9 @@ impl Default for Config {
             connection_id: ConnectionIdConfig::default(),
             store: StoreSection::default(),
             access_list: AccessListConfig::default(),
+            limits: LimitsConfig::default(),
+            admission: AdmissionConfig::default(),
+            adaptive_interval: AdaptiveIntervalConfig::default(),
             metrics: MetricsConfig::default(),
             stats: StatsConfig::default(),
             privileges: PrivilegesConfig::default(),
@@ -150,6 +159,8 @@ pub struct ProtocolConfig {
     pub max_num_want_v6: i32,
     /// Scrape rows answered; further hashes are ignored (≤ 74).
     pub max_scrape_hashes: usize,
+    /// Interval sent in back-off replies (an announce reply with no peers), seconds.
+    pub backoff_interval_secs: u32,
 }
 
 impl Default for ProtocolConfig {
@@ -160,6 +171,7 @@ impl Default for ProtocolConfig {
             max_num_want_v4: MAX_NUM_WANT_V4,
             max_num_want_v6: MAX_NUM_WANT_V6,
             max_scrape_hashes: MAX_SCRAPE_HASHES,
+            backoff_interval_secs: 7200,
         }
     }
 }
@@ -307,8 +319,20 @@ pub enum AccessListMode {
     Deny,
 }
 
+/// What an announce for an info hash the access list refuses gets (`access_list.denied_reply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeniedReply {
+    /// A short error reply (`info hash not allowed`).
+    #[default]
+    Error,
+    /// A valid announce reply with no peers and `protocol.backoff_interval_secs`: clients
+    /// wait that long instead of retrying.
+    Backoff,
+}
+
 /// `[access_list]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessListConfig {
     /// `off`, `allow` or `deny`.
@@ -316,7 +340,13 @@ pub struct AccessListConfig {
     /// File of hex info hashes, one a line, `#` comments. Required unless `mode = "off"`.
     pub path: Option<PathBuf>,
     /// How often the file's modification time is checked, milliseconds (0 = only on SIGHUP).
+    /// A changed file is loaded once it has looked the same at two polls in a row.
     pub poll_interval_ms: u64,
+    /// A reloaded allow list with fewer than `(1 - max_shrink_fraction)` of the entries in
+    /// force is refused (the previous list stays); 1.0 accepts any shrink, to zero included.
+    pub max_shrink_fraction: f64,
+    /// `error` or `backoff`: what an announce for a refused info hash gets.
+    pub denied_reply: DeniedReply,
 }
 
 impl Default for AccessListConfig {
@@ -325,6 +355,114 @@ impl Default for AccessListConfig {
             mode: AccessListMode::Off,
             path: None,
             poll_interval_ms: 1000,
+            max_shrink_fraction: 0.2,
+            denied_reply: DeniedReply::Error,
+        }
+    }
+}
+
+/// `[limits]`: the per-source request rate limiter ([`crate::limiter`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Meter requests per source prefix.
+    pub enabled: bool,
+    /// IPv4 source prefix length metered as one source (1-32).
+    pub prefix_v4: u8,
+    /// IPv6 source prefix length metered as one source (1-128).
+    pub prefix_v6: u8,
+    /// Datagrams per second one prefix may send, summed over all workers.
+    pub requests_per_sec: u32,
+    /// Datagrams one prefix may send at once after being idle (≥ `requests_per_sec`).
+    pub burst: u32,
+    /// Token buckets of each worker's sketch (a power of two, ≥ 64; 8 bytes each).
+    pub buckets: usize,
+    /// An announce over the limit with a valid connection id gets a back-off reply (no
+    /// peers, `protocol.backoff_interval_secs`) instead of silence.
+    pub backoff: bool,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            enabled: true,
+            prefix_v4: 32,
+            prefix_v6: 64,
+            requests_per_sec: 1000,
+            burst: 10_000,
+            buckets: 65_536,
+            backoff: false,
+        }
+    }
+}
+
+/// `[admission]`: peers stored per source prefix ([`crate::admission`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Cap the peers each source prefix may have stored.
+    pub enabled: bool,
+    /// IPv4 prefix length counted as one source (1-32).
+    pub prefix_v4: u8,
+    /// IPv6 prefix length counted as one source (1-128).
+    pub prefix_v6: u8,
+    /// Share of `store.max_peers` one prefix may hold (0 < share ≤ 1).
+    pub max_prefix_share: f64,
+    /// Store fill (peers or swarms over their limit) from which `pressure_prefix_share`
+    /// applies instead.
+    pub pressure_fill: f64,
+    /// Share of `store.max_peers` beyond which a prefix gets no new peers or swarms once the
+    /// store is `pressure_fill` full.
+    pub pressure_prefix_share: f64,
+    /// Peers one prefix may add to one swarm larger than this.
+    pub max_peers_per_swarm: u32,
+    /// Counters of each worker's per-prefix sketch (a power of two, ≥ 1024; 8 bytes each).
+    pub sketch_cells: usize,
+    /// Counters of each worker's per-(prefix, swarm) sketch (a power of two, ≥ 1024).
+    pub swarm_sketch_cells: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            enabled: true,
+            prefix_v4: 24,
+            prefix_v6: 48,
+            max_prefix_share: 0.01,
+            pressure_fill: 0.8,
+            pressure_prefix_share: 0.001,
+            max_peers_per_swarm: 64,
+            sketch_cells: 1 << 17,
+            swarm_sketch_cells: 1 << 20,
+        }
+    }
+}
+
+/// `[adaptive_interval]`: the announce interval rises under sustained load
+/// ([`crate::adaptive_interval`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptiveIntervalConfig {
+    /// Datagrams per second the server handles (measured, e.g. with fjord-bench); 0 = off.
+    pub capacity_requests_per_sec: u64,
+    /// Load, as a fraction of the capacity, above which the interval rises.
+    pub load_fraction: f64,
+    /// Largest interval sent, seconds.
+    pub max_interval_secs: u32,
+    /// Seconds added (or taken back) per step.
+    pub step_secs: u32,
+    /// Seconds of load averaged per decision; at most one step per window.
+    pub window_secs: u32,
+}
+
+impl Default for AdaptiveIntervalConfig {
+    fn default() -> Self {
+        AdaptiveIntervalConfig {
+            capacity_requests_per_sec: 0,
+            load_fraction: 0.8,
+            max_interval_secs: 3600,
+            step_secs: 600,
+            window_secs: 300,
         }
     }
 }
@@ -548,6 +686,19 @@ impl Config {
                  or remove the path",
             ));
         }
+        if !(0.0..=1.0).contains(&a.max_shrink_fraction) {
+            return Err(invalid(
+                "access_list.max_shrink_fraction",
+                "must be between 0 and 1 (1 accepts any shrink)",
+            ));
+        }
+        if p.backoff_interval_secs == 0 || p.backoff_interval_secs > 86_400 {
+            return Err(invalid(
+                "protocol.backoff_interval_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        self.validate_limits()?;
         let st = &self.stats;
         if st.max_torrent_series > MAX_TORRENT_SERIES {
             return Err(invalid(
@@ -582,6 +733,99 @@ impl Config {
         }
         if self.privileges.group.contains('\0') {
             return Err(invalid("privileges.group", "contains a NUL byte"));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if !(1..=32).contains(&l.prefix_v4) {
+            return Err(invalid("limits.prefix_v4", "must be between 1 and 32"));
+        }
+        if !(1..=128).contains(&l.prefix_v6) {
+            return Err(invalid("limits.prefix_v6", "must be between 1 and 128"));
+        }
+        if l.requests_per_sec == 0 {
+            return Err(invalid("limits.requests_per_sec", "must be at least 1"));
+        }
+        if l.burst < l.requests_per_sec {
+            return Err(invalid(
+                "limits.burst",
+                "must be at least limits.requests_per_sec (tokens are added once a second)",
+            ));
+        }
+        if !l.buckets.is_power_of_two() || !(64..=1 << 26).contains(&l.buckets) {
+            return Err(invalid(
+                "limits.buckets",
+                "must be a power of two between 64 and 67108864",
+            ));
+        }
+        let m = &self.admission;
+        if !(1..=32).contains(&m.prefix_v4) {
+            return Err(invalid("admission.prefix_v4", "must be between 1 and 32"));
+        }
+        if !(1..=128).contains(&m.prefix_v6) {
+            return Err(invalid("admission.prefix_v6", "must be between 1 and 128"));
+        }
+        let share = |v: f64| v > 0.0 && v <= 1.0;
+        if !share(m.max_prefix_share) {
+            return Err(invalid(
+                "admission.max_prefix_share",
+                "must be above 0 and at most 1",
+            ));
+        }
+        if !share(m.pressure_prefix_share) || m.pressure_prefix_share > m.max_prefix_share {
+            return Err(invalid(
+                "admission.pressure_prefix_share",
+                "must be above 0 and at most admission.max_prefix_share",
+            ));
+        }
+        if !share(m.pressure_fill) {
+            return Err(invalid(
+                "admission.pressure_fill",
+                "must be above 0 and at most 1",
+            ));
+        }
+        if m.max_peers_per_swarm == 0 {
+            return Err(invalid(
+                "admission.max_peers_per_swarm",
+                "must be at least 1",
+            ));
+        }
+        for (key, cells) in [
+            ("admission.sketch_cells", m.sketch_cells),
+            ("admission.swarm_sketch_cells", m.swarm_sketch_cells),
+        ] {
+            if !cells.is_power_of_two() || !(1024..=1 << 28).contains(&cells) {
+                return Err(invalid(
+                    key,
+                    "must be a power of two between 1024 and 268435456",
+                ));
+            }
+        }
+        let d = &self.adaptive_interval;
+        if !(d.load_fraction > 0.0 && d.load_fraction <= 1.0) {
+            return Err(invalid(
+                "adaptive_interval.load_fraction",
+                "must be above 0 and at most 1",
+            ));
+        }
+        if d.max_interval_secs < self.protocol.announce_interval_secs
+            || d.max_interval_secs > 86_400
+        {
+            return Err(invalid(
+                "adaptive_interval.max_interval_secs",
+                "must be between protocol.announce_interval_secs and 86400",
+            ));
+        }
+        if d.step_secs == 0 {
+            return Err(invalid("adaptive_interval.step_secs", "must be at least 1"));
+        }
+        if d.window_secs == 0 || d.window_secs > 86_400 {
+            return Err(invalid(
+                "adaptive_interval.window_secs",
+                "must be between 1 and 86400",
+            ));
         }
         Ok(())
     }

@@ -177,6 +177,68 @@ fn invalid_values_name_the_key() {
             "[stats]\nmax_torrent_series = 100001",
             "stats.max_torrent_series",
         ),
+        // Issue 15: the limiter, admission, the adaptive interval, back-off replies and
+        // access-list reloads.
+        ("[limits]\nprefix_v4 = 0", "limits.prefix_v4"),
+        ("[limits]\nprefix_v6 = 129", "limits.prefix_v6"),
+        ("[limits]\nrequests_per_sec = 0", "limits.requests_per_sec"),
+        (
+            "[limits]\nrequests_per_sec = 100\nburst = 99",
+            "limits.burst",
+        ),
+        ("[limits]\nbuckets = 1000", "limits.buckets"),
+        ("[limits]\nbuckets = 32", "limits.buckets"),
+        ("[admission]\nprefix_v4 = 33", "admission.prefix_v4"),
+        ("[admission]\nprefix_v6 = 0", "admission.prefix_v6"),
+        (
+            "[admission]\nmax_prefix_share = 0.0",
+            "admission.max_prefix_share",
+        ),
+        (
+            "[admission]\nmax_prefix_share = 1.5",
+            "admission.max_prefix_share",
+        ),
+        (
+            "[admission]\nmax_prefix_share = 0.01\npressure_prefix_share = 0.02",
+            "admission.pressure_prefix_share",
+        ),
+        (
+            "[admission]\npressure_fill = 0.0",
+            "admission.pressure_fill",
+        ),
+        (
+            "[admission]\nmax_peers_per_swarm = 0",
+            "admission.max_peers_per_swarm",
+        ),
+        ("[admission]\nsketch_cells = 1000", "admission.sketch_cells"),
+        (
+            "[admission]\nswarm_sketch_cells = 512",
+            "admission.swarm_sketch_cells",
+        ),
+        (
+            "[adaptive_interval]\nload_fraction = 0.0",
+            "adaptive_interval.load_fraction",
+        ),
+        (
+            "[adaptive_interval]\nmax_interval_secs = 600",
+            "adaptive_interval.max_interval_secs",
+        ),
+        (
+            "[adaptive_interval]\nstep_secs = 0",
+            "adaptive_interval.step_secs",
+        ),
+        (
+            "[adaptive_interval]\nwindow_secs = 0",
+            "adaptive_interval.window_secs",
+        ),
+        (
+            "[protocol]\nbackoff_interval_secs = 0",
+            "protocol.backoff_interval_secs",
+        ),
+        (
+            "[access_list]\nmax_shrink_fraction = 1.5",
+            "access_list.max_shrink_fraction",
+        ),
         // Issue 10: at the largest timeout the stamps leave a cycle of ~4.5 h, not 5.
         (
             "[store]\npeer_timeout_secs = 32767\nclean_cycle_secs = 18000",

@@ -55,11 +55,13 @@ pub enum DropReason {
     SendBufferFull,
     /// `sendmmsg`/`send_to` failed for another reason (e.g. no route).
     SendError,
+    /// The source prefix is over its rate (`[limits]`); dropped before parsing.
+    RateLimited,
 }
 
 impl DropReason {
     /// All reasons, in index order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Short,
         DropReason::BadProtocolId,
         DropReason::UnknownAction,
@@ -68,6 +70,7 @@ impl DropReason {
         DropReason::BadConnectionId,
         DropReason::SendBufferFull,
         DropReason::SendError,
+        DropReason::RateLimited,
     ];
     /// Label value.
     pub fn name(self) -> &'static str {
@@ -80,6 +83,7 @@ impl DropReason {
             DropReason::BadConnectionId => "bad_connection_id",
             DropReason::SendBufferFull => "send_buffer_full",
             DropReason::SendError => "send_error",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -104,6 +108,29 @@ impl ErrorReason {
         }
     }
 }
+
+/// Why a back-off reply (an announce reply with no peers and a long interval) was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackoffReason {
+    /// The access list refuses the info hash (`access_list.denied_reply = "backoff"`).
+    AccessDenied,
+    /// The source is over its rate (`limits.backoff = true`).
+    RateLimited,
+}
+
+impl BackoffReason {
+    /// All reasons, in index order.
+    pub const ALL: [BackoffReason; 2] = [BackoffReason::AccessDenied, BackoffReason::RateLimited];
+    /// Label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackoffReason::AccessDenied => "access_denied",
+            BackoffReason::RateLimited => "rate_limited",
+        }
+    }
+}
+
+pub use crate::admission::Refusal as AdmissionRefusal;
 
 /// Why the store did not keep an announcing peer (the store's own type), in index order.
 pub const NOT_STORED_REASONS: [NotStoredReason; 4] = [
@@ -209,6 +236,13 @@ pub struct Counters {
     pub errors_sent: [u64; ErrorReason::ALL.len()],
     /// Announces whose peer the store did not keep, by [`NotStoredReason`].
     pub peers_not_stored: [u64; NOT_STORED_REASONS.len()],
+    /// Announces whose new peer admission refused, by [`AdmissionRefusal`].
+    pub peers_not_admitted: [u64; AdmissionRefusal::ALL.len()],
+    /// Back-off replies sent, by [`BackoffReason`].
+    pub backoff_replies: [u64; BackoffReason::ALL.len()],
+    /// Datagrams the kernel dropped on the sockets (receive buffer full), by [`IpFamily`]
+    /// of the socket (`SO_RXQ_OVFL`).
+    pub kernel_drops: [u64; FAMILIES],
     /// Announces with event `completed`.
     pub completed: u64,
     /// Datagrams received.
@@ -242,6 +276,9 @@ impl Default for Counters {
             drops: [0; DropReason::ALL.len()],
             errors_sent: [0; ErrorReason::ALL.len()],
             peers_not_stored: [0; NOT_STORED_REASONS.len()],
+            peers_not_admitted: [0; AdmissionRefusal::ALL.len()],
+            backoff_replies: [0; BackoffReason::ALL.len()],
+            kernel_drops: [0; FAMILIES],
             completed: 0,
             rx_packets: 0,
             rx_bytes: 0,
@@ -300,6 +337,18 @@ impl Counters {
     pub fn peers_not_stored(&self, reason: NotStoredReason) -> u64 {
         self.peers_not_stored[reason as usize]
     }
+    /// New peers admission refused for `reason`.
+    pub fn peers_not_admitted(&self, reason: AdmissionRefusal) -> u64 {
+        self.peers_not_admitted[reason as usize]
+    }
+    /// Back-off replies sent for `reason`.
+    pub fn backoff_replies(&self, reason: BackoffReason) -> u64 {
+        self.backoff_replies[reason as usize]
+    }
+    /// Datagrams the kernel dropped on the sockets of `family`.
+    pub fn kernel_drops(&self, family: IpFamily) -> u64 {
+        self.kernel_drops[family as usize]
+    }
 
     /// Adds `o` into `self`.
     pub fn merge(&mut self, o: &Counters) {
@@ -317,8 +366,15 @@ impl Counters {
         for (x, y) in self.errors_sent.iter_mut().zip(o.errors_sent) {
             *x += y;
         }
-        for (x, y) in self.peers_not_stored.iter_mut().zip(o.peers_not_stored) {
-            *x += y;
+        for (mine, theirs) in [
+            (&mut self.peers_not_stored[..], &o.peers_not_stored[..]),
+            (&mut self.peers_not_admitted[..], &o.peers_not_admitted[..]),
+            (&mut self.backoff_replies[..], &o.backoff_replies[..]),
+            (&mut self.kernel_drops[..], &o.kernel_drops[..]),
+        ] {
+            for (x, y) in mine.iter_mut().zip(theirs) {
+                *x += y;
+            }
         }
         self.completed += o.completed;
         self.rx_packets += o.rx_packets;
@@ -380,6 +436,28 @@ impl Counters {
                 &l,
                 self.peers_not_stored(r),
             ));
+        }
+        // One label each: (metric, label key, label value, count).
+        let single = AdmissionRefusal::ALL
+            .map(|r| {
+                (
+                    "fjord_peers_rejected_total",
+                    "reason",
+                    r.name(),
+                    self.peers_not_admitted(r),
+                )
+            })
+            .into_iter()
+            .chain(BackoffReason::ALL.map(|r| {
+                let n = self.backoff_replies(r);
+                ("fjord_backoff_replies_total", "reason", r.name(), n)
+            }))
+            .chain(IpFamily::ALL.map(|v| {
+                let n = self.kernel_drops(v);
+                ("fjord_kernel_drops_total", "ip_version", family_label(v), n)
+            }));
+        for (name, key, value, n) in single {
+            f(Metric::Counter(name, &[(key, value)], n));
         }
         f(Metric::Counter(
             "fjord_unknown_peer_stops_total",
@@ -457,8 +535,17 @@ mod tests {
         for (i, r) in NOT_STORED_REASONS.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }
+        for (i, r) in BackoffReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for (i, r) in AdmissionRefusal::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
         let mut n = 0;
         Counters::default().visit(|_| n += 1);
-        assert_eq!(n, 6 + 8 + 8 + 2 + 3 + 1 + 6 + 2 * Client::ALL.len() + 3);
+        assert_eq!(
+            n,
+            6 + 8 + 9 + 2 + 3 + 2 + 2 + 2 + 1 + 6 + 2 * Client::ALL.len() + 3
+        );
     }
 }

@@ -34,8 +34,18 @@ fn handler_with(config: &Config, access: AccessList) -> RequestHandler {
     RequestHandler::new(shared, 42)
 }
 
+/// The defaults without the rate limiter and store admission: the protocol tests send many
+/// requests from one /24, which those would (rightly) meter. Both have tests of their own
+/// below, with the defaults.
+fn protocol_config() -> Config {
+    let mut c = Config::default();
+    c.limits.enabled = false;
+    c.admission.enabled = false;
+    c
+}
+
 fn handler() -> RequestHandler {
-    handler_with(&Config::default(), AccessList::off())
+    handler_with(&protocol_config(), AccessList::off())
 }
 
 fn v4(a: [u8; 4], port: u16) -> SocketAddr {
@@ -379,7 +389,7 @@ fn num_want_is_capped_per_family_so_replies_fit_one_packet() {
     let r = announce(&mut h, v4([192, 0, 2, 4], 1), |a| a.num_want = 3);
     assert_eq!(peers_v4(&r).len(), 3);
     // A lower configured cap.
-    let mut c = Config::default();
+    let mut c = protocol_config();
     c.protocol.max_num_want_v4 = 10;
     c.protocol.default_num_want = 5;
     let mut h = handler_with(&c, AccessList::off());
@@ -507,7 +517,7 @@ fn scrape_rows_in_request_order_with_duplicates_and_truncation() {
     let many = vec![[2u8; 20]; 100];
     let r = call(&mut h, src, &scrape_bytes(id, 1, &many)).unwrap();
     assert_eq!(r.len(), 8 + 74 * 12);
-    let mut c = Config::default();
+    let mut c = protocol_config();
     c.protocol.max_scrape_hashes = 3;
     let mut h = handler_with(&c, AccessList::off());
     let id = connect(&mut h, src);
@@ -741,7 +751,7 @@ fn issue10_peers_age_on_the_monotonic_clock() {
 #[test]
 fn announces_are_counted_by_client_software() {
     use fjord_protocol::client::Client;
-    let mut h = handler_with(&Config::default(), list(AccessListMode::Deny, &[9]));
+    let mut h = handler_with(&protocol_config(), list(AccessListMode::Deny, &[9]));
     let src = v4([10, 0, 0, 1], 1);
     let id = connect(&mut h, src);
     let mut send = |peer_id: &[u8; 20], event: AnnounceEvent, hash: u8| {
@@ -852,3 +862,8 @@ fn issue12_a_batch_answers_as_its_datagrams_one_by_one() {
     );
     assert_eq!(sink.replies.len(), 3);
 }
+
+/// Issue 15: the rate limiter, store admission, back-off replies and the interval in force,
+/// through `handle`.
+#[path = "fairness_tests.rs"]
+mod fairness;

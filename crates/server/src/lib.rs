@@ -31,6 +31,8 @@
 #![forbid(unsafe_code)]
 
 pub mod access_list;
+pub mod adaptive_interval;
+pub mod admission;
 pub mod catalogue;
 pub mod clients;
 pub mod config;
@@ -38,6 +40,7 @@ pub mod connection_id;
 pub mod counters;
 pub mod handler;
 pub mod http;
+pub mod limiter;
 mod listen;
 pub mod logging;
 pub mod metrics;

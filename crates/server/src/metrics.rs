@@ -50,6 +50,10 @@ pub struct MetricsInput {
     pub workers: u64,
     /// Snapshots written and loaded (all zero without `state.dir`).
     pub snapshots: SnapshotCounts,
+    /// The announce interval in force and the configured one, seconds.
+    pub announce_interval: (u32, u32),
+    /// Access-list reloads refused, by reason (`shrink`, `unstable`).
+    pub access_list_refused: [(&'static str, u64); 2],
 }
 
 /// The state of a reloaded list file (access list, catalogue).
@@ -99,6 +103,26 @@ const HELP: &[(&str, &str)] = &[
     (
         "fjord_peers_rejected_total",
         "Announcing peers the store did not keep, by reason.",
+    ),
+    (
+        "fjord_backoff_replies_total",
+        "Back-off replies (announce replies with no peers and a long interval), by reason.",
+    ),
+    (
+        "fjord_kernel_drops_total",
+        "Datagrams the kernel dropped for a full socket receive buffer, by IP version.",
+    ),
+    (
+        "fjord_announce_interval_seconds",
+        "Announce interval sent to clients now (raised under sustained load).",
+    ),
+    (
+        "fjord_announce_interval_base_seconds",
+        "Announce interval configured (protocol.announce_interval_secs).",
+    ),
+    (
+        "fjord_access_list_refused_total",
+        "Access-list reloads refused although the file was readable, by reason.",
     ),
     (
         "fjord_unknown_peer_stops_total",
@@ -298,6 +322,8 @@ impl Exposition {
             torrents,
             workers,
             snapshots,
+            announce_interval,
+            access_list_refused,
         } = input;
         metrics::with_local_recorder(&self.recorder, || {
             self.process.collect();
@@ -351,6 +377,13 @@ impl Exposition {
                     .absolute(n);
             }
             metrics::gauge!("fjord_workers").set(*workers as f64);
+            metrics::gauge!("fjord_announce_interval_seconds").set(f64::from(announce_interval.0));
+            metrics::gauge!("fjord_announce_interval_base_seconds")
+                .set(f64::from(announce_interval.1));
+            for (reason, n) in access_list_refused {
+                metrics::counter!("fjord_access_list_refused_total", "reason" => *reason)
+                    .absolute(*n);
+            }
             metrics::gauge!("fjord_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         });
         let mut out = self.handle.render();
@@ -507,6 +540,8 @@ mod tests {
                 restored_peers: 70,
                 load_failures: [0, 0, 0, 0, 2, 0, 0],
             },
+            announce_interval: (2400, 1800),
+            access_list_refused: [("shrink", 4), ("unstable", 0)],
         }
     }
 
@@ -548,6 +583,13 @@ mod tests {
             "fjord_snapshot_restored_peers 70",
             "fjord_snapshot_load_failures_total{reason=\"checksum\"} 2",
             "fjord_snapshot_load_failures_total{reason=\"truncated\"} 0",
+            "fjord_announce_interval_seconds 2400",
+            "fjord_announce_interval_base_seconds 1800",
+            "fjord_access_list_refused_total{reason=\"shrink\"} 4",
+            "fjord_dropped_total{reason=\"rate_limited\"} 0",
+            "fjord_peers_rejected_total{reason=\"prefix_limit\"} 0",
+            "fjord_backoff_replies_total{reason=\"access_denied\"} 0",
+            "fjord_kernel_drops_total{ip_version=\"6\"} 0",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

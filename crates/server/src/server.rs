@@ -21,6 +21,7 @@ use mio::{Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
 use crate::access_list::{AccessListError, AccessListSource, ListFileError, Reloaded};
+use crate::adaptive_interval::IntervalController;
 use crate::config::Config;
 use crate::connection_id::ConnectionIdValidator;
 use crate::counters::{Counters, CountersSnapshot};
@@ -73,7 +74,8 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     let workers = config.effective_workers();
     let access = Arc::new(
         AccessListSource::new(config.access_list.mode, config.access_list.path.clone())
-            .context("cannot load the access list")?,
+            .context("cannot load the access list")?
+            .with_max_shrink_fraction(config.access_list.max_shrink_fraction),
     );
     let stats = Arc::new(StatsHub::new(&config.stats).context("cannot load the catalogue")?);
 
@@ -177,7 +179,13 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         let poll = Poll::new().context("cannot create a poll instance")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut worker_sockets = Vec::new();
+        let mut kernel_drops = Vec::new();
         for (i, s) in socks.into_iter().enumerate() {
+            let family = match s.local_addr()?.ip() {
+                std::net::IpAddr::V4(_) => crate::counters::IpFamily::V4,
+                std::net::IpAddr::V6(_) => crate::counters::IpFamily::V6,
+            };
+            kernel_drops.push((family, 0));
             let mut socket = mio::net::UdpSocket::from_std(s);
             poll.registry()
                 .register(&mut socket, Token(i), Interest::READABLE)?;
@@ -188,6 +196,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
             index,
             poll,
             sockets: worker_sockets,
+            kernel_drops,
             handler: RequestHandler::new(Arc::clone(&shared), rand::random()),
             rx: RecvBatch::new(config.network.batch_size, MAX_DATAGRAM),
             tx: SendBatch::new(config.network.batch_size, MAX_REPLY),
@@ -218,6 +227,12 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         clean_budget: config.store.clean_swarms_per_slice,
         poll_interval: (config.access_list.poll_interval_ms > 0)
             .then(|| Duration::from_millis(config.access_list.poll_interval_ms)),
+        interval: IntervalController::from_config(
+            &config.adaptive_interval,
+            config.protocol.announce_interval_secs,
+            shared.settings.interval.clone(),
+        )
+        .map(|c| (c, Arc::clone(&slots))),
         stop: mstop_rx,
     };
     let fail = fail_tx.clone();
@@ -345,6 +360,12 @@ impl ServerView {
             torrents: self.stats.published().torrents,
             workers,
             snapshots: self.snapshots.counts(),
+            announce_interval: (
+                shared.settings.interval.get(),
+                shared.settings.announce_interval,
+            ),
+            access_list_refused: crate::access_list::Refused::ALL
+                .map(|r| (r.name(), access.refused(r))),
         }
     }
 
@@ -357,7 +378,7 @@ impl ServerView {
             published: &published,
             hub: &self.stats,
             uptime_secs: self.shared.clock.now(),
-            announce_interval_secs: self.shared.settings.announce_interval,
+            announce_interval_secs: self.shared.settings.interval.get(),
             clean_cycles: self.shared.store.clean_stats().cycles,
         })
     }

@@ -7,6 +7,12 @@
 //! remembers what the file looked like (modification time and length, or why it could not be
 //! examined) at the last attempt, so a poll reloads only a changed file and a broken file is
 //! reported once, not at every poll.
+//!
+//! A file being rewritten in place (truncated, then written) must not be loaded half-written:
+//! a poll ([`WatchedFile::poll`]) reloads a changed file only once it has looked the same
+//! (modification time and length) at two polls in a row, so a reload waits for a file that has
+//! been stable for one poll interval; the poll itself never sleeps. The read itself checks
+//! that the file did not change while it was read ([`crate::access_list::read_list_file`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,8 +40,17 @@ pub struct WatchedFile<T> {
     failures: AtomicU64,
     /// Whether the most recent load attempt failed (a fixed file's next reload clears it).
     last_reload_failed: AtomicBool,
-    /// Serialises reloads (cold path only) and remembers the file's stamp at the last attempt.
-    reload_lock: parking_lot::Mutex<Option<FileStamp>>,
+    /// Serialises reloads (cold path only) and remembers the file's stamps.
+    reload_lock: parking_lot::Mutex<Stamps>,
+}
+
+/// What a [`WatchedFile`] remembers of its file.
+#[derive(Debug, Default)]
+struct Stamps {
+    /// The file's stamp at the last load attempt.
+    attempted: Option<FileStamp>,
+    /// A changed stamp seen at the last poll, not loaded yet (it must be seen again).
+    pending: Option<FileStamp>,
 }
 
 impl<T> WatchedFile<T> {
@@ -59,7 +74,10 @@ impl<T> WatchedFile<T> {
             generation: AtomicU64::new(1),
             failures: AtomicU64::new(0),
             last_reload_failed: AtomicBool::new(false),
-            reload_lock: parking_lot::Mutex::new(st),
+            reload_lock: parking_lot::Mutex::new(Stamps {
+                attempted: st,
+                pending: None,
+            }),
         })
     }
 
@@ -71,7 +89,7 @@ impl<T> WatchedFile<T> {
             generation: AtomicU64::new(1),
             failures: AtomicU64::new(0),
             last_reload_failed: AtomicBool::new(false),
-            reload_lock: parking_lot::Mutex::new(None),
+            reload_lock: parking_lot::Mutex::new(Stamps::default()),
         }
     }
 
@@ -112,7 +130,8 @@ impl<T> WatchedFile<T> {
         let path = self.path.as_deref()?;
         let mut seen = self.reload_lock.lock();
         // Remember the stamp even if the load fails, so a broken file is reported once.
-        *seen = Some(stamp(path));
+        seen.attempted = Some(stamp(path));
+        seen.pending = None;
         Some(match load(path) {
             Ok(value) => {
                 let value = Arc::new(value);
@@ -139,13 +158,24 @@ impl<T> WatchedFile<T> {
         }
     }
 
-    /// Whether the file's modification time or length changed since the last load attempt,
-    /// or the file can no longer be examined (once: the attempt records the new state).
-    /// False when there is no file.
-    pub fn changed(&self) -> bool {
+    /// Whether the file should be reloaded now: its modification time or length changed since
+    /// the last load attempt, or it can no longer be examined, and it looked the same at the
+    /// previous poll too (so it has been stable for a poll interval). Once per change: the
+    /// attempt records the new state. False when there is no file.
+    pub fn poll(&self) -> bool {
         let Some(path) = self.path.as_deref() else {
             return false;
         };
-        self.reload_lock.lock().as_ref() != Some(&stamp(path))
+        let now = stamp(path);
+        let mut seen = self.reload_lock.lock();
+        if seen.attempted.as_ref() == Some(&now) {
+            seen.pending = None;
+            return false;
+        }
+        if seen.pending.as_ref() == Some(&now) {
+            return true;
+        }
+        seen.pending = Some(now);
+        false
     }
 }

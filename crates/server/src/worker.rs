@@ -17,7 +17,8 @@ use fjord_udp::{RecvBatch, SendBatch};
 use mio::{Events, Poll, Token};
 use parking_lot::Mutex;
 
-use crate::counters::{Counters, DropReason};
+use crate::adaptive_interval::IntervalController;
+use crate::counters::{Counters, DropReason, IpFamily};
 use crate::fjord_store::{StoreConfig, StoreStats};
 use crate::handler::{ReplySink, RequestHandler, Shared};
 use crate::state::{SnapshotStatus, StateDir};
@@ -101,6 +102,8 @@ pub(crate) struct Worker {
     pub(crate) poll: Poll,
     /// Registered with `poll` as `Token(i)`.
     pub(crate) sockets: Vec<mio::net::UdpSocket>,
+    /// Per socket: its address family and the kernel's drop counter as last seen.
+    pub(crate) kernel_drops: Vec<(IpFamily, u32)>,
     pub(crate) handler: RequestHandler,
     pub(crate) rx: RecvBatch,
     pub(crate) tx: SendBatch,
@@ -174,6 +177,13 @@ impl Worker {
                 }
             };
             self.handler.counters.recv_batch.record(n as u64);
+            if let Some(total) = self.rx.take_kernel_drops() {
+                let (family, seen) = &mut self.kernel_drops[i];
+                // The kernel's counter is a wrapping u32 per socket.
+                self.handler.counters.kernel_drops[*family as usize] +=
+                    u64::from(total.wrapping_sub(*seen));
+                *seen = total;
+            }
             let now = self.handler.shared().clock.read();
             let rx = &self.rx;
             let mut replies = Replies {
@@ -229,6 +239,9 @@ pub(crate) struct Maintenance {
     pub(crate) clean_interval: Duration,
     pub(crate) clean_budget: usize,
     pub(crate) poll_interval: Option<Duration>,
+    /// The load-adaptive interval (`None`: off) and the workers' counter slots it reads the
+    /// load from (datagrams received), once a second.
+    pub(crate) interval: Option<(IntervalController, Arc<Vec<Mutex<Counters>>>)>,
     /// Closed (or sent to) when the server stops.
     pub(crate) stop: crossbeam_channel::Receiver<()>,
     /// With `state.dir`: snapshots every `state.snapshot_interval_secs` and on stop.
@@ -268,6 +281,9 @@ impl SnapshotDuty {
     }
 }
 
+/// How often the load-adaptive interval is fed the load.
+const LOAD_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Maintenance {
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut limits = LimitWatch::default();
@@ -278,8 +294,10 @@ impl Maintenance {
             .as_ref()
             .and_then(|d| d.interval)
             .map(|i| Instant::now() + i);
+        let started = Instant::now();
+        let mut next_sample = self.interval.as_ref().map(|_| started);
         loop {
-            let wake = [next_poll, next_snapshot]
+            let wake = [next_poll, next_sample, next_snapshot]
                 .into_iter()
                 .flatten()
                 .fold(next_clean, Instant::min);
@@ -310,6 +328,13 @@ impl Maintenance {
                 tracing::trace!(?report, "clean slice");
                 limits.observe(&self.shared.store.stats(), self.shared.store.config());
                 next_clean = now + self.clean_interval;
+            }
+            if let (Some(t), Some((controller, slots))) = (next_sample, self.interval.as_mut())
+                && now >= t
+            {
+                let received: u64 = slots.iter().map(|s| s.lock().rx_packets).sum();
+                controller.observe(now.duration_since(started).as_millis() as u64, received);
+                next_sample = Some(now + LOAD_SAMPLE_INTERVAL);
             }
             if let (Some(p), Some(interval)) = (next_poll, self.poll_interval)
                 && now >= p

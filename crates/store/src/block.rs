@@ -489,11 +489,13 @@ impl<'g> Slot<'g> {
     }
 }
 
-/// Capacity for a block that must hold `n` peers: exact for small blocks (they run full),
-/// load 0.8 otherwise; then filled to the allocator chunk.
+/// Capacity for a block that must hold `n` peers: for small blocks (they run full) `n` and
+/// half as many again (a swarm's first block holds 1; a growing swarm then migrates at 1, 3, 6
+/// and 8 peers instead of at every new one), load 0.8 otherwise; then filled to the allocator
+/// chunk.
 pub(crate) fn peer_cap_for(n: usize, words: usize) -> usize {
     let cap = if n <= SMALL_MAX {
-        n.max(1)
+        (n + n / 2).clamp(1, SMALL_MAX)
     } else {
         n + n / 4 + 1
     };

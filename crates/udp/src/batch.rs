@@ -215,6 +215,13 @@ impl RecvBatch {
     pub fn kernel_drops(&self) -> Option<u32> {
         self.kernel_drops
     }
+
+    /// [`RecvBatch::kernel_drops`], cleared: `Some` only if a datagram received since the last
+    /// call carried the counter. A worker reading several sockets with one batch calls it after
+    /// each receive, so that one socket's counter is never taken for another's.
+    pub fn take_kernel_drops(&mut self) -> Option<u32> {
+        self.kernel_drops.take()
+    }
 }
 
 /// What one [`SendBatch::send`] did.

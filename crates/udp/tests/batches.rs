@@ -248,6 +248,13 @@ fn kernel_drop_counter_reports_receive_buffer_overflows() {
         drops > 0 && drops as usize <= 200 - queued,
         "{drops} drops, {queued} queued"
     );
+    // Taken once; the next datagram carries the counter again (every datagram queued after a
+    // drop does), unchanged.
+    assert_eq!(rx.take_kernel_drops(), Some(drops));
+    assert_eq!(rx.take_kernel_drops(), None);
+    client.send_to(b"again", to).unwrap();
+    recv_n(&mut rx, &server, 1, |d| assert_eq!(d.data, b"again"));
+    assert_eq!(rx.take_kernel_drops(), Some(drops));
 }
 
 #[cfg(target_os = "linux")]

@@ -16,6 +16,8 @@ pub fn repo_file(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+pub mod client;
+
 // The unit tests' temporary directory, shared rather than written again.
 #[path = "../../src/test_util.rs"]
 mod test_util;
