@@ -15,14 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROUNDS="${ROUNDS:-3}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-10}"
 PORT="${PORT:-16969}"
-cargo build --release -q -p fjord-server -p fjord-bench
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-FJORD="$target_dir/release/fjord"
-BENCH="$target_dir/release/fjord-bench"
-pin_server=() pin_bench=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  pin_server=(taskset -c 0) pin_bench=(taskset -c 1)
-fi
+# FJORD, BENCH (release builds), pin_server, pin_bench.
+. benches/release-binaries.sh
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

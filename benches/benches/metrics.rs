@@ -100,6 +100,7 @@ fn scrape(c: &mut Criterion) {
                     catalogue: list(torrents.len() as u64),
                     torrents: Arc::clone(&torrents),
                     workers: 8,
+                    snapshots: Default::default(),
                     announce_interval: (1800, 1800),
                     access_list_refused: [("shrink", 0), ("unstable", 0)],
                 });

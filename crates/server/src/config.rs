@@ -73,6 +73,8 @@ pub struct Config {
     pub stats: StatsConfig,
     /// Privilege dropping after the sockets are bound.
     pub privileges: PrivilegesConfig,
+    /// The state directory: swarm snapshots and the generated connection-id key.
+    pub state: StateConfig,
 }
 
 impl Default for Config {
@@ -92,6 +94,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             stats: StatsConfig::default(),
             privileges: PrivilegesConfig::default(),
+            state: StateConfig::default(),
         }
     }
 }
@@ -179,6 +182,9 @@ impl Default for ProtocolConfig {
 pub struct ConnectionIdConfig {
     /// 32 hex characters (a 128-bit SipHash key) shared by a fleet; empty = random at start.
     pub key: String,
+    /// A key (32 hex characters) whose ids are still accepted, never issued: for rolling a new
+    /// `key` across a fleet (docs/operations.md, "Rotating the connection-id key").
+    pub previous_key: String,
     /// Extra seconds a connection id is accepted after its 120 s lifetime.
     pub grace_secs: u32,
 }
@@ -187,7 +193,31 @@ impl Default for ConnectionIdConfig {
     fn default() -> Self {
         ConnectionIdConfig {
             key: String::new(),
+            previous_key: String::new(),
             grace_secs: 30,
+        }
+    }
+}
+
+/// `[state]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory for the swarm snapshot and the generated connection-id key (created if
+    /// missing); `None` = nothing is kept across restarts.
+    pub dir: Option<PathBuf>,
+    /// With a `dir`: a snapshot every this many seconds as well as on stop (0 = only on stop).
+    pub snapshot_interval_secs: u64,
+}
+
+/// Longest `state.snapshot_interval_secs`: a day.
+pub const MAX_SNAPSHOT_INTERVAL_SECS: u64 = 86_400;
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: None,
+            snapshot_interval_secs: 300,
         }
     }
 }
@@ -579,6 +609,16 @@ impl Config {
         if !c.key.is_empty() {
             parse_key(&c.key).map_err(|r| invalid("connection_id.key", r))?;
         }
+        if !c.previous_key.is_empty() {
+            let previous =
+                parse_key(&c.previous_key).map_err(|r| invalid("connection_id.previous_key", r))?;
+            if self.connection_id_key() == Some(previous) {
+                return Err(invalid(
+                    "connection_id.previous_key",
+                    "equals connection_id.key: remove it, or give key the new key",
+                ));
+            }
+        }
         if c.grace_secs > 600 {
             return Err(invalid("connection_id.grace_secs", "at most 600"));
         }
@@ -669,6 +709,24 @@ impl Config {
         let max_top = crate::top_swarms::MAX_TOP_SWARMS;
         if st.top_swarms > max_top {
             return Err(invalid("stats.top_swarms", format!("at most {max_top}")));
+        }
+        let state = &self.state;
+        if let Some(dir) = &state.dir {
+            if dir.as_os_str().is_empty() {
+                return Err(invalid(
+                    "state.dir",
+                    "empty: remove the key to keep nothing across restarts",
+                ));
+            }
+            if dir.to_string_lossy().contains('\0') {
+                return Err(invalid("state.dir", "contains a NUL byte"));
+            }
+        }
+        if state.snapshot_interval_secs > MAX_SNAPSHOT_INTERVAL_SECS {
+            return Err(invalid(
+                "state.snapshot_interval_secs",
+                format!("at most {MAX_SNAPSHOT_INTERVAL_SECS} (a day); 0 = only on stop"),
+            ));
         }
         if self.privileges.user.contains('\0') {
             return Err(invalid("privileges.user", "contains a NUL byte"));
@@ -792,6 +850,15 @@ impl Config {
         }
     }
 
+    /// The previous connection-id key, if one is configured (validated).
+    pub fn connection_id_previous_key(&self) -> Option<[u8; 16]> {
+        if self.connection_id.previous_key.is_empty() {
+            None
+        } else {
+            parse_key(&self.connection_id.previous_key).ok()
+        }
+    }
+
     /// The peer store's settings.
     pub fn store_config(&self) -> crate::fjord_store::StoreConfig {
         crate::fjord_store::StoreConfig {
@@ -818,7 +885,8 @@ impl Config {
     }
 }
 
-fn parse_key(s: &str) -> Result<[u8; 16], String> {
+/// A 128-bit key from 32 hex characters.
+pub(crate) fn parse_key(s: &str) -> Result<[u8; 16], String> {
     let b = s.as_bytes();
     if b.len() != 32 {
         return Err(format!("expected 32 hex characters, got {}", b.len()));

@@ -38,6 +38,42 @@ fn template_names_every_key() {
     assert_eq!(a, b);
     assert!(DEFAULT_CONFIG_TOML.contains("# path = "));
     assert!(DEFAULT_CONFIG_TOML.contains("# catalogue = "));
+    assert!(DEFAULT_CONFIG_TOML.contains("# dir = "));
+}
+
+#[test]
+fn state_and_previous_key_errors_name_their_key() {
+    let key_of = |toml: &str| match Config::from_toml_str(toml) {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("{toml}: {other:?}"),
+    };
+    assert_eq!(key_of("[state]\ndir = \"\""), "state.dir");
+    assert_eq!(
+        key_of("[state]\nsnapshot_interval_secs = 86401"),
+        "state.snapshot_interval_secs"
+    );
+    assert_eq!(
+        key_of("[connection_id]\nprevious_key = \"xyz\""),
+        "connection_id.previous_key"
+    );
+    let k = "00112233445566778899aabbccddeeff";
+    assert_eq!(
+        key_of(&format!(
+            "[connection_id]\nkey = \"{k}\"\nprevious_key = \"{}\"",
+            k.to_uppercase()
+        )),
+        "connection_id.previous_key"
+    );
+    let ok = Config::from_toml_str(&format!(
+        "[connection_id]\nprevious_key = \"{k}\"\n[state]\ndir = \"/var/lib/fjord\"\n\
+         snapshot_interval_secs = 0"
+    ))
+    .unwrap();
+    assert_eq!(ok.connection_id_previous_key(), Some(parse_key(k).unwrap()));
+    assert_eq!(
+        ok.state.dir.as_deref(),
+        Some(std::path::Path::new("/var/lib/fjord"))
+    );
 }
 
 /// Regression (issue 11): one set of store defaults, and the template states the memory

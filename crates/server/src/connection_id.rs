@@ -6,6 +6,10 @@
 //! `issued` to `issued + 120 s + grace`; an id from the future is refused. The MAC comparison is a
 //! single XOR of two u32 values tested against zero, so its timing does not depend on how many
 //! bytes match. Guessing a MAC takes 2^31 tries on average per (IP, second).
+//!
+//! Key rotation: a validator may also hold a previous key, whose ids it accepts but never
+//! issues ([`ConnectionIdValidator::with_previous`]); both MACs are always computed, so the
+//! time taken does not say which key matched.
 
 use std::hash::Hasher;
 use std::net::IpAddr;
@@ -19,6 +23,8 @@ pub const CONNECTION_ID_LIFETIME_SECS: u32 = 120;
 #[derive(Clone)]
 pub struct ConnectionIdValidator {
     key: [u8; 16],
+    /// Accepted for validation only (key rotation); never issues ids.
+    previous: Option<[u8; 16]>,
     max_age_secs: u32,
 }
 
@@ -26,6 +32,7 @@ impl std::fmt::Debug for ConnectionIdValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectionIdValidator")
             .field("max_age_secs", &self.max_age_secs)
+            .field("previous_key", &self.previous.is_some())
             .finish()
     }
 }
@@ -35,8 +42,15 @@ impl ConnectionIdValidator {
     pub fn new(key: [u8; 16], grace_secs: u32) -> Self {
         ConnectionIdValidator {
             key,
+            previous: None,
             max_age_secs: CONNECTION_ID_LIFETIME_SECS + grace_secs,
         }
+    }
+
+    /// This validator, also accepting (never issuing) ids made with `previous`.
+    pub fn with_previous(mut self, previous: Option<[u8; 16]>) -> Self {
+        self.previous = previous;
+        self
     }
 
     /// A validator with a random key (from the OS-seeded CSPRNG).
@@ -47,19 +61,22 @@ impl ConnectionIdValidator {
     }
 
     fn mac(&self, issued: u32, ip: IpAddr) -> u32 {
-        let mut h = SipHasher24::new_with_key(&self.key);
-        h.write(&issued.to_be_bytes());
-        match ip {
-            IpAddr::V4(a) => {
-                h.write_u8(4);
-                h.write(&a.octets());
-            }
-            IpAddr::V6(a) => {
-                h.write_u8(6);
-                h.write(&a.octets());
-            }
-        }
-        h.finish() as u32
+        mac_with(&self.key, issued, ip)
+    }
+
+    /// Whether `id` was issued by this key (or the previous one) for `ip`, not in the future
+    /// and not expired.
+    pub fn is_valid(&self, id: u64, ip: IpAddr, now: u32) -> bool {
+        let issued = (id >> 32) as u32;
+        let mac = id as u32;
+        let fresh = issued <= now && now - issued <= self.max_age_secs;
+        // Constant time in the MAC value: one XOR, one comparison with zero per key.
+        let mac_ok = std::hint::black_box(self.mac(issued, ip) ^ mac) == 0;
+        let previous_ok = match &self.previous {
+            Some(k) => std::hint::black_box(mac_with(k, issued, ip) ^ mac) == 0,
+            None => false,
+        };
+        fresh & (mac_ok | previous_ok)
     }
 
     /// The connection id for `ip` issued at `now` (Unix seconds). `ip` must be canonical
@@ -67,16 +84,23 @@ impl ConnectionIdValidator {
     pub fn issue(&self, now: u32, ip: IpAddr) -> u64 {
         (u64::from(now) << 32) | u64::from(self.mac(now, ip))
     }
+}
 
-    /// Whether `id` was issued by this key for `ip`, not in the future and not expired.
-    pub fn is_valid(&self, id: u64, ip: IpAddr, now: u32) -> bool {
-        let issued = (id >> 32) as u32;
-        let mac = id as u32;
-        let fresh = issued <= now && now - issued <= self.max_age_secs;
-        // Constant time in the MAC value: one XOR, one comparison with zero.
-        let mac_ok = std::hint::black_box(self.mac(issued, ip) ^ mac) == 0;
-        fresh & mac_ok
+/// The 32-bit MAC of `(issued, family, ip)` under `key`.
+fn mac_with(key: &[u8; 16], issued: u32, ip: IpAddr) -> u32 {
+    let mut h = SipHasher24::new_with_key(key);
+    h.write(&issued.to_be_bytes());
+    match ip {
+        IpAddr::V4(a) => {
+            h.write_u8(4);
+            h.write(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            h.write_u8(6);
+            h.write(&a.octets());
+        }
     }
+    h.finish() as u32
 }
 
 #[cfg(test)]
@@ -112,6 +136,25 @@ mod tests {
         assert!(!other.is_valid(id, a, T));
         // Same key on another node (a fleet) accepts it.
         assert!(ConnectionIdValidator::new([7; 16], 0).is_valid(id, a, T + 100));
+    }
+
+    #[test]
+    fn previous_key_is_accepted_but_never_issues() {
+        let old = ConnectionIdValidator::new([7; 16], 30);
+        let rolled = ConnectionIdValidator::new([8; 16], 30).with_previous(Some([7; 16]));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let old_id = old.issue(T, ip);
+        assert!(rolled.is_valid(old_id, ip, T + 10));
+        assert!(
+            !rolled.is_valid(old_id, ip, T + 151),
+            "still bound to the lifetime"
+        );
+        let new_id = rolled.issue(T, ip);
+        assert_ne!(new_id, old_id, "issued with the new key");
+        assert!(ConnectionIdValidator::new([8; 16], 30).is_valid(new_id, ip, T));
+        assert!(!old.is_valid(new_id, ip, T));
+        let done = ConnectionIdValidator::new([8; 16], 30);
+        assert!(!done.is_valid(old_id, ip, T), "previous key dropped");
     }
 
     #[test]

@@ -24,7 +24,8 @@
 //!
 //! Modules: [`handler`] (protocol decisions), [`server`] (start, stop, supervision),
 //! `worker` (the event loops), `listen` (binding the sockets), [`privileges`],
-//! [`connection_id`], [`access_list`], [`config`], [`counters`], [`metrics`]. Every socket
+//! [`connection_id`], [`access_list`], [`config`], [`counters`], [`metrics`], [`state`] (the
+//! state directory: snapshots in the [`snapshot_file`] format, the kept connection-id key). Every socket
 //! system call is in the fjord-udp crate.
 
 #![forbid(unsafe_code)]
@@ -45,6 +46,8 @@ pub mod logging;
 pub mod metrics;
 pub mod privileges;
 pub mod server;
+pub mod snapshot_file;
+pub mod state;
 pub mod stats;
 pub mod top_swarms;
 pub mod watched_file;

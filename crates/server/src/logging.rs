@@ -108,10 +108,24 @@ pub fn startup_line(config: &Config, bound: &[SocketAddr], metrics: Option<Socke
         (mode, Some(path)) => format!("{mode:?} {}", path.display()).to_lowercase(),
     };
     let metrics = metrics.map_or("off".to_string(), |m| format!("http://{m}/metrics"));
-    let key = if config.connection_id.key.is_empty() {
-        "random"
-    } else {
-        "configured"
+    let key = match (
+        config.connection_id.key.is_empty(),
+        &config.state.dir,
+        config.connection_id.previous_key.is_empty(),
+    ) {
+        (true, None, true) => "random",
+        (true, Some(_), true) => "kept in the state dir",
+        (false, _, true) => "configured",
+        (true, None, false) => "random, previous key accepted",
+        (true, Some(_), false) => "kept in the state dir, previous key accepted",
+        (false, _, false) => "configured, previous key accepted",
+    };
+    let state = match &config.state.dir {
+        None => "off".to_string(),
+        Some(d) => match config.state.snapshot_interval_secs {
+            0 => format!("{} (snapshot on stop)", d.display()),
+            i => format!("{} (snapshot on stop and every {i} s)", d.display()),
+        },
     };
     let user = match (
         config.privileges.user.as_str(),
@@ -124,7 +138,7 @@ pub fn startup_line(config: &Config, bound: &[SocketAddr], metrics: Option<Socke
         "fjord {VERSION} started: udp {}, {} workers, batch {}, socket buffers {}/{} bytes; \
          interval {} s, num_want {} (max {}/{}), scrape max {}; connection-id key {key}, \
          grace {} s; store max {} peers / {} swarms ({}), peer timeout {} s; access list {access}; \
-         metrics {metrics}; privileges {user}; log {} {:?}",
+         state {state}; metrics {metrics}; privileges {user}; log {} {:?}",
         listen.join(" "),
         config.effective_workers(),
         n.batch_size,

@@ -68,6 +68,18 @@ struct Cli {
         hide_env_values = true
     )]
     connection_id_key: Option<String>,
+    /// Previous connection-id key, accepted but never issued while a new key is rolled out
+    /// (connection_id.previous_key).
+    #[arg(
+        long,
+        value_name = "HEX",
+        env = "FJORD_CONNECTION_ID_PREVIOUS_KEY",
+        hide_env_values = true
+    )]
+    connection_id_previous_key: Option<String>,
+    /// State directory: swarm snapshots and the kept connection-id key (state.dir).
+    #[arg(long, value_name = "PATH")]
+    state_dir: Option<PathBuf>,
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -113,16 +125,32 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(g) = &cli.group {
         config.privileges.group = g.clone();
     }
-    if let Some(k) = &cli.connection_id_key {
-        config.connection_id.key = k.clone();
-        if let Err(
-            e @ ConfigError::Invalid {
-                key: "connection_id.key",
-                ..
-            },
-        ) = config.validate()
-        {
-            anyhow::bail!("{e} (from --connection-id-key or FJORD_CONNECTION_ID_KEY)");
+    if let Some(d) = &cli.state_dir {
+        config.state.dir = Some(d.clone());
+    }
+    type SetKey = fn(&mut Config, String);
+    let keys: [(&Option<String>, SetKey, &str, &str); 2] = [
+        (
+            &cli.connection_id_key,
+            |c, k| c.connection_id.key = k,
+            "connection_id.key",
+            "--connection-id-key or FJORD_CONNECTION_ID_KEY",
+        ),
+        (
+            &cli.connection_id_previous_key,
+            |c, k| c.connection_id.previous_key = k,
+            "connection_id.previous_key",
+            "--connection-id-previous-key or FJORD_CONNECTION_ID_PREVIOUS_KEY",
+        ),
+    ];
+    for (value, set, key, source) in keys {
+        if let Some(k) = value {
+            set(&mut config, k.clone());
+            if let Err(e @ ConfigError::Invalid { key: bad, .. }) = config.validate()
+                && bad == key
+            {
+                anyhow::bail!("{e} (from {source})");
+            }
         }
     }
     config.validate()?;

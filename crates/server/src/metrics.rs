@@ -23,6 +23,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use crate::counters::{Counters, Metric};
 use crate::fjord_store::{CleanStats, StoreStats};
+use crate::snapshot_file::SnapshotError;
+use crate::state::SnapshotCounts;
 use crate::stats::TorrentSample;
 
 pub use crate::http::MetricsEndpoint;
@@ -46,6 +48,8 @@ pub struct MetricsInput {
     pub torrents: std::sync::Arc<Vec<TorrentSample>>,
     /// Worker threads serving UDP.
     pub workers: u64,
+    /// Snapshots written and loaded (all zero without `state.dir`).
+    pub snapshots: SnapshotCounts,
     /// The announce interval in force and the configured one, seconds.
     pub announce_interval: (u32, u32),
     /// Access-list reloads refused, by reason (`shrink`, `unstable`).
@@ -209,6 +213,31 @@ const HELP: &[(&str, &str)] = &[
         "fjord_torrent_completed",
         "Downloads of a catalogued torrent completed since fjord started.",
     ),
+    (
+        "fjord_snapshot_writes_total",
+        "Snapshots of the swarms written to state.dir, by result (ok or error).",
+    ),
+    (
+        "fjord_snapshot_write_duration_seconds",
+        "Time the last successful snapshot took to walk the store and write (fsyncs included).",
+    ),
+    ("fjord_snapshot_bytes", "Size of the last snapshot written."),
+    (
+        "fjord_snapshot_peers",
+        "Peers in the last snapshot written.",
+    ),
+    (
+        "fjord_snapshot_last_write_timestamp_seconds",
+        "Unix time of the last successful snapshot (0 = none since start).",
+    ),
+    (
+        "fjord_snapshot_restored_peers",
+        "Peers restored from the snapshot at start.",
+    ),
+    (
+        "fjord_snapshot_load_failures_total",
+        "Snapshot files refused at start (set aside, not trusted), by reason.",
+    ),
     ("fjord_workers", "UDP worker threads."),
     ("fjord_build_info", "Always 1; the version is a label."),
     (
@@ -292,6 +321,7 @@ impl Exposition {
             catalogue,
             torrents,
             workers,
+            snapshots,
             announce_interval,
             access_list_refused,
         } = input;
@@ -330,6 +360,21 @@ impl Exposition {
                     .absolute(file.reloads_failed);
                 metrics::gauge!(format!("{prefix}_last_reload_successful"))
                     .set(f64::from(u8::from(file.last_reload_ok)));
+            }
+            metrics::counter!("fjord_snapshot_writes_total", "result" => "ok")
+                .absolute(snapshots.writes_ok);
+            metrics::counter!("fjord_snapshot_writes_total", "result" => "error")
+                .absolute(snapshots.writes_failed);
+            metrics::gauge!("fjord_snapshot_write_duration_seconds")
+                .set(snapshots.last_duration_secs);
+            metrics::gauge!("fjord_snapshot_bytes").set(snapshots.last_bytes as f64);
+            metrics::gauge!("fjord_snapshot_peers").set(snapshots.last_peers as f64);
+            metrics::gauge!("fjord_snapshot_last_write_timestamp_seconds")
+                .set(snapshots.last_unix as f64);
+            metrics::gauge!("fjord_snapshot_restored_peers").set(snapshots.restored_peers as f64);
+            for (reason, n) in SnapshotError::REASONS.iter().zip(snapshots.load_failures) {
+                metrics::counter!("fjord_snapshot_load_failures_total", "reason" => *reason)
+                    .absolute(n);
             }
             metrics::gauge!("fjord_workers").set(*workers as f64);
             metrics::gauge!("fjord_announce_interval_seconds").set(f64::from(announce_interval.0));
@@ -485,6 +530,16 @@ mod tests {
                 },
             ]),
             workers: 2,
+            snapshots: SnapshotCounts {
+                writes_ok: 4,
+                writes_failed: 1,
+                last_duration_secs: 0.5,
+                last_bytes: 1234,
+                last_peers: 77,
+                last_unix: 1_800_000_000,
+                restored_peers: 70,
+                load_failures: [0, 0, 0, 0, 2, 0, 0],
+            },
             announce_interval: (2400, 1800),
             access_list_refused: [("shrink", 4), ("unstable", 0)],
         }
@@ -519,6 +574,15 @@ mod tests {
             "fjord_torrent_leechers{torrent=\"say \\\"hi\\\" \\\\ there\"} 1",
             "fjord_client_announces_total{client=\"qbittorrent\"} 0",
             "fjord_client_started_total{client=\"other\"} 0",
+            "fjord_snapshot_writes_total{result=\"ok\"} 4",
+            "fjord_snapshot_writes_total{result=\"error\"} 1",
+            "fjord_snapshot_write_duration_seconds 0.5",
+            "fjord_snapshot_bytes 1234",
+            "fjord_snapshot_peers 77",
+            "fjord_snapshot_last_write_timestamp_seconds 1800000000",
+            "fjord_snapshot_restored_peers 70",
+            "fjord_snapshot_load_failures_total{reason=\"checksum\"} 2",
+            "fjord_snapshot_load_failures_total{reason=\"truncated\"} 0",
             "fjord_announce_interval_seconds 2400",
             "fjord_announce_interval_base_seconds 1800",
             "fjord_access_list_refused_total{reason=\"shrink\"} 4",

@@ -29,8 +29,9 @@ use crate::handler::{HandlerSettings, MAX_REPLY, RequestHandler, Shared};
 use crate::http::Page;
 use crate::metrics::{Exposition, MetricsEndpoint, MetricsInput};
 use crate::privileges::{PrivilegeChange, drop_privileges};
+use crate::state::{KeyOrigin, Loaded, SnapshotStatus, StateDir};
 use crate::stats::{StatsCollector, StatsHub, StatsInput, stats_json};
-use crate::worker::{MAX_DATAGRAM, Maintenance, WAKER, Worker};
+use crate::worker::{MAX_DATAGRAM, Maintenance, SnapshotDuty, WAKER, Worker};
 
 pub use crate::worker::{Now, PUBLISH_INTERVAL, StoreClock, unix_now};
 
@@ -44,8 +45,13 @@ pub struct RunningServer {
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
     panic_flags: Vec<Arc<AtomicBool>>,
+    /// The workers.
     threads: Vec<JoinHandle<()>>,
+    /// Joined after the workers: it writes the final snapshot once they have stopped.
+    maintenance: Option<JoinHandle<()>>,
     maintenance_stop: Option<crossbeam_channel::Sender<()>>,
+    /// Snapshot counts (all zero without `state.dir`).
+    snapshots: Arc<SnapshotStatus>,
     failures: crossbeam_channel::Receiver<String>,
     /// Every failure ever reported (the channel only notifies).
     failed: Arc<Mutex<Vec<String>>>,
@@ -66,24 +72,12 @@ impl std::fmt::Debug for RunningServer {
 pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
     let workers = config.effective_workers();
-    let validator = match config.connection_id_key() {
-        Some(key) => ConnectionIdValidator::new(key, config.connection_id.grace_secs),
-        None => ConnectionIdValidator::random(config.connection_id.grace_secs),
-    };
-    let store = Arc::new(PeerStore::new(config.store_config()));
     let access = Arc::new(
         AccessListSource::new(config.access_list.mode, config.access_list.path.clone())
             .context("cannot load the access list")?
             .with_max_shrink_fraction(config.access_list.max_shrink_fraction),
     );
     let stats = Arc::new(StatsHub::new(&config.stats).context("cannot load the catalogue")?);
-    let shared = Arc::new(Shared {
-        store,
-        validator,
-        access,
-        settings: HandlerSettings::from_config(&config),
-        clock: StoreClock::new(),
-    });
 
     let (local_addrs, sockets) = crate::listen::bind_all(&config, workers)?;
     let (user, group) = (&config.privileges.user, &config.privileges.group);
@@ -96,6 +90,54 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
         PrivilegeChange::Switched => tracing::info!(%user, %group, "privileges dropped"),
     }
+
+    // The state directory is used as the user fjord serves as (the files it creates stay
+    // writable for the next start), before any worker runs: requests answered after `start`
+    // returns see the restored swarms.
+    let snapshots = Arc::new(SnapshotStatus::default());
+    let state = match &config.state.dir {
+        None => None,
+        Some(dir) => Some(StateDir::open(dir).with_context(|| {
+            format!(
+                "cannot use the state directory {} (state.dir)",
+                dir.display()
+            )
+        })?),
+    };
+    let grace = config.connection_id.grace_secs;
+    let validator = match (config.connection_id_key(), &state) {
+        (Some(key), _) => ConnectionIdValidator::new(key, grace),
+        (None, Some(state)) => {
+            let (key, origin) = state
+                .connection_id_key(u64::from(unix_now()))
+                .context("cannot keep the connection-id key in the state directory (state.dir)")?;
+            let file = state.path().join(crate::state::KEY_FILE);
+            match origin {
+                KeyOrigin::Reused => tracing::info!(
+                    "connection-id key read from {}: ids issued before the restart stay valid",
+                    file.display()
+                ),
+                KeyOrigin::Created => {
+                    tracing::info!("connection-id key generated and kept in {}", file.display())
+                }
+            }
+            ConnectionIdValidator::new(key, grace)
+        }
+        (None, None) => ConnectionIdValidator::random(grace),
+    }
+    .with_previous(config.connection_id_previous_key());
+    let clock = StoreClock::new();
+    let store = match &state {
+        None => PeerStore::new(config.store_config()),
+        Some(state) => restore_store(&config, state, &clock, &snapshots),
+    };
+    let shared = Arc::new(Shared {
+        store: Arc::new(store),
+        validator,
+        access,
+        settings: HandlerSettings::from_config(&config),
+        clock,
+    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let slots: Arc<Vec<Mutex<Counters>>> = Arc::new(
@@ -118,7 +160,9 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         wakers: Vec::new(),
         panic_flags: Vec::new(),
         threads: Vec::new(),
+        maintenance: None,
         maintenance_stop: None,
+        snapshots: Arc::clone(&snapshots),
         failures,
         failed,
         metrics: None,
@@ -171,6 +215,12 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     }
     let (mstop_tx, mstop_rx) = crossbeam_channel::bounded::<()>(0);
     let maintenance = Maintenance {
+        snapshots: state.map(|dir| SnapshotDuty {
+            dir,
+            interval: (config.state.snapshot_interval_secs > 0)
+                .then(|| Duration::from_secs(config.state.snapshot_interval_secs)),
+            status: Arc::clone(&snapshots),
+        }),
         shared: Arc::clone(&shared),
         stats: StatsCollector::new(Arc::clone(&stats)),
         clean_interval: Duration::from_millis(config.store.clean_interval_ms),
@@ -186,7 +236,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         stop: mstop_rx,
     };
     let fail = fail_tx.clone();
-    server.threads.push(
+    server.maintenance = Some(
         std::thread::Builder::new()
             .name("fjord-maintenance".into())
             .spawn(move || supervise("maintenance thread", &fail, move || maintenance.run()))
@@ -198,6 +248,61 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         crate::logging::startup_line(&config, &server.local_addrs, server.metrics_addr())
     );
     Ok(server)
+}
+
+/// A store with the state directory's snapshot restored into it, or an empty one when there
+/// is none or it cannot be trusted (the file is set aside; both are logged and counted).
+fn restore_store(
+    config: &Config,
+    state: &StateDir,
+    clock: &StoreClock,
+    status: &SnapshotStatus,
+) -> PeerStore {
+    let store = PeerStore::new(config.store_config());
+    let path = state.snapshot_path();
+    let loaded = state.load_snapshot(&store, clock.now(), u64::from(unix_now()));
+    status.loaded(&loaded);
+    match loaded {
+        Loaded::Missing => {
+            tracing::info!(
+                "no snapshot at {}: starting with empty swarms",
+                path.display()
+            );
+            store
+        }
+        Loaded::Restored {
+            totals,
+            restored_peers,
+            age_secs,
+            duration,
+        } => {
+            tracing::info!(
+                "restored {restored_peers} peers from {} ({} peers in {} records, {} bytes, \
+                 written {age_secs} s ago; {} expired meanwhile or over the store's limits) \
+                 in {:.2} s",
+                path.display(),
+                totals.peers,
+                totals.records,
+                totals.bytes,
+                totals.peers - restored_peers,
+                duration.as_secs_f64()
+            );
+            store
+        }
+        Loaded::Refused { error, set_aside } => {
+            let aside = set_aside.map_or_else(
+                || "it could not be moved aside".to_string(),
+                |p| format!("moved aside as {}", p.display()),
+            );
+            tracing::error!(
+                reason = error.reason(),
+                "snapshot {} refused: {error}; {aside}; starting with empty swarms",
+                path.display()
+            );
+            drop(store); // a partial restore: never trusted
+            PeerStore::new(config.store_config())
+        }
+    }
 }
 
 /// Serves `/metrics`, `/stats`, `/` and `/health`. A render sums the workers' published counter
@@ -227,6 +332,7 @@ struct ServerView {
     slots: Arc<Vec<Mutex<Counters>>>,
     shared: Arc<Shared>,
     stats: Arc<StatsHub>,
+    snapshots: Arc<SnapshotStatus>,
 }
 
 impl ServerView {
@@ -253,6 +359,7 @@ impl ServerView {
             catalogue: catalogue.file().status(catalogue.current().len() as u64),
             torrents: self.stats.published().torrents,
             workers,
+            snapshots: self.snapshots.counts(),
             announce_interval: (
                 shared.settings.interval.get(),
                 shared.settings.announce_interval,
@@ -362,6 +469,7 @@ impl RunningServer {
             slots: Arc::clone(&self.slots),
             shared: Arc::clone(&self.shared),
             stats: Arc::clone(&self.stats),
+            snapshots: Arc::clone(&self.snapshots),
         }
     }
 
@@ -394,13 +502,17 @@ impl RunningServer {
         for w in &self.wakers {
             let _ = w.wake();
         }
-        self.maintenance_stop.take();
         let mut problems = Vec::new();
-        for t in self.threads.drain(..) {
+        // Workers first, then the maintenance thread, which writes the final snapshot (with
+        // `state.dir`) once no announce can change the store any more.
+        let mut join = |t: JoinHandle<()>| {
             if t.join().is_err() {
                 problems.push("a thread panicked outside its supervisor".to_string());
             }
-        }
+        };
+        self.threads.drain(..).for_each(&mut join);
+        self.maintenance_stop.take();
+        self.maintenance.take().into_iter().for_each(&mut join);
         problems.extend(self.failed.lock().iter().cloned());
         problems
     }
@@ -419,7 +531,7 @@ impl RunningServer {
 
 impl Drop for RunningServer {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
+        if !self.threads.is_empty() || self.maintenance.is_some() {
             self.stop_threads();
         }
     }

@@ -1,5 +1,5 @@
 //! The threads of a running server: UDP workers (one mio event loop each) and the maintenance
-//! thread (expiry slices, access-list polling).
+//! thread (expiry slices, access-list polling, snapshots).
 //!
 //! A worker owns its `Poll`, its sockets (one per listen address, each a `SO_REUSEPORT`
 //! sibling of the other workers' sockets), one [`RecvBatch`] and one [`SendBatch`] (fjord-udp:
@@ -21,6 +21,7 @@ use crate::adaptive_interval::IntervalController;
 use crate::counters::{Counters, DropReason, IpFamily};
 use crate::fjord_store::{StoreConfig, StoreStats};
 use crate::handler::{ReplySink, RequestHandler, Shared};
+use crate::state::{SnapshotStatus, StateDir};
 use crate::stats::StatsCollector;
 
 /// Counters are published by each worker at least this often.
@@ -243,6 +244,41 @@ pub(crate) struct Maintenance {
     pub(crate) interval: Option<(IntervalController, Arc<Vec<Mutex<Counters>>>)>,
     /// Closed (or sent to) when the server stops.
     pub(crate) stop: crossbeam_channel::Receiver<()>,
+    /// With `state.dir`: snapshots every `state.snapshot_interval_secs` and on stop.
+    pub(crate) snapshots: Option<SnapshotDuty>,
+}
+
+/// The maintenance thread's snapshot duty: where, how often, and the counts it keeps.
+pub(crate) struct SnapshotDuty {
+    pub(crate) dir: StateDir,
+    pub(crate) interval: Option<Duration>,
+    pub(crate) status: Arc<SnapshotStatus>,
+}
+
+impl SnapshotDuty {
+    /// Writes a snapshot of the store now (the workers keep serving), logs and counts it.
+    fn write(&self, shared: &Shared, why: &str) {
+        let unix = u64::from(unix_now());
+        let result = self
+            .dir
+            .write_snapshot(&shared.store, shared.clock.now(), unix);
+        self.status.wrote(&result, unix);
+        let path = self.dir.snapshot_path();
+        match result {
+            Ok(w) => tracing::info!(
+                "snapshot ({why}) written to {}: {} peers in {} records, {} bytes, {:.2} s",
+                path.display(),
+                w.totals.peers,
+                w.totals.records,
+                w.totals.bytes,
+                w.duration.as_secs_f64()
+            ),
+            Err(e) => tracing::error!(
+                "snapshot ({why}) to {} failed: {e}; the previous snapshot stays",
+                path.display()
+            ),
+        }
+    }
 }
 
 /// How often the load-adaptive interval is fed the load.
@@ -253,18 +289,36 @@ impl Maintenance {
         let mut limits = LimitWatch::default();
         let mut next_clean = Instant::now() + self.clean_interval;
         let mut next_poll = self.poll_interval.map(|p| Instant::now() + p);
+        let mut next_snapshot = self
+            .snapshots
+            .as_ref()
+            .and_then(|d| d.interval)
+            .map(|i| Instant::now() + i);
         let started = Instant::now();
         let mut next_sample = self.interval.as_ref().map(|_| started);
         loop {
-            let wake = [next_poll, next_sample]
+            let wake = [next_poll, next_sample, next_snapshot]
                 .into_iter()
                 .flatten()
                 .fold(next_clean, Instant::min);
             match self.stop.recv_deadline(wake) {
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                _ => return Ok(()),
+                _ => {
+                    // The server joins the workers before it stops this thread: nothing
+                    // changes the store any more.
+                    if let Some(duty) = &self.snapshots {
+                        duty.write(&self.shared, "on stop");
+                    }
+                    return Ok(());
+                }
             }
             let now = Instant::now();
+            if let (Some(at), Some(duty)) = (next_snapshot, &self.snapshots)
+                && now >= at
+            {
+                duty.write(&self.shared, "periodic");
+                next_snapshot = duty.interval.map(|i| Instant::now() + i);
+            }
             if now >= next_clean {
                 let report = self.stats.clean(
                     &self.shared.store,

@@ -162,9 +162,11 @@ fn every_dashboard_and_alert_query_works_against_a_live_fjord() {
         format!(
             "[network]\nsocket_recv_buffer = 1048576\nsocket_send_buffer = 1048576\n\
              [access_list]\nmode = \"deny\"\npath = {:?}\npoll_interval_ms = 100\n\
-             [stats]\ncatalogue = {:?}\n",
+             [stats]\ncatalogue = {:?}\n\
+             [state]\ndir = {:?}\nsnapshot_interval_secs = 1\n",
             access_list.display().to_string(),
-            catalogue.display().to_string()
+            catalogue.display().to_string(),
+            dir.path().join("state").display().to_string()
         ),
     )
     .expect("write config");

@@ -54,14 +54,8 @@ pub fn spawn_fjord(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> FjordProc
     }
     let mut child = KillOnDrop(cmd.spawn().expect("spawn fjord"));
     let mut stdout = BufReader::new(child.0.stdout.take().expect("stdout piped"));
+    let udp = read_listening_line(&mut stdout);
     let mut line = String::new();
-    stdout.read_line(&mut line).expect("read fjord's stdout");
-    let udp = line
-        .trim()
-        .strip_prefix("fjord listening on udp ")
-        .unwrap_or_else(|| panic!("unexpected first line from fjord: {line:?}"))
-        .parse()
-        .expect("udp address");
     let metrics = if args.contains(&"--no-metrics") {
         None
     } else {
@@ -80,6 +74,18 @@ pub fn spawn_fjord(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> FjordProc
         metrics,
         stdout,
     }
+}
+
+/// Reads fjord's next stdout line, which must be `fjord listening on udp ADDR`; the address.
+/// fjord prints one such line per listen address, in order, before the metrics line.
+pub fn read_listening_line(stdout: &mut BufReader<ChildStdout>) -> SocketAddr {
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read fjord's stdout");
+    line.trim()
+        .strip_prefix("fjord listening on udp ")
+        .unwrap_or_else(|| panic!("unexpected line from fjord: {line:?}"))
+        .parse()
+        .expect("udp address")
 }
 
 /// Sends `sig` to the child.
