@@ -21,14 +21,8 @@ METRICS_PORT=${METRICS_PORT:-19701}
 TRACKER_CPU=${TRACKER_CPU:-1}
 BENCH_CPU=${BENCH_CPU:-0}
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# WORK, PIDS, and their cleanup on exit.
+source benches/processes.sh
 
 taskset -c "$TRACKER_CPU" "$FJORD" --listen "127.0.0.1:$PORT" --workers 1 --config benches/load-test.toml \
   --metrics-listen "127.0.0.1:$METRICS_PORT" --log-level warn >"$WORK/fjord.log" 2>&1 &

@@ -44,14 +44,8 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 RESULTS=${RESULTS:-}
 PORT=${PORT:-19000}
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# WORK, PIDS, and their cleanup on exit.
+source benches/processes.sh
 trap 'exit 130' INT TERM
 log() { printf '%s\n' "$*" >&2; }
 

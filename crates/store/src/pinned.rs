@@ -81,7 +81,8 @@ impl Pinned<'_> {
             .prefetch_block(key.hash, &self.guard);
     }
 
-    /// [`PeerStore::announce`] under this pin, for the swarm of `key`.
+    /// [`PeerStore::announce`] under this pin, for the swarm of `key`; the selected peers are
+    /// handed to `out` one by one (a `Vec` is appended to, not cleared first).
     #[allow(clippy::too_many_arguments)]
     pub fn announce<A: PeerAddress>(
         &self,
