@@ -241,7 +241,7 @@ pub struct Counters {
     /// Back-off replies sent, by [`BackoffReason`].
     pub backoff_replies: [u64; BackoffReason::ALL.len()],
     /// Datagrams the kernel dropped on the sockets (receive buffer full), by [`IpFamily`]
-    /// of the socket (`SO_RXQ_OVFL`).
+    /// of the socket (`SO_MEMINFO`, read by the worker at each publish).
     pub kernel_drops: [u64; FAMILIES],
     /// Announces with event `completed`.
     pub completed: u64,

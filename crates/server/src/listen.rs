@@ -29,9 +29,6 @@ pub(crate) fn bind_socket(
         send_buffer: Some(net.socket_send_buffer),
         v6_only: true,
         packet_info: shared && addr.ip().is_unspecified(),
-        // The kernel's count of datagrams dropped for a full receive buffer, read by the
-        // workers (fjord_kernel_drops_total).
-        kernel_drop_counter: shared,
     };
     fjord_udp::bind(addr, &opts)
 }

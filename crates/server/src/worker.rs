@@ -156,7 +156,17 @@ impl Worker {
         Ok(())
     }
 
-    fn publish(&self) {
+    /// Publishes the counters, with the kernel's drops on each socket read first (one
+    /// `getsockopt` per socket per publish; nothing per datagram).
+    fn publish(&mut self) {
+        for (socket, (family, seen)) in self.sockets.iter().zip(&mut self.kernel_drops) {
+            if let Ok(total) = fjord_udp::kernel_drops(socket) {
+                // The kernel's counter is a wrapping u32 per socket.
+                self.handler.counters.kernel_drops[*family as usize] +=
+                    u64::from(total.wrapping_sub(*seen));
+                *seen = total;
+            }
+        }
         self.slots[self.index]
             .lock()
             .clone_from(&self.handler.counters);
@@ -177,13 +187,6 @@ impl Worker {
                 }
             };
             self.handler.counters.recv_batch.record(n as u64);
-            if let Some(total) = self.rx.take_kernel_drops() {
-                let (family, seen) = &mut self.kernel_drops[i];
-                // The kernel's counter is a wrapping u32 per socket.
-                self.handler.counters.kernel_drops[*family as usize] +=
-                    u64::from(total.wrapping_sub(*seen));
-                *seen = total;
-            }
             let now = self.handler.shared().clock.read();
             let rx = &self.rx;
             let mut replies = Replies {

@@ -707,7 +707,7 @@ fn an_access_list_rewritten_in_place_under_load_refuses_no_allowed_announce() {
 
 /// The kernel's drops on fjord's socket are counted: with a tiny receive buffer and a burst
 /// faster than the worker drains it, every datagram sent is either received or counted in
-/// `fjord_kernel_drops_total` (read from `SO_RXQ_OVFL` when the next datagram arrives).
+/// `fjord_kernel_drops_total` (the socket's `SO_MEMINFO` drop counter, read at every publish).
 #[test]
 fn kernel_drops_on_the_socket_are_counted() {
     let mut c = config(1);
@@ -726,7 +726,7 @@ fn kernel_drops_on_the_socket_are_counted() {
         })
         .collect();
     let sent: u64 = senders.into_iter().map(|t| t.join().unwrap()).sum();
-    // One more datagram, answered: it carries the counter, and everything before it was read.
+    // One more datagram, answered: everything sent before it was read or dropped.
     // (A probe that finds the buffer still full is dropped too: then another.)
     let probe = TrackerClient::new("127.4.1.1:0", addr, Duration::from_millis(200));
     let mut probes = 0;

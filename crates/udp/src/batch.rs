@@ -128,7 +128,6 @@ impl<M> std::fmt::Debug for Slots<M> {
 pub struct RecvBatch {
     /// `meta[..len]` describe the datagrams of the last receive.
     slots: Slots<RecvMeta>,
-    kernel_drops: Option<u32>,
 }
 
 impl RecvBatch {
@@ -142,7 +141,6 @@ impl RecvBatch {
     pub fn with_backend(capacity: usize, slot_len: usize, backend: Backend) -> Self {
         RecvBatch {
             slots: Slots::new(capacity, slot_len, backend, RecvMeta::EMPTY),
-            kernel_drops: None,
         }
     }
 
@@ -170,7 +168,6 @@ impl RecvBatch {
                 s.slot_len,
                 &mut s.headers,
                 &mut s.meta,
-                &mut self.kernel_drops,
             )?,
             _ => crate::portable::recv(fd, &mut s.data, s.slot_len, &mut s.meta)?,
         };
@@ -205,22 +202,6 @@ impl RecvBatch {
     /// The datagrams of the last receive, in arrival order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Datagram<'_>> + '_ {
         (0..self.slots.len).map(|i| self.get(i))
-    }
-
-    /// Datagrams the kernel dropped on the socket read last, for lack of receive-buffer room,
-    /// since [`SocketOptions::kernel_drop_counter`](crate::SocketOptions) was enabled on it: the
-    /// newest value the kernel attached (`SO_RXQ_OVFL`, Linux, [`Backend::Mmsg`]). The count
-    /// travels with the datagrams queued after a drop, so it lags by one batch and stays `None`
-    /// until a datagram queued after the first drop is read.
-    pub fn kernel_drops(&self) -> Option<u32> {
-        self.kernel_drops
-    }
-
-    /// [`RecvBatch::kernel_drops`], cleared: `Some` only if a datagram received since the last
-    /// call carried the counter. A worker reading several sockets with one batch calls it after
-    /// each receive, so that one socket's counter is never taken for another's.
-    pub fn take_kernel_drops(&mut self) -> Option<u32> {
-        self.kernel_drops.take()
     }
 }
 

@@ -6,8 +6,9 @@
 //! - [`SendBatch`] collects replies written in place into its own buffers and sends them with
 //!   one `sendmmsg(2)`, each from the local address given (packet info), never blocking.
 //! - [`bind`] creates and configures a socket: `SO_REUSEPORT`, buffer sizes, `IPV6_V6ONLY`,
-//!   packet info, the kernel's drop counter (`SO_RXQ_OVFL`), non-blocking mode; [`probe_exclusive`]
-//!   checks that no other socket holds an address before a `SO_REUSEPORT` group is bound.
+//!   packet info, non-blocking mode; [`probe_exclusive`] checks that no other socket holds an
+//!   address before a `SO_REUSEPORT` group is bound; [`kernel_drops`] reads the kernel's count
+//!   of datagrams it dropped on a socket (`SO_MEMINFO`).
 //!
 //! Both batches allocate only when they are created: receiving and sending a batch touches
 //! nothing but the buffers they own, so a worker can keep one of each for its whole life.
@@ -27,8 +28,9 @@
 //! - A full send buffer drops the rest of a batch (counted in [`SendReport::would_block`]),
 //!   and a datagram the kernel refuses (e.g. no route) is skipped and counted: a tracker must
 //!   not stall on one client.
-//! - The drop counter reports drops of the socket whose datagrams were read last
-//!   ([`RecvBatch::kernel_drops`]), and the kernel only attaches it once it is non-zero.
+//! - The drop counter is read, not delivered: `SO_RXQ_OVFL` would attach it to every datagram
+//!   and cost ~4 % of a busy worker's CPU in the kernel's control-message path (measured,
+//!   docs/benchmarks.md), so [`kernel_drops`] asks for it with one `getsockopt` when wanted.
 //!
 //! ```
 //! use fjord_udp::{Backend, RecvBatch, SendBatch, SocketOptions};
@@ -72,4 +74,6 @@ mod portable;
 mod socket;
 
 pub use batch::{Backend, Datagram, LocalAddr, RecvBatch, SendBatch, SendReport, Unsent};
-pub use socket::{BoundSocket, SocketOptions, bind, granted_buffer, probe_exclusive};
+pub use socket::{
+    BoundSocket, SocketOptions, bind, granted_buffer, kernel_drops, probe_exclusive,
+};

@@ -1,5 +1,5 @@
-//! The Linux backend: `recvmmsg`/`sendmmsg` with `IP_PKTINFO`/`IPV6_PKTINFO` and `SO_RXQ_OVFL`
-//! control messages. The only module of fjord-udp with `unsafe` code.
+//! The Linux backend: `recvmmsg`/`sendmmsg` with `IP_PKTINFO`/`IPV6_PKTINFO` control messages,
+//! and the socket's drop counter (`SO_MEMINFO`). The only module of fjord-udp with `unsafe` code.
 //!
 //! Every libc call that returns -1 on error goes through [`syscall!`]; each `unsafe` block says
 //! why its pointers are valid. The message headers are rebuilt before every call from the
@@ -22,9 +22,9 @@ macro_rules! syscall {
     }};
 }
 
-/// Room for the control messages of one datagram: an `in6_pktinfo` (CMSG_SPACE(20) = 40 on
-/// 64-bit Linux) or an `in_pktinfo` (32), plus a `SO_RXQ_OVFL` counter (CMSG_SPACE(4) = 16).
-const CONTROL_LEN: usize = 64;
+/// Room for the control message of one datagram: an `in6_pktinfo` (CMSG_SPACE(20) = 40 on
+/// 64-bit Linux) or an `in_pktinfo` (32).
+const CONTROL_LEN: usize = 40;
 
 /// Control-message buffer, aligned for `cmsghdr`.
 #[derive(Clone, Copy)]
@@ -71,7 +71,6 @@ pub(crate) fn recv(
     slot_len: usize,
     h: &mut Headers,
     meta: &mut [RecvMeta],
-    kernel_drops: &mut Option<u32>,
 ) -> io::Result<usize> {
     let n = meta.len();
     debug_assert!(data.len() >= n * slot_len && h.hdrs.len() == n);
@@ -115,10 +114,7 @@ pub(crate) fn recv(
         let Some(src) = from_sockaddr(&h.names[i]) else {
             continue;
         };
-        let (dst, drops) = parse_control(&hdr.msg_hdr);
-        if drops.is_some() {
-            *kernel_drops = drops;
-        }
+        let dst = parse_control(&hdr.msg_hdr);
         meta[kept] = RecvMeta {
             slot: i,
             len: (hdr.msg_len as usize).min(slot_len),
@@ -131,9 +127,9 @@ pub(crate) fn recv(
     Ok(kept)
 }
 
-/// The local address (packet info) and the drop counter a received datagram carries.
-fn parse_control(msg: &libc::msghdr) -> (Option<LocalAddr>, Option<u32>) {
-    let (mut local, mut drops) = (None, None);
+/// The local address (packet info) a received datagram carries.
+fn parse_control(msg: &libc::msghdr) -> Option<LocalAddr> {
+    let mut local = None;
     // SAFETY: `msg` was filled by recvmmsg: msg_control/msg_controllen describe the control
     // bytes the kernel wrote into our aligned buffer, which CMSG_FIRSTHDR/NXTHDR walk without
     // leaving it.
@@ -162,16 +158,41 @@ fn parse_control(msg: &libc::msghdr) -> (Option<LocalAddr>, Option<u32>) {
                     ifindex: info.ipi6_ifindex,
                 });
             }
-            (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
-                // SAFETY: an SO_RXQ_OVFL message carries one u32 (see above).
-                drops = Some(unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) });
-            }
             _ => {}
         }
         // SAFETY: as for CMSG_FIRSTHDR; returns null after the last message.
         cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
     }
-    (local, drops)
+    local
+}
+
+/// The socket's count of datagrams the kernel dropped before they reached it (receive buffer
+/// full, memory pressure): `SO_MEMINFO`'s `SK_MEMINFO_DROPS`, the counter `SO_RXQ_OVFL` would
+/// attach to every datagram, read once instead of per datagram. It wraps at `u32::MAX`.
+pub(crate) fn socket_drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // The kernel copies min(len, its table) bytes: room up to the drop counter is enough.
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is a writable buffer of `len` bytes that outlives the call, and `len` is a
+    // valid socklen_t the kernel updates to the bytes written (at most `len`). The fd is open
+    // while `fd` borrows it.
+    unsafe {
+        syscall!(getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        ))?;
+    }
+    let i = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (i + 1) * size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO reported no drop counter",
+        ));
+    }
+    Ok(info[i])
 }
 
 /// Sends `meta.len()` datagrams from the slots of `data`; see [`crate::SendBatch::send`].
@@ -373,8 +394,7 @@ mod tests {
         let space = |n: usize| unsafe { libc::CMSG_SPACE(n as u32) } as usize;
         let v6 = space(size_of::<libc::in6_pktinfo>());
         let v4 = space(size_of::<libc::in_pktinfo>());
-        let ovfl = space(size_of::<u32>());
-        assert!(v6.max(v4) + ovfl <= CONTROL_LEN, "{v4} {v6} {ovfl}");
+        assert!(v6.max(v4) <= CONTROL_LEN, "{v4} {v6}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Socket creation and options: `SO_REUSEPORT`, buffer sizes, `IPV6_V6ONLY`, packet info and
-//! the kernel's drop counter (through `socket2` and `nix`, no `unsafe`).
+//! Socket creation and options: `SO_REUSEPORT`, buffer sizes, `IPV6_V6ONLY`, packet info
+//! (through `socket2` and `nix`, no `unsafe`), and the kernel's drop counter.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// How [`bind`] configures a socket. `Default`: no `SO_REUSEPORT`, kernel-default buffers,
-/// IPv6 sockets IPv6-only, no packet info, no drop counter.
+/// IPv6 sockets IPv6-only, no packet info.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketOptions {
     /// `SO_REUSEPORT`: several sockets (of one user) share the address and the kernel spreads
@@ -25,9 +25,6 @@ pub struct SocketOptions {
     /// socket bound to a wildcard address can reply from the address it was asked on. Ignored
     /// elsewhere.
     pub packet_info: bool,
-    /// Attach the socket's drop count to received datagrams (`SO_RXQ_OVFL`, Linux; read with
-    /// [`crate::RecvBatch::kernel_drops`]). Ignored elsewhere.
-    pub kernel_drop_counter: bool,
 }
 
 impl Default for SocketOptions {
@@ -38,7 +35,6 @@ impl Default for SocketOptions {
             send_buffer: None,
             v6_only: true,
             packet_info: false,
-            kernel_drop_counter: false,
         }
     }
 }
@@ -83,9 +79,6 @@ pub fn bind(addr: SocketAddr, opts: &SocketOptions) -> io::Result<BoundSocket> {
                 setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)?;
             }
         }
-        if opts.kernel_drop_counter {
-            setsockopt(&socket, sockopt::RxqOvfl, &1)?;
-        }
     }
     socket.bind(&addr.into())?;
     Ok(BoundSocket {
@@ -117,4 +110,24 @@ pub fn granted_buffer(requested: usize, reported: usize) -> Option<usize> {
         reported
     };
     (granted < requested).then_some(granted)
+}
+
+/// Datagrams the kernel dropped on `socket` before they reached it (a full receive buffer,
+/// memory pressure) since it was created: a wrapping `u32` counter, read with one
+/// `getsockopt(SO_MEMINFO)` (Linux 4.14+). A caller that wants a rate reads it now and then and
+/// takes differences with `wrapping_sub`; nothing is paid per datagram (unlike `SO_RXQ_OVFL`,
+/// which attaches the same counter to every datagram received). `Unsupported` elsewhere.
+pub fn kernel_drops(socket: &impl std::os::fd::AsFd) -> io::Result<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        crate::mmsg::socket_drops(socket.as_fd())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no per-socket drop counter on this platform",
+        ))
+    }
 }
