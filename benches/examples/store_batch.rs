@@ -1,12 +1,16 @@
 //! What the request pipeline's prefetching buys in the store: announces to random swarms of a
 //! store too large for the CPU caches, in batches of 32, one after the other
 //! (`PeerStore::announce`) against staged under one pin (`Pinned::prefetch_map`, then
-//! `prefetch_block`, then `announce`), alternating in rounds; ns per announce for each.
+//! `prefetch_block`, then `announce`), and staged with the third stage too
+//! (`Pinned::prefetch_peers`: the lines a big swarm's upsert and selection read first),
+//! alternating in rounds; ns per announce for each. With 2 peers per swarm every block is
+//! small and the third stage has nothing to prefetch; try `100000 10000000` (100 per swarm).
 //!
 //! `cargo run -p fjord-benches --release --example store_batch -- [swarms] [peers] [rounds]`
 //! (defaults: 1,000,000 swarms, 2,000,000 peers, as aquatic_udp_load_test's population; 10
 //! rounds of 2,000,000 announces each way). Every announce refreshes a stored peer of a
-//! uniformly random swarm (num_want 30), as the load generator's announce-heavy mix does.
+//! uniformly random swarm (num_want 30), as the load generator's announce-heavy mix does;
+//! three peers in four are seeders.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -29,6 +33,12 @@ fn info_hash(s: u64) -> [u8; 20] {
         c.copy_from_slice(&mix(s * 3 + k as u64).to_le_bytes()[..c.len()]);
     }
     h
+}
+
+/// Three peers in four are seeders (`left` 0), as in aquatic_udp_load_test's population: a
+/// seeder's selection skips the other seeders, so it walks about four slots per peer it takes.
+fn left(j: u64) -> i64 {
+    i64::from(j % 4 == 0)
 }
 
 fn peer(s: u64, j: u64) -> SocketAddrV4 {
@@ -54,7 +64,7 @@ fn main() {
             store.announce(
                 &info_hash(s),
                 peer(s, j),
-                1,
+                left(j),
                 AnnounceEvent::Started,
                 0,
                 NOW,
@@ -72,14 +82,14 @@ fn main() {
         "{swarms} swarms, {} peers; {n} announces per run in batches of {BATCH}",
         swarms * per_swarm
     );
-    let (mut seq_total, mut staged_total) = (0.0, 0.0);
+    let (mut seq_total, mut staged_total, mut staged3_total) = (0.0, 0.0, 0.0);
     for round in 0..rounds {
         let t = Instant::now();
         for &(s, j) in &ops {
             black_box(store.announce(
                 &hashes[s as usize],
                 peer(s, j),
-                1,
+                left(j),
                 AnnounceEvent::None,
                 30,
                 NOW,
@@ -88,34 +98,50 @@ fn main() {
             ));
         }
         let seq = t.elapsed().as_nanos() as f64 / n as f64;
-        let t = Instant::now();
         let mut keys = Vec::with_capacity(BATCH);
-        for batch in ops.chunks(BATCH) {
-            let pinned = store.pin();
-            keys.clear();
-            keys.extend(
-                batch
-                    .iter()
-                    .map(|&(s, _)| pinned.prefetch_map::<SocketAddrV4>(&hashes[s as usize])),
-            );
-            for key in &keys {
-                pinned.prefetch_block::<SocketAddrV4>(key);
+        let mut staged_run = |peers_stage: bool| {
+            let t = Instant::now();
+            for batch in ops.chunks(BATCH) {
+                let pinned = store.pin();
+                keys.clear();
+                keys.extend(
+                    batch
+                        .iter()
+                        .map(|&(s, _)| pinned.prefetch_map::<SocketAddrV4>(&hashes[s as usize])),
+                );
+                for key in &keys {
+                    pinned.prefetch_block::<SocketAddrV4>(key);
+                }
+                if peers_stage {
+                    for (key, &(s, j)) in keys.iter().zip(batch) {
+                        pinned.prefetch_peers(key, &peer(s, j), s);
+                    }
+                }
+                for (key, &(s, j)) in keys.iter().zip(batch) {
+                    out.clear();
+                    black_box(pinned.announce(
+                        key,
+                        peer(s, j),
+                        left(j),
+                        AnnounceEvent::None,
+                        30,
+                        NOW,
+                        s,
+                        &mut out,
+                    ));
+                }
             }
-            for (key, &(s, j)) in keys.iter().zip(batch) {
-                out.clear();
-                black_box(pinned.announce(
-                    key,
-                    peer(s, j),
-                    1,
-                    AnnounceEvent::None,
-                    30,
-                    NOW,
-                    s,
-                    &mut out,
-                ));
-            }
-        }
-        let staged = t.elapsed().as_nanos() as f64 / n as f64;
+            t.elapsed().as_nanos() as f64 / n as f64
+        };
+        // Which staged variant goes first alternates by round (the second runs on caches the
+        // first warmed).
+        let (staged, staged3) = if round % 2 == 0 {
+            let s = staged_run(false);
+            (s, staged_run(true))
+        } else {
+            let s3 = staged_run(true);
+            (staged_run(false), s3)
+        };
         // The pin alone: one pin per batch, no prefetch.
         let t = Instant::now();
         for batch in ops.chunks(BATCH) {
@@ -126,7 +152,7 @@ fn main() {
                 black_box(pinned.announce(
                     &key,
                     peer(s, j),
-                    1,
+                    left(j),
                     AnnounceEvent::None,
                     30,
                     NOW,
@@ -137,16 +163,20 @@ fn main() {
         }
         let pinned_only = t.elapsed().as_nanos() as f64 / n as f64;
         println!(
-            "round {round}: one by one {seq:.1} ns, one pin per batch {pinned_only:.1} ns, staged {staged:.1} ns: {:.2}x",
-            seq / staged
+            "round {round}: one by one {seq:.1} ns, one pin per batch {pinned_only:.1} ns, staged {staged:.1} ns: {:.2}x, three stages {staged3:.1} ns: {:.2}x",
+            seq / staged,
+            seq / staged3
         );
         seq_total += seq;
         staged_total += staged;
+        staged3_total += staged3;
     }
     println!(
-        "mean: one by one {:.1} ns, staged {:.1} ns: {:.2}x",
+        "mean: one by one {:.1} ns, staged {:.1} ns: {:.2}x, three stages {:.1} ns: {:.2}x",
         seq_total / rounds as f64,
         staged_total / rounds as f64,
-        seq_total / staged_total
+        seq_total / staged_total,
+        staged3_total / rounds as f64,
+        seq_total / staged3_total
     );
 }

@@ -152,9 +152,10 @@ pub struct RequestHandler {
     rng: u64,
     rows: Vec<SwarmCounts>,
     /// The current batch's announces that passed their checks, by datagram index, and
-    /// their swarms' keys (see `handle_batch`).
+    /// their swarms' keys with the random number each selects its peers with (see
+    /// `handle_batch`).
     admitted: Vec<(usize, Admitted)>,
-    keys: Vec<SwarmKey>,
+    keys: Vec<(SwarmKey, u64)>,
 }
 
 /// Where a batch's replies go: buffers handed out one at a time, each committed (or not) as
@@ -247,8 +248,9 @@ impl RequestHandler {
 
     /// Handles the `n` datagrams `datagram(0..n)` received at `now`, answering each exactly as
     /// [`RequestHandler::handle`] would, into `replies`; the batch's announces are served
-    /// after all its datagrams were checked, with their swarms prefetched in two passes (map
-    /// slots, then blocks) under one epoch pin. Replies to announces come after the others.
+    /// after all its datagrams were checked, with their swarms prefetched in three passes (map
+    /// slots, blocks, then the lines of big blocks that the upsert and the selection read
+    /// first) under one epoch pin. Replies to announces come after the others.
     pub fn handle_batch<'d>(
         &mut self,
         now: Now,
@@ -272,15 +274,28 @@ impl RequestHandler {
         self.refresh_pressure(now.store);
         let pinned = self.shared.store.pin();
         self.keys.clear();
-        self.keys
-            .extend(self.admitted.iter().map(|(_, a)| match a.ip {
+        let rng = &mut self.rng;
+        self.keys.extend(self.admitted.iter().map(|(_, a)| {
+            let key = match a.ip {
                 IpAddr::V4(_) => pinned.prefetch_map::<SocketAddrV4>(&a.info_hash),
                 IpAddr::V6(_) => pinned.prefetch_map::<SocketAddrV6>(&a.info_hash),
-            }));
-        for ((_, a), key) in self.admitted.iter().zip(&self.keys) {
+            };
+            (key, next_random(rng))
+        }));
+        for ((_, a), (key, _)) in self.admitted.iter().zip(&self.keys) {
             match a.ip {
                 IpAddr::V4(_) => pinned.prefetch_block::<SocketAddrV4>(key),
                 IpAddr::V6(_) => pinned.prefetch_block::<SocketAddrV6>(key),
+            }
+        }
+        for ((_, a), (key, random)) in self.admitted.iter().zip(&self.keys) {
+            match a.ip {
+                IpAddr::V4(ip) => {
+                    pinned.prefetch_peers(key, &SocketAddrV4::new(ip, a.port), *random)
+                }
+                IpAddr::V6(ip) => {
+                    pinned.prefetch_peers(key, &SocketAddrV6::new(ip, a.port, 0, 0), *random)
+                }
             }
         }
         let mut serve = Serve {
@@ -288,10 +303,9 @@ impl RequestHandler {
             admission: self.admission.as_mut(),
             settings: &self.shared.settings,
         };
-        for ((j, a), key) in self.admitted.iter().zip(&self.keys) {
+        for ((j, a), (key, random)) in self.admitted.iter().zip(&self.keys) {
             let Some(out) = replies.buf() else { break };
-            let random = next_random(&mut self.rng);
-            if let Some(len) = serve.announce(&pinned, a, key, now.store, random, out) {
+            if let Some(len) = serve.announce(&pinned, a, key, now.store, *random, out) {
                 replies.commit(*j, len);
             }
         }

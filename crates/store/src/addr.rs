@@ -224,6 +224,11 @@ impl<'g> MetaCell<'g> {
     pub(crate) fn load(self, order: Ordering) -> Meta {
         Meta(self.0.load(order))
     }
+    /// The word's address, for a prefetch (never dereferenced through it).
+    #[inline]
+    pub(crate) fn as_ptr(self) -> *const AtomicU64 {
+        self.0
+    }
     #[inline]
     pub(crate) fn compare_exchange(
         self,

@@ -5,7 +5,9 @@
 //! (the batch-and-prefetch technique of MICA and DPDK's hash library):
 //! 1. [`Pinned::prefetch_map`] hashes each info hash and prefetches its swarm-map slot;
 //! 2. [`Pinned::prefetch_block`] reads the slot (now in cache) and prefetches the swarm's block;
-//! 3. [`Pinned::announce`] does each announce, on warm lines.
+//! 3. [`Pinned::prefetch_peers`] finds the block (now in cache) and, for a big swarm,
+//!    prefetches the lines the announce's upsert and selection will read first;
+//! 4. [`Pinned::announce`] does each announce, on warm lines.
 //!
 //! Prefetches are hints: they never fault and change nothing, so a stale or wrong guess (the
 //! swarm moved, the slot holds another swarm) costs one wasted line and nothing else.
@@ -79,6 +81,19 @@ impl Pinned<'_> {
         self.store
             .family::<A>()
             .prefetch_block(key.hash, &self.guard);
+    }
+
+    /// Stage 3: for the announce of `peer` with `random` that will follow (pass the same
+    /// `random` to [`Pinned::announce`]), prefetches the lines of the swarm's block its upsert
+    /// and its selection read first, if the block is big enough for them to be elsewhere than
+    /// the lines stage 2 brought.
+    #[inline]
+    pub fn prefetch_peers<A: PeerAddress>(&self, key: &SwarmKey, peer: &A, random: u64) {
+        let store = self.store;
+        let pk_hash = peer.peer_key(store.ctx.seed).hash;
+        store
+            .family::<A>()
+            .prefetch_peers(&key.info_hash, key.hash, pk_hash, random, &self.guard);
     }
 
     /// [`PeerStore::announce`] under this pin, for the swarm of `key`; the selected peers are

@@ -758,6 +758,11 @@ fn staged_announces_under_one_pin_match_single_announces() {
         for k in &keys {
             pinned.prefetch_block::<SocketAddrV4>(k);
         }
+        // Swarms of up to 40 peers: big blocks, whose upsert and selection lines this stage
+        // prefetches (it changes nothing, so the announces below are as single ones).
+        for (k, (_, p, ..)) in keys.iter().zip(batch) {
+            pinned.prefetch_peers(k, p, 1);
+        }
         for (k, &(ih, p, left, ev)) in keys.iter().zip(batch) {
             assert_eq!(k.info_hash(), &ih);
             out.clear();

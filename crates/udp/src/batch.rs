@@ -162,13 +162,9 @@ impl RecvBatch {
         let fd = socket.as_fd();
         let n = match s.backend {
             #[cfg(target_os = "linux")]
-            Backend::Mmsg => crate::mmsg::recv(
-                fd,
-                &mut s.data,
-                s.slot_len,
-                &mut s.headers,
-                &mut s.meta,
-            )?,
+            Backend::Mmsg => {
+                crate::mmsg::recv(fd, &mut s.data, s.slot_len, &mut s.headers, &mut s.meta)?
+            }
             _ => crate::portable::recv(fd, &mut s.data, s.slot_len, &mut s.meta)?,
         };
         s.len = n;

@@ -74,6 +74,4 @@ mod portable;
 mod socket;
 
 pub use batch::{Backend, Datagram, LocalAddr, RecvBatch, SendBatch, SendReport, Unsent};
-pub use socket::{
-    BoundSocket, SocketOptions, bind, granted_buffer, kernel_drops, probe_exclusive,
-};
+pub use socket::{BoundSocket, SocketOptions, bind, granted_buffer, kernel_drops, probe_exclusive};

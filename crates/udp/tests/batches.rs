@@ -242,7 +242,11 @@ fn kernel_drops_reports_receive_buffer_overflows() {
     }
     // Loopback delivers synchronously: every datagram was either queued or dropped.
     assert!(queued > 0 && queued < 200, "{queued}");
-    assert_eq!(drops as usize, 200 - queued, "{drops} drops, {queued} queued");
+    assert_eq!(
+        drops as usize,
+        200 - queued,
+        "{drops} drops, {queued} queued"
+    );
     // Reading changes nothing; a datagram that fits is not a drop.
     client.send_to(b"after", to).unwrap();
     recv_n(&mut rx, &server, 1, |d| assert_eq!(d.data, b"after"));

@@ -12,7 +12,7 @@ use crate::block::{Block, StartCounts, peer_cap_for};
 use crate::slab::Slab;
 use crate::sync::epoch::{self, Guard, retire};
 use crate::sync::{AtomicU64, AtomicUsize, Ordering::*};
-use crate::table::{Slots, Table, TableNext, map_cap_for, map_max_used};
+use crate::table::{Slots, Table, TableNext, index, map_cap_for, map_max_used};
 
 #[cfg(not(loom))]
 const MAP_MIN_CAP: usize = 8;
@@ -562,11 +562,51 @@ impl Family {
             prefetch(p.wrapping_add(64));
         }
     }
+
+    /// Finds the swarm with hash `h` (its map slot and block header are in cache after the
+    /// two stages above) without helping a map migration, and, if its block is big (a small
+    /// block's slots came with its header), prefetches the line of the slot where peer hash
+    /// `pk_hash` probes first and the two lines where a selection from `random` starts:
+    /// where `upsert` and `select` will miss.
+    #[inline]
+    pub(crate) fn prefetch_peers(
+        &self,
+        ih: &[u8; 20],
+        h: u64,
+        pk_hash: u64,
+        random: u64,
+        g: &Guard,
+    ) {
+        for w in self.map_table(Self::shard_of(h), g).probe(h) {
+            let m = MapCell(w).load(Acquire);
+            if m.is_frozen() || m.is_empty() {
+                return;
+            }
+            if let Some(b) = self.matching(m, h, ih) {
+                if b.big().is_some() {
+                    let cap = b.cap();
+                    // SAFETY: `index(x, cap) < cap` for the non-empty block (a big block has
+                    // more than `SMALL_MAX` slots).
+                    let (home, start) = unsafe {
+                        (
+                            b.slot_unchecked(index(pk_hash, cap)),
+                            b.slot_unchecked(index(random, cap)),
+                        )
+                    };
+                    prefetch(home.meta().as_ptr());
+                    let p = start.meta().as_ptr().cast::<u8>();
+                    prefetch(p);
+                    prefetch(p.wrapping_add(64));
+                }
+                return;
+            }
+        }
+    }
 }
 
 /// A hint to the CPU to bring the cache line of `p` close; never faults, changes nothing.
 #[inline(always)]
-fn prefetch<T>(p: *const T) {
+pub(super) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
