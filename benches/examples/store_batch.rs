@@ -38,7 +38,7 @@ fn info_hash(s: u64) -> [u8; 20] {
 /// Three peers in four are seeders (`left` 0), as in aquatic_udp_load_test's population: a
 /// seeder's selection skips the other seeders, so it walks about four slots per peer it takes.
 fn left(j: u64) -> i64 {
-    i64::from(j % 4 == 0)
+    i64::from(j.is_multiple_of(4))
 }
 
 fn peer(s: u64, j: u64) -> SocketAddrV4 {
