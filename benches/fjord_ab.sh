@@ -22,14 +22,8 @@ BENCH="${BENCH:-target/release/fjord-bench}"
 read -r -a bench_args <<<"${BENCH_ARGS:-}"
 read -r -a baseline_args <<<"${BASELINE_ARGS:-}"
 read -r -a new_args <<<"${NEW_ARGS:-}"
-pin_server=() pin_bench=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  pin_server=(taskset -c 1) pin_bench=(taskset -c 0)
-fi
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+# WORK, PIDS, pin_server / pin_bench, and the cleanup on exit.
+source benches/processes.sh
 
 # run_binary PATH [FJORD ARGS...] -> prints "replies_per_second replies_per_server_cpu_second"
 run_binary() {
@@ -38,7 +32,7 @@ run_binary() {
   out=$(mktemp)
   "${pin_server[@]}" "$bin" --listen "127.0.0.1:$PORT" --workers 1 --log-level warn --no-metrics "$@" >"$out" 2>/dev/null &
   local fjord_pid=$!
-  pids+=("$fjord_pid")
+  PIDS+=("$fjord_pid")
   for _ in $(seq 100); do grep -q "listening on udp" "$out" && break; sleep 0.05; done
   "${pin_bench[@]}" "$BENCH" "127.0.0.1:$PORT" --duration "$SECONDS_PER_RUN" --json --quiet \
     "${bench_args[@]}" --server-pid "$fjord_pid" 2>/dev/null \

@@ -21,14 +21,8 @@ ROUNDS="${ROUNDS:-3}"
 FLOOD_RATE="${FLOOD_RATE:-0}"
 VICTIM_RATE="${VICTIM_RATE:-400}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-8}"
-pin_server=() pin_bench=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  pin_server=(taskset -c 1) pin_bench=(taskset -c 0)
-fi
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+# WORK, PIDS, pin_server / pin_bench, and the cleanup on exit.
+source benches/processes.sh
 
 # run LABEL [FJORD ARGS...] -> one line: the normal source's figures, then the flooder's
 run() {
@@ -37,13 +31,13 @@ run() {
   out=$(mktemp) flood_out=$(mktemp)
   "${pin_server[@]}" "$FJORD" --listen "127.0.0.1:$PORT" --workers 1 --log-level warn --no-metrics "$@" >"$out" 2>/dev/null &
   local fjord_pid=$!
-  pids+=("$fjord_pid")
+  PIDS+=("$fjord_pid")
   for _ in $(seq 100); do grep -q "listening on udp" "$out" && break; sleep 0.05; done
   # The flood runs a second longer than the measurement on both sides.
   "${pin_bench[@]}" "$FLOOD" "127.0.0.1:$PORT" 127.0.0.2 4 "$((SECONDS_PER_RUN + 2))" "$FLOOD_RATE" \
     >"$flood_out" &
   local flood_pid=$!
-  pids+=("$flood_pid")
+  PIDS+=("$flood_pid")
   sleep 1 # the flood is under way
   "${pin_bench[@]}" "$BENCH" "127.0.0.1:$PORT" --bind 127.0.0.3 --mode open --rate "$VICTIM_RATE" \
     -d "$SECONDS_PER_RUN" --json -q 2>/dev/null \
