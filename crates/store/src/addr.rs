@@ -190,6 +190,27 @@ impl Meta {
         age > timeout_units && age < STAMP_RANGE - FUTURE_UNITS
     }
 
+    /// The bits [`Meta::is_candidate`] rejects: REMOVED, and SEEDER if `no_seeders`.
+    #[inline]
+    pub(crate) fn excluded_bits(no_seeders: bool) -> u64 {
+        REMOVED | if no_seeders { SEEDER } else { 0 }
+    }
+    /// A live peer (not EMPTY, REMOVED or reserved) none of whose bits are in `excluded`
+    /// (from [`Meta::excluded_bits`]): the same as `is_live(fam) && !(no_seeders &&
+    /// is_seeder())`, but without a branch. A selection walk tests every slot, and in a swarm
+    /// of seeders and leechers whether a seeder's walk takes a slot is a coin toss that the
+    /// branch predictor loses.
+    #[inline(always)]
+    pub(crate) fn is_candidate(self, fam: IpFamily, excluded: u64) -> bool {
+        let filled = match fam {
+            // EMPTY is 0 and a frozen EMPTY 1; every stored v4 value has a port bit set.
+            IpFamily::V4 => self.0 > FROZEN,
+            // A reservation's state is RESERVED, a tombstone's PUBLISHED (with REMOVED).
+            IpFamily::V6 => self.0 & V6_STATE_MASK == V6_PUBLISHED,
+        };
+        filled & (self.0 & excluded == 0)
+    }
+
     /// Age in seconds at `now_stamp` (0 for a stamp from the future).
     #[inline]
     pub(crate) fn age_secs(self, now_stamp: u64) -> u32 {

@@ -277,6 +277,94 @@ fn seeders_get_leechers_only() {
     assert_eq!(out.len(), 39);
 }
 
+/// From every start of the walk, a selection that may read the whole block (fewer peers than
+/// wanted) hands out each selectable peer exactly once: every live, unexpired peer but the
+/// requester, and for a seeder only leechers; never a stopped or an expired one. The walk tests
+/// slots in runs (not across the block's end), so starts near the end and blocks whose size is
+/// not a multiple of the run are where it could go wrong.
+fn whole_walk_takes_each_selectable_peer_once<
+    A: fjord_store::PeerAddress + Eq + std::hash::Hash + std::fmt::Debug,
+>(
+    addr: fn(u32) -> A,
+) {
+    let cfg = StoreConfig {
+        peer_timeout_secs: 100,
+        max_num_want_v4: 200,
+        max_num_want_v6: 200,
+        ..StoreConfig::default()
+    };
+    let s = PeerStore::new(cfg);
+    let mut out = Vec::new();
+    let left = |i: u32| if i.is_multiple_of(3) { 0 } else { 7 };
+    // 0..20 announce early and expire; 20..70 stay; of those, every 7th stops.
+    for i in 0..70 {
+        let now = if i < 20 { T0 } else { T0 + 150 };
+        s.announce(
+            &H,
+            addr(i),
+            left(i),
+            AnnounceEvent::Started,
+            0,
+            now,
+            0,
+            &mut out,
+        );
+    }
+    for i in (20..70).step_by(7) {
+        s.announce(
+            &H,
+            addr(i),
+            left(i),
+            AnnounceEvent::Stopped,
+            0,
+            T0 + 150,
+            0,
+            &mut out,
+        );
+    }
+    let now = T0 + 200;
+    let valid: Vec<u32> = (20..70u32)
+        .filter(|i| !(i - 20).is_multiple_of(7))
+        .collect();
+    for requester in [21u32, 23] {
+        let seeder = left(requester) == 0;
+        let expect: HashSet<A> = valid
+            .iter()
+            .filter(|&&i| i != requester && !(seeder && left(i) == 0))
+            .map(|&i| addr(i))
+            .collect();
+        for k in 0..256u64 {
+            let random = (k << 56) | (k << 24);
+            s.announce(
+                &H,
+                addr(requester),
+                left(requester),
+                AnnounceEvent::None,
+                200,
+                now,
+                random,
+                &mut out,
+            );
+            let got: HashSet<A> = out.iter().copied().collect();
+            assert_eq!(got.len(), out.len(), "duplicates from start {k}");
+            assert_eq!(
+                got, expect,
+                "requester {requester} (seeder {seeder}), start {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn whole_walk_takes_each_selectable_peer_once_v4() {
+    whole_walk_takes_each_selectable_peer_once(v4);
+}
+
+#[test]
+fn whole_walk_takes_each_selectable_peer_once_v6() {
+    whole_walk_takes_each_selectable_peer_once(v6);
+}
+
 #[test]
 fn expired_peers_are_never_handed_out_and_clean_frees_swarms() {
     let cfg = StoreConfig {
