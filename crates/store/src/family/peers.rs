@@ -352,10 +352,20 @@ impl Family {
             }
             let mut metas = [Meta::EMPTY; RUN];
             let mut mask = 0u32;
-            for (j, m) in metas.iter_mut().enumerate().take(n) {
+            let mut test = |j: usize, m: &mut Meta| {
                 // SAFETY: `i + j < i + n <= cap`.
                 *m = unsafe { b.slot_unchecked(i + j) }.meta().load(Acquire);
                 mask |= u32::from(m.is_candidate(A::FAM, excluded)) << j;
+            };
+            if n == RUN {
+                // Most runs: a fixed count the compiler unrolls, with no loop branch to miss.
+                for (j, m) in metas.iter_mut().enumerate() {
+                    test(j, m);
+                }
+            } else {
+                for (j, m) in metas.iter_mut().enumerate().take(n) {
+                    test(j, m);
+                }
             }
             while mask != 0 {
                 let j = mask.trailing_zeros() as usize;
