@@ -7,6 +7,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use super::peers::SELECT_AHEAD;
 use super::{Ctx, Family, SHARDS, info_hash_hash};
 use crate::block::{Block, StartCounts, peer_cap_for};
 use crate::slab::Slab;
@@ -566,7 +567,7 @@ impl Family {
     /// Finds the swarm with hash `h` (its map slot and block header are in cache after the
     /// two stages above) without helping a map migration, and, if its block is big (a small
     /// block's slots came with its header), prefetches the line of the slot where peer hash
-    /// `pk_hash` probes first and the two lines where a selection from `random` starts:
+    /// `pk_hash` probes first and the first `SELECT_AHEAD` bytes of a selection from `random`:
     /// where `upsert` and `select` will miss.
     #[inline]
     pub(crate) fn prefetch_peers(
@@ -594,9 +595,12 @@ impl Family {
                         )
                     };
                     prefetch(home.meta().as_ptr());
+                    // The selection's first `SELECT_AHEAD` bytes: from there on, its walk
+                    // prefetches ahead of itself.
                     let p = start.meta().as_ptr().cast::<u8>();
-                    prefetch(p);
-                    prefetch(p.wrapping_add(64));
+                    for k in 0..SELECT_AHEAD / 64 {
+                        prefetch(p.wrapping_add(64 * k));
+                    }
                 }
                 return;
             }

@@ -14,7 +14,7 @@ use crate::sync::{Backoff, Ordering::*};
 use crate::table::{Slots, index};
 
 /// How far ahead of a selection walk in a big block its slots are prefetched, in bytes.
-const SELECT_AHEAD: usize = 256;
+pub(super) const SELECT_AHEAD: usize = 256;
 /// Slots a selection walk tests at a time (see `select`).
 const RUN: usize = 8;
 
