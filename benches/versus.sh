@@ -74,6 +74,7 @@ weights() { # mix -> "connect announce scrape"
 }
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+stime_ticks() { awk '{ print $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 start_tracker() { # name port -> TRACKER_PID
@@ -129,19 +130,27 @@ run_load() { # loadgen mix port tracker_pid
   local lp=$!
   PIDS+=("$lp")
   sleep "$WARMUP"
-  local c0 c1
+  local c0 c1 k0 k1
   c0=$(cpu_ticks "$4")
+  k0=$(stime_ticks "$4")
   local t0=$SECONDS
   # Until the generator exits (it stops at DURATION; fjord-bench then waits for stragglers).
   local waited=0
   # (`waited` counts 0.2 s naps: at most DURATION + 60 seconds.)
   while kill -0 "$lp" 2>/dev/null && [ "$waited" -lt $(((DURATION + 60) * 5)) ]; do
-    if [ $((SECONDS - t0)) -ge "$window" ] && [ -z "${c1:-}" ]; then c1=$(cpu_ticks "$4"); fi
+    if [ $((SECONDS - t0)) -ge "$window" ] && [ -z "${c1:-}" ]; then
+      c1=$(cpu_ticks "$4")
+      k1=$(stime_ticks "$4")
+    fi
     sleep 0.2
     waited=$((waited + 1))
   done
   c1=${c1:-$(cpu_ticks "$4")}
+  k1=${k1:-$(stime_ticks "$4")}
   stop "$lp"
+  # The kernel's share of the server's CPU over the window (stime / (utime + stime), /proc).
+  local ksh
+  ksh=$(awk -v k=$((k1 - k0)) -v c=$((c1 - c0)) 'BEGIN { print (c > 0 ? k / c : 0) }')
   local rps cpu
   case $1 in
     aquatic_udp_load_test)
@@ -158,7 +167,7 @@ run_load() { # loadgen mix port tracker_pid
       cpu=$(awk -v s="${scpu:-0}" -v e="${el:-1}" -v w="$window" 'BEGIN { print (e > 0 ? s * w / e : 0) }')
       ;;
   esac
-  echo "${rps:-0} ${cpu:-0}"
+  echo "${rps:-0} ${cpu:-0} $ksh"
 }
 
 rows="$WORK/rows"
@@ -170,16 +179,17 @@ for round in $(seq 1 "$ROUNDS"); do
       for t in $TRACKERS; do
         PORT=$((PORT + 1))
         start_tracker "$t" "$PORT"
-        read -r rps cpu < <(run_load "$gen" "$mix" "$PORT" "$TRACKER_PID")
+        read -r rps cpu ksh < <(run_load "$gen" "$mix" "$PORT" "$TRACKER_PID")
         rss=$(rss_kb "$TRACKER_PID")
         stop "$TRACKER_PID"
         # responses per server CPU second over the window: rps * window / cpu
         per=$(awk -v r="$rps" -v c="$cpu" -v w=$((DURATION - WARMUP)) 'BEGIN { print (c > 0 ? r * w / c : 0) }')
-        line=$(printf '%-15s %-22s %-12s round %d: %10.0f responses/s, server CPU %6.2f s, %10.0f per server CPU s, peak RSS %6.1f MiB' \
-          "$mix" "$gen" "$t" "$round" "$rps" "$cpu" "$per" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')")
+        line=$(printf '%-15s %-22s %-12s round %d: %10.0f responses/s, server CPU %6.2f s (kernel %4.1f %%), %10.0f per server CPU s, peak RSS %6.1f MiB' \
+          "$mix" "$gen" "$t" "$round" "$rps" "$cpu" "$(awk -v k="$ksh" 'BEGIN { print k * 100 }')" "$per" \
+          "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')")
         if awk -v r="$rps" 'BEGIN { exit !(r > 0) }'; then
           log "$line"
-          echo "$mix $gen $t $round $rps $cpu $per $rss" >>"$rows"
+          echo "$mix $gen $t $round $rps $cpu $per $rss $ksh" >>"$rows"
         else
           # A generator that reports no responses failed (it printed no summary): say so, show
           # its output, and keep the run out of the means rather than count it as zero.
@@ -194,7 +204,7 @@ done
 
 {
   echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(uname -srm), $(nproc) CPUs; ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP PEERS=$PEERS TORRENTS=$TORRENTS WORKERS=$WORKERS TRACKER_CPU=$TRACKER_CPU BENCH_CPU=$BENCH_CPU; load $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "## every run: mix generator tracker round responses/s server-cpu-s per-server-cpu-s peak-rss-kB"
+  echo "## every run: mix generator tracker round responses/s server-cpu-s per-server-cpu-s peak-rss-kB kernel-share"
   sed 's/^/  /' "$rows"
   [ -s "$WORK/failed" ] && { echo "## failed runs (left out of the means)"; sed 's/^/  /' "$WORK/failed"; }
   echo "## responses per server CPU second, mean over rounds, and the ratios"
@@ -210,4 +220,7 @@ done
         printf "\n"
       }
     }' "$rows"
+  echo "## server CPU per response (mean over rounds, from the per-CPU-second figure): user + kernel"
+  awk '{ k = $1 " " $2 " " $3; us = 1e6 / $7; u[k] += us * (1 - $9); s[k] += us * $9; n[k]++ }
+    END { for (k in n) printf "%-50s %6.3f us = user %6.3f + kernel %6.3f\n", k, (u[k] + s[k]) / n[k], u[k] / n[k], s[k] / n[k] }' "$rows" | sort
 } | tee -a "${RESULTS:-/dev/null}"
