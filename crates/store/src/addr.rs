@@ -190,6 +190,16 @@ impl Meta {
         age > timeout_units && age < STAMP_RANGE - FUTURE_UNITS
     }
 
+    /// [`Meta::is_expired`] for many slots at one `now_stamp`: see [`Expiry`].
+    #[inline(always)]
+    pub(crate) fn is_expired_at(self, e: &Expiry) -> bool {
+        // `now | 7` minus the word cannot borrow out of bits 0..3 (flags, at most 7), so bits
+        // 3..16 of the difference are (now - stamp) mod STAMP_RANGE, shifted; the bits above
+        // (port, address) only absorb borrows. One subtraction then tests the age's range.
+        let age = e.now.wrapping_sub(self.0) & (STAMP_MASK << STAMP_SHIFT);
+        age.wrapping_sub(e.low) < e.span
+    }
+
     /// The bits [`Meta::is_candidate`] rejects: REMOVED, and SEEDER if `no_seeders`.
     #[inline]
     pub(crate) fn excluded_bits(no_seeders: bool) -> u64 {
@@ -278,6 +288,35 @@ impl<'g> MetaCell<'g> {
     }
 }
 
+/// The test of [`Meta::is_expired`] at one `now_stamp`, prepared for a walk over many slots:
+/// `timeout_units < age < STAMP_RANGE - FUTURE_UNITS` becomes one wrapping subtraction and one
+/// comparison on the meta word's stamp bits, in place (a selection walk tests every peer it
+/// takes).
+#[derive(Clone, Copy)]
+pub(crate) struct Expiry {
+    /// `now_stamp` in the stamp's bit position, bits 0..3 set.
+    now: u64,
+    /// The smallest expired age (`timeout_units + 1`), in the stamp's bit position.
+    low: u64,
+    /// How many ages from `low` on are expired, in the stamp's bit position.
+    span: u64,
+}
+
+impl Expiry {
+    /// For `now_stamp` and a timeout of `timeout_units` (`1..STAMP_RANGE - FUTURE_UNITS - 1`,
+    /// as the store sets it; a larger one expires nothing).
+    #[inline]
+    pub(crate) fn new(now_stamp: u64, timeout_units: u64) -> Self {
+        let low = timeout_units.saturating_add(1);
+        let span = (STAMP_RANGE - FUTURE_UNITS).saturating_sub(low);
+        Expiry {
+            now: ((now_stamp & STAMP_MASK) << STAMP_SHIFT) | ((1 << STAMP_SHIFT) - 1),
+            low: low.min(STAMP_RANGE) << STAMP_SHIFT,
+            span: span << STAMP_SHIFT,
+        }
+    }
+}
+
 #[inline]
 pub(crate) fn stamp_of(now_secs: u32) -> u64 {
     u64::from(now_secs >> STAMP_SHIFT) & STAMP_MASK
@@ -336,3 +375,60 @@ impl sealed::Sealed for SocketAddrV6 {
     }
 }
 impl PeerAddress for SocketAddrV6 {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The walk's one-comparison expiry test agrees with [`Meta::is_expired`] for every stamp,
+    /// at every kind of `now` (including wrapped ones) and timeout, whatever the flag, port and
+    /// address bits around the stamp.
+    #[test]
+    fn expiry_at_matches_is_expired_for_every_stamp() {
+        let timeouts = [
+            1,
+            2,
+            15,
+            225,
+            1_000,
+            STAMP_RANGE - FUTURE_UNITS - 3,
+            STAMP_RANGE - FUTURE_UNITS - 1,
+            STAMP_RANGE,
+            u64::MAX,
+        ];
+        let nows = [
+            0,
+            1,
+            7,
+            16,
+            225,
+            226,
+            4_096,
+            STAMP_RANGE - 17,
+            STAMP_RANGE - 1,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut checked = 0u64;
+        for &t in &timeouts {
+            for &now in &nows {
+                let e = Expiry::new(now, t);
+                for stamp in 0..STAMP_RANGE {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let around = x & !(STAMP_MASK << STAMP_SHIFT);
+                    let m = Meta(around | (stamp << STAMP_SHIFT));
+                    assert_eq!(
+                        m.is_expired_at(&e),
+                        m.is_expired(now, t),
+                        "now {now}, timeout {t}, stamp {stamp}, word {:#x}",
+                        m.0
+                    );
+                    checked += u64::from(m.is_expired(now, t));
+                }
+            }
+        }
+        // Not vacuous: most (now, timeout) pairs expire some stamps.
+        assert!(checked > 100_000, "{checked}");
+    }
+}

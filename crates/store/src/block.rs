@@ -405,8 +405,18 @@ impl<'g> Block<'g> {
     /// `i < cap` and `k < words`.
     #[inline]
     unsafe fn word(&self, i: usize, k: usize) -> &'g AtomicU64 {
-        let words = usize::from(self.words);
-        debug_assert!(i < self.cap() && k < words);
+        // SAFETY: the caller's contract, with the block's own `words`.
+        unsafe { self.word_of(i, k, usize::from(self.words)) }
+    }
+
+    /// [`Block::word`] with the slot size given by the caller: a constant where the family is
+    /// known at compile time (a walk's stride then needs no multiplication).
+    ///
+    /// # Safety
+    /// `i < cap`, `k < words`, and `words` is the block's own number of words per slot.
+    #[inline(always)]
+    unsafe fn word_of(&self, i: usize, k: usize, words: usize) -> &'g AtomicU64 {
+        debug_assert!(i < self.cap() && k < words && words == usize::from(self.words));
         let off = if self.big {
             BIG_SLOTS_OFF
         } else {
@@ -416,6 +426,36 @@ impl<'g> Block<'g> {
         // the slot array that `raw` initialised; the block stays allocated for `'g` (the
         // view's invariant).
         unsafe { slot_word(self.ptr.as_ptr().cast(), off, i * words + k) }
+    }
+}
+
+impl<'g> Block<'g> {
+    /// Slot `i`'s meta word, for a family of `words` words per slot.
+    ///
+    /// # Safety
+    /// `i < cap`, and `words` is the block's own number of words per slot.
+    #[inline(always)]
+    pub(crate) unsafe fn meta_of(self, i: usize, words: usize) -> MetaCell<'g> {
+        // SAFETY: the contract; every slot has its meta word at word 0.
+        MetaCell::new(unsafe { self.word_of(i, 0, words) })
+    }
+    /// Slot `i`'s address words (as [`Slot::addr_words`]), for `words` words per slot.
+    ///
+    /// # Safety
+    /// `i < cap`, and `words` is the block's own number of words per slot.
+    #[inline(always)]
+    pub(crate) unsafe fn addr_words_of(self, i: usize, words: usize) -> [u64; 2] {
+        if words == 3 {
+            // SAFETY: the contract: slot `i` exists and has 3 words.
+            unsafe {
+                [
+                    self.word_of(i, 1, words).load(Ordering::Relaxed),
+                    self.word_of(i, 2, words).load(Ordering::Relaxed),
+                ]
+            }
+        } else {
+            [0; 2]
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 use super::map::prefetch;
 use super::{Ctx, Family, Migrated, Publisher};
 use crate::PeerSink;
-use crate::addr::{IpFamily, Meta, PeerAddress, PeerKey};
+use crate::addr::{Expiry, IpFamily, Meta, PeerAddress, PeerKey};
 use crate::block::{Block, COMPLETED_FROZEN, Next, Slot, peer_max_used};
 use crate::sync::epoch::Guard;
 use crate::sync::{Backoff, Ordering::*};
@@ -332,20 +332,19 @@ impl Family {
         // In a big block the walk reads slots faster than lines arrive: ask for the lines
         // SELECT_AHEAD bytes on, one per 64 bytes of the run.
         let ahead = b.big().is_some();
-        let words = self.words();
+        // A constant per family: the walk's stride folds into its addressing.
+        let words = A::FAM.words();
         let excluded = Meta::excluded_bits(req_seeder);
-        debug_assert!(A::FAM == self.fam);
+        let expiry = Expiry::new(now_stamp, ctx.timeout_units);
+        debug_assert!(A::FAM == self.fam && words == self.words());
         while left > 0 {
             let n = RUN.min(cap - i).min(left);
             // SAFETY: `i < cap`: `index` returns one below `cap` (non-zero: `limit > 0` here
-            // only if `cap > 0`), `n <= cap - i`, and `i` wraps to 0 at `cap` below.
-            let first = unsafe { b.slot_unchecked(i) };
+            // only if `cap > 0`), `n <= cap - i`, and `i` wraps to 0 at `cap` below; `words`
+            // is the family's, so the block's.
+            let first = unsafe { b.meta_of(i, words) };
             if ahead {
-                let p = first
-                    .meta()
-                    .as_ptr()
-                    .cast::<u8>()
-                    .wrapping_add(SELECT_AHEAD);
+                let p = first.as_ptr().cast::<u8>().wrapping_add(SELECT_AHEAD);
                 for k in 0..words {
                     prefetch(p.wrapping_add(64 * k));
                 }
@@ -353,8 +352,8 @@ impl Family {
             let mut metas = [Meta::EMPTY; RUN];
             let mut mask = 0u32;
             let mut test = |j: usize, m: &mut Meta| {
-                // SAFETY: `i + j < i + n <= cap`.
-                *m = unsafe { b.slot_unchecked(i + j) }.meta().load(Acquire);
+                // SAFETY: `i + j < i + n <= cap`; `words` as above.
+                *m = unsafe { b.meta_of(i + j, words) }.load(Acquire);
                 mask |= u32::from(m.is_candidate(A::FAM, excluded)) << j;
             };
             if n == RUN {
@@ -373,11 +372,11 @@ impl Family {
                 let m = metas[j % RUN];
                 // Rare (a peer past its timeout that the cleaner has not reached yet): a
                 // branch the predictor gets right.
-                if m.is_expired(now_stamp, ctx.timeout_units) {
+                if m.is_expired_at(&expiry) {
                     continue;
                 }
                 // SAFETY: `j < n`, as above.
-                let addr = unsafe { b.slot_unchecked(i + j) }.addr_words();
+                let addr = unsafe { b.addr_words_of(i + j, words) };
                 if m.key_bits() == pk.key && addr == pk.addr {
                     continue; // the requester
                 }
