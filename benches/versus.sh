@@ -13,7 +13,9 @@
 # set, both generators use those instead (e.g. PEERS=10000000 for the 10M figure).
 #
 # Prints every run (never only the best) and the ratios per mix and generator: fjord /
-# aquatic_udp and fjord / floor, from the sums over all rounds.
+# aquatic_udp and fjord / floor, from the means over all rounds; then each server's CPU per
+# response split into user and kernel time (stime / (utime + stime) over the same window), which
+# separates the tracker's own work from the kernel's UDP path that the floor spends too.
 #
 # Usage: benches/versus.sh
 # Environment (defaults):
