@@ -407,16 +407,14 @@ mod tests {
             STAMP_RANGE - 17,
             STAMP_RANGE - 1,
         ];
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut n = 0u64;
         let mut checked = 0u64;
         for &t in &timeouts {
             for &now in &nows {
                 let e = Expiry::new(now, t);
                 for stamp in 0..STAMP_RANGE {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let around = x & !(STAMP_MASK << STAMP_SHIFT);
+                    n += 1;
+                    let around = mix(n) & !(STAMP_MASK << STAMP_SHIFT);
                     let m = Meta(around | (stamp << STAMP_SHIFT));
                     assert_eq!(
                         m.is_expired_at(&e),

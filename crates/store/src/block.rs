@@ -427,9 +427,7 @@ impl<'g> Block<'g> {
         // view's invariant).
         unsafe { slot_word(self.ptr.as_ptr().cast(), off, i * words + k) }
     }
-}
 
-impl<'g> Block<'g> {
     /// Slot `i`'s meta word, for a family of `words` words per slot.
     ///
     /// # Safety
