@@ -15,22 +15,18 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-const LINE_WORDS: usize = 8;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
-fn xorshift(s: &mut u64) -> u64 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    *s
-}
+const LINE_WORDS: usize = 8;
 
 fn measure(mib: usize) -> (f64, f64) {
     let lines = mib * (1 << 20) / 64;
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = StdRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
     // A random cyclic order of the lines (Sattolo's shuffle: one cycle through all of them).
     let mut order: Vec<usize> = (0..lines).collect();
     for i in (1..lines).rev() {
-        let j = (xorshift(&mut seed) % i as u64) as usize;
+        let j = rng.random_range(0..i);
         order.swap(i, j);
     }
     let mut buf = vec![0u64; lines * LINE_WORDS];
@@ -47,9 +43,7 @@ fn measure(mib: usize) -> (f64, f64) {
     let dependent = t.elapsed().as_nanos() as f64 / steps as f64;
     black_box(p);
     let n = 8_000_000usize;
-    let idx: Vec<u32> = (0..n)
-        .map(|_| (xorshift(&mut seed) % lines as u64) as u32)
-        .collect();
+    let idx: Vec<u32> = (0..n).map(|_| rng.random_range(0..lines as u32)).collect();
     let t = Instant::now();
     let mut sum = 0u64;
     for &i in &idx {
